@@ -1,0 +1,6 @@
+"""`python -m ifq_tinier_yolo` -> cli.main."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

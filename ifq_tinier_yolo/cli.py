@@ -1,0 +1,162 @@
+"""Command-line entry point: argparse subcommands of docs CLI.md.
+
+Each subcommand names its handler as 'module:function'; the module is imported only when the
+command runs, so `--help` and light commands never import torch. A handler takes the parsed
+arguments and returns the exit status. The project's errors become one-line messages here.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from .errors import IfqError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / 'weights' / 'ifq_tinier_yolo.ifq'
+DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')
+
+
+def _add(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
+    """Flags shared by every command that runs the detector."""
+    p.add_argument('--model', type=Path, default=None,
+                   help=f'model file: .ifq for the integer backend, .pt for torch '
+                        f'(default {DEFAULT_MODEL.name} / {DEFAULT_CHECKPOINT.name} in weights/)')
+    p.add_argument('--backend', choices=('int', 'torch'), default='int',
+                   help='int: the integer engine (numpy only); torch: the quantization network')
+    p.add_argument('--img-size', type=int, default=None,
+                   help='network input side in pixels (default: the model\'s)')
+    p.add_argument('--conf', type=float, default=conf, help='score threshold')
+    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser of the command-line contract."""
+    parser = argparse.ArgumentParser(prog='ifq-yolo', description='IFQ-Tinier-YOLO: integer-only face detection')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+
+    # data stats
+    data = sub.add_parser('data', help='dataset tools').add_subparsers(dest='data_command', required=True)
+    p = _add(data, 'stats', 'ifq_tinier_yolo.datasets.wider:cli_stats', 'WIDER FACE annotation statistics')
+    p.add_argument('--wider-root', type=Path, required=True, help='folder holding wider_face_split/ and WIDER_<split>/')
+    p.add_argument('--split', choices=('train', 'val'), default='train')
+    p.add_argument('--no-check-images', action='store_true', help='do not check that every image file exists')
+
+    # train
+    p = _add(sub, 'train', 'ifq_tinier_yolo.train:cli_train', 'train the quantization network on WIDER FACE')
+    p.add_argument('--wider-root', type=Path, required=True)
+    p.add_argument('--out', type=Path, required=True, help='run folder: last.pt, best.pt, metrics.jsonl')
+    p.add_argument('--img-size', type=int, default=416, help='training crop side in pixels')
+    p.add_argument('--val-size', type=int, default=416, help='validation input side in pixels')
+    p.add_argument('--epochs', type=int, default=30)
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--max-images', type=int, default=0, help='use only the first N training images (0: all)')
+    p.add_argument('--max-val-images', type=int, default=0, help='validate on the first N val images (0: all)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
+    p.add_argument('--init', type=Path, default=None, help='start from the weights of this checkpoint')
+    p.add_argument('--quant', choices=('float', 'hwgq'), default='hwgq')
+    p.add_argument('--optimizer', choices=('sgd', 'adamw'), default='adamw')
+    p.add_argument('--lr', type=float, default=2e-3)
+    p.add_argument('--weight-decay', type=float, default=5e-4)
+    p.add_argument('--warmup', type=float, default=1.0, help='linear LR warm-up in epochs')
+    p.add_argument('--workers', type=int, default=2, help='data loader processes')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--bf16', action='store_true', help='bfloat16 autocast on CPU (faster on AMX CPUs)')
+    p.add_argument('--time-limit', type=float, default=0, help='stop cleanly after this many minutes (0: none)')
+    p.add_argument('--no-val', action='store_true', help='skip the per-epoch validation')
+    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
+                   help='override training config fields (see train.TrainConfig)')
+
+    # convert / verify / report
+    p = _add(sub, 'convert', 'ifq_tinier_yolo.integrate.convert:cli_convert',
+             'integrated fixed-point conversion of a trained checkpoint into an .ifq model')
+    p.add_argument('checkpoint', type=Path)
+    p.add_argument('--out', type=Path, required=True)
+    p.add_argument('--separated', action='store_true',
+                   help='separated conversion (each float parameter rounded on its own), for comparison')
+    p = _add(sub, 'verify', 'ifq_tinier_yolo.integrate.verify:cli_verify',
+             'check the integer engine against the quantized PyTorch model, image by image')
+    p.add_argument('--model', type=Path, default=DEFAULT_MODEL)
+    p.add_argument('--checkpoint', type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument('--img-size', type=int, default=None)
+    p.add_argument('sources', nargs='+', type=Path, metavar='IMAGE_OR_DIR')
+    p = _add(sub, 'report', 'ifq_tinier_yolo.integrate.report:cli_report',
+             'per-layer table, model bytes and runtime feature-map memory')
+    p.add_argument('--model', type=Path, default=DEFAULT_MODEL)
+    p.add_argument('--img-size', type=int, default=None)
+
+    # detect / webcam
+    p = _add(sub, 'detect', 'ifq_tinier_yolo.apps.detect:cli_detect', 'detect faces in images, folders and videos')
+    p.add_argument('sources', nargs='+', type=Path, metavar='SOURCE')
+    _detection_flags(p, conf=0.3)
+    p.add_argument('--out', type=Path, default=None, help='write annotated copies here')
+    p.add_argument('--json', default=None, metavar='FILE|-', help='write JSON lines to FILE or stdout (-)')
+    p = _add(sub, 'webcam', 'ifq_tinier_yolo.apps.webcam:cli_webcam', 'live detection from a camera or a video')
+    p.add_argument('--camera', default='0', help='camera index or a video path standing in for a camera')
+    _detection_flags(p, conf=0.3)
+    p.add_argument('--out', type=Path, default=None, help='write the annotated video here (headless)')
+    p.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: until the end or q)')
+
+    # fddb detect / eval
+    fddb = sub.add_parser('fddb', help='FDDB protocol').add_subparsers(dest='fddb_command', required=True)
+    p = _add(fddb, 'detect', 'ifq_tinier_yolo.apps.benchmark:cli_fddb_detect',
+             'write official FDDB detection files, one per fold')
+    p.add_argument('--folds-dir', type=Path, required=True)
+    p.add_argument('--images', type=Path, required=True)
+    p.add_argument('--out', type=Path, required=True)
+    p.add_argument('--folds', default=None, help='comma-separated fold numbers (default: all found)')
+    p.add_argument('--ellipse', action='store_true', help='write ellipses instead of rectangles')
+    p.add_argument('--ext', default='.jpg', help='image file extension')
+    _detection_flags(p, conf=0.01)
+    p = _add(fddb, 'eval', 'ifq_tinier_yolo.evaluation.fddb:cli_eval', 'the official FDDB evaluation')
+    p.add_argument('--annotations', type=Path, nargs='+', required=True)
+    p.add_argument('--detections', type=Path, nargs='+', required=True)
+    p.add_argument('--list', type=Path, nargs='+', required=True)
+    p.add_argument('--images', type=Path, required=True)
+    p.add_argument('--out', required=True, help='output prefix: PREFIXDiscROC.txt, PREFIXContROC.txt, PREFIXroc.png')
+    p.add_argument('--ellipse', action='store_true', help='detections are ellipses')
+    p.add_argument('--ext', default='.jpg')
+
+    # wider predict / eval
+    wider = sub.add_parser('wider', help='WIDER FACE protocol').add_subparsers(dest='wider_command', required=True)
+    p = _add(wider, 'predict', 'ifq_tinier_yolo.apps.benchmark:cli_wider_predict', 'write WIDER submission files')
+    p.add_argument('--wider-root', type=Path, required=True)
+    p.add_argument('--split', choices=('train', 'val'), default='val')
+    p.add_argument('--out', type=Path, required=True)
+    _detection_flags(p, conf=0.01)
+    p = _add(wider, 'eval', 'ifq_tinier_yolo.evaluation.wider:cli_eval', 'WIDER FACE easy / medium / hard AP')
+    p.add_argument('--pred', type=Path, required=True)
+    p.add_argument('--gt', type=Path, required=True)
+    p.add_argument('--iou', type=float, default=0.5)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.handler.split(':')
+    try:
+        try:
+            handler = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError) as e:
+            if args.debug:
+                raise
+            print(f'error: command not available yet ({e})', file=sys.stderr)
+            return 2
+        return int(handler(args) or 0)
+    except IfqError as e:
+        if args.debug:
+            raise
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130

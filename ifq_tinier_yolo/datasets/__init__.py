@@ -1,0 +1,1 @@
+"""Dataset readers, augmentation and the PyTorch training set (WIDER FACE, FDDB)."""

@@ -1,0 +1,168 @@
+"""Training augmentation: a face-keeping square crop (zoom in or out), letterbox, colour, blur, flip.
+
+Geometry is done here with explicit arithmetic on the boxes (the crop window, then the shared
+`engine.preprocess.letterbox`, then a horizontal flip); the photometric jitter is an
+albumentations pipeline applied to the image part of the canvas only, so the letterbox padding
+keeps the exact value inference sees. All randomness comes from one numpy Generator per sample,
+which also seeds albumentations, so the same (seed, epoch, index) always gives the same sample.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from ..engine.preprocess import letterbox
+from ..netdef import LETTERBOX_FILL
+
+SEED_MAX = 2**31 - 1   # albumentations seeds must fit an int32
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strength of the training augmentation; the defaults suit WIDER FACE at 320-416 px input."""
+    crop_p: float = 0.9                   # probability of a random crop window (else the whole image)
+    window_range: tuple[float, float] = (0.25, 1.25)  # crop side / image long side, log-uniform; > 1 zooms out
+    flip_p: float = 0.5                   # horizontal flip probability
+    brightness: float = 0.25              # +- brightness shift, fraction of 255
+    contrast: float = 0.25                # +- contrast gain - 1
+    brightness_contrast_p: float = 0.8    # probability of the brightness/contrast jitter
+    hue: float = 8.0                      # +- hue shift, opencv hue units (180 = full circle)
+    saturation: float = 30.0              # +- saturation shift, 0-255 units
+    hsv_p: float = 0.5                    # probability of the hue/saturation jitter
+    blur_p: float = 0.1                   # probability of a Gaussian or motion blur
+    blur_max_kernel: int = 5              # largest blur kernel side in network pixels (odd)
+    gray_p: float = 0.02                  # probability of a grey image
+    min_visible: float = 0.5              # keep a face if this fraction of its area stays visible
+    min_box_px: float = 2.0               # drop faces narrower or shorter than this in network pixels
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The per-sample random generator: a pure function of (seed, epoch, index)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def photometric_pipeline(cfg: AugmentConfig) -> A.Compose:
+    """The albumentations colour / blur jitter (pixels only, boxes unchanged)."""
+    k = max(3, cfg.blur_max_kernel | 1)
+    return A.Compose([
+        A.RandomBrightnessContrast(brightness_limit=cfg.brightness, contrast_limit=cfg.contrast,
+                                   p=cfg.brightness_contrast_p),
+        A.HueSaturationValue(hue_shift_limit=cfg.hue, sat_shift_limit=cfg.saturation, val_shift_limit=0,
+                             p=cfg.hsv_p),
+        A.ToGray(p=cfg.gray_p),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, k), sigma_limit=(0.3, 1.5)),
+                 A.MotionBlur(blur_limit=(3, k))], p=cfg.blur_p),
+    ], seed=0)
+
+
+def crop_window(width: int, height: int, boxes: np.ndarray, rng: np.random.Generator,
+                cfg: AugmentConfig) -> tuple[float, float, float]:
+    """(x0, y0, side) of a square window in image pixels that contains one random face when there is one.
+
+    The window may stick out of the image (zoom out); the image then lies inside it.
+    """
+    long_side = max(width, height)
+    if rng.random() >= cfg.crop_p:
+        # the whole image, exactly as plain letterboxing frames it
+        return (width - long_side) / 2, (height - long_side) / 2, float(long_side)
+    lo, hi = np.log(cfg.window_range)
+    side = long_side * math.exp(rng.uniform(lo, hi))
+    face = None
+    sizes = np.minimum(boxes[:, 2], boxes[:, 3]) if len(boxes) else np.zeros(0)
+    if (sizes > 0).any():
+        # python floats: float32 sums would break the interval arithmetic below by an ulp
+        x, y, w, h = (float(v) for v in boxes[rng.choice(np.flatnonzero(sizes > 0))])
+        # the part of the face inside the image (annotations may overhang it)
+        x1, y1 = max(0.0, x), max(0.0, y)
+        face = (x1, y1, min(float(width), x + w) - x1, min(float(height), y + h) - y1)
+        side = max(side, face[2], face[3])
+    origin = []
+    for axis, extent in ((0, width), (1, height)):
+        # window inside the image when it is smaller, image inside the window when larger
+        lo_o, hi_o = sorted((0.0, extent - side))
+        if face is not None:
+            f0, fs = face[axis], face[axis + 2]
+            lo_o, hi_o = max(lo_o, f0 + fs - side), min(hi_o, f0)
+            if lo_o > hi_o:   # cannot hold face and stay on the image: centre on the face
+                lo_o = hi_o = f0 + fs / 2 - side / 2
+        origin.append(rng.uniform(lo_o, hi_o))
+    return origin[0], origin[1], side
+
+
+def cut_window(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The side x side window at integer (x0, y0), padded with LETTERBOX_FILL where it leaves the image."""
+    h, w = image.shape[:2]
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+    part = image[iy0:iy1, ix0:ix1]
+    if (ix0, iy0, ix1, iy1) == (x0, y0, x0 + side, y0 + side):
+        return part
+    return cv2.copyMakeBorder(part, iy0 - y0, y0 + side - iy1, ix0 - x0, x0 + side - ix1,
+                              cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
+
+
+def map_boxes(boxes: np.ndarray, width: int, height: int, x0: float, y0: float, scale: float,
+              pad_x: float, pad_y: float, size: int, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes float (N, 4) x, y, w, h in image pixels -> (float32 (M, 4) x1, y1, x2, y2 on the canvas, kept indices).
+
+    A face is kept when >= cfg.min_visible of its in-image area is inside the window and its
+    clipped canvas box is at least cfg.min_box_px on each side.
+    """
+    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]], axis=1).astype(np.float64)  # (N, 4)
+    xyxy = np.clip(xyxy, 0, [width, height, width, height])
+    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+    out = (xyxy - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]
+    out_clipped = np.clip(out, 0, size)
+    visible = (out_clipped[:, 2] - out_clipped[:, 0]) * (out_clipped[:, 3] - out_clipped[:, 1])
+    with np.errstate(divide='ignore', invalid='ignore'):
+        frac = np.where(area > 0, visible / (area * scale * scale), 0.0)
+    keep = ((frac >= cfg.min_visible) & (out_clipped[:, 2] - out_clipped[:, 0] >= cfg.min_box_px)
+            & (out_clipped[:, 3] - out_clipped[:, 1] >= cfg.min_box_px))
+    return out_clipped[keep].astype(np.float32), np.flatnonzero(keep)
+
+
+def letterbox_sample(image: np.ndarray, boxes: np.ndarray, size: int,
+                     cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """No augmentation: (uint8 (size, size, 3) canvas, float32 (M, 4) x1 y1 x2 y2 canvas px, kept indices)."""
+    h, w = image.shape[:2]
+    canvas, scale, pad_x, pad_y = letterbox(image, size)
+    out, kept = map_boxes(boxes, w, h, 0.0, 0.0, scale, pad_x, pad_y, size, cfg)
+    return canvas, out, kept
+
+
+class Augmenter:
+    """Random training view of one image: call with (image, boxes, size, rng)."""
+
+    def __init__(self, cfg: AugmentConfig = AugmentConfig()):
+        self.cfg = cfg
+        self.photometric = photometric_pipeline(cfg)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (H, W, 3) BGR, float (N, 4) x y w h px -> (uint8 (size, size, 3), float32 (M, 4) x1 y1 x2 y2, kept indices)."""
+        cfg = self.cfg
+        h, w = image.shape[:2]
+        fx0, fy0, fside = crop_window(w, h, boxes, rng, cfg)
+        # integer window so that the crop and the box arithmetic agree exactly
+        x0, y0, side = math.floor(fx0), math.floor(fy0), max(1, math.ceil(fside))
+        window = cut_window(image, x0, y0, side)
+        canvas, scale, pad_x, pad_y = letterbox(window, size)
+        out, kept = map_boxes(boxes, w, h, x0, y0, scale, pad_x, pad_y, size, cfg)
+
+        # colour/blur only the image pixels of the canvas: the padding stays LETTERBOX_FILL
+        cx0 = max(0, math.floor((max(0, x0) - x0) * scale + pad_x))
+        cy0 = max(0, math.floor((max(0, y0) - y0) * scale + pad_y))
+        cx1 = min(size, math.ceil((min(w, x0 + side) - x0) * scale + pad_x))
+        cy1 = min(size, math.ceil((min(h, y0 + side) - y0) * scale + pad_y))
+        if cx1 > cx0 and cy1 > cy0:
+            self.photometric.set_random_seed(int(rng.integers(SEED_MAX)))
+            region = np.ascontiguousarray(canvas[cy0:cy1, cx0:cx1])
+            canvas[cy0:cy1, cx0:cx1] = self.photometric(image=region)['image']
+
+        if rng.random() < cfg.flip_p:
+            canvas = np.ascontiguousarray(canvas[:, ::-1])
+            out = np.stack([size - out[:, 2], out[:, 1], size - out[:, 0], out[:, 3]], axis=1)
+        return canvas, out.astype(np.float32).reshape(-1, 4), kept

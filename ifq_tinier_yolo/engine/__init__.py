@@ -1,0 +1,1 @@
+"""The integer-only runtime: numpy (+ opencv for resizing) only, never torch."""

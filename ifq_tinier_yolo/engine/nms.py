@@ -1,0 +1,27 @@
+"""Greedy non-maximum suppression on integer or float boxes."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int) -> np.ndarray:
+    """Indices kept by greedy NMS, best score first (ties: lower index first).
+
+    boxes: (N, 4) x1, y1, x2, y2 (integers or floats; areas use x2 - x1). A box is suppressed
+    when IoU > iou_num / iou_den with a kept box, tested by cross-multiplication
+    (inter * den > num * union) so integer boxes need no division and no float.
+    """
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    boxes = boxes.astype(np.int64) if np.issubdtype(boxes.dtype, np.integer) else boxes.astype(np.float64)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
+        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
+        inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+        union = area[i] + area[rest] - inter
+        order = rest[inter * iou_den <= iou_num * union]
+    return np.asarray(keep, dtype=np.int64)

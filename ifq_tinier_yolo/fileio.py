@@ -1,0 +1,38 @@
+"""Atomic output files: every file the project writes appears whole or not at all."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = 'w', encoding: str | None = None) -> Iterator[IO]:
+    """Open a temp file beside `path`; on clean exit fsync and rename it over `path`.
+
+    On an exception (or a kill) the target is untouched and the temp file is removed
+    (or, after SIGKILL, left as a hidden `.NAME.*.tmp` that nothing reads).
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f'atomic_open writes only, mode {mode!r}')
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode, encoding=encoding if mode == 'w' else None,
+                       newline='' if mode == 'w' else None) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a whole text file atomically (UTF-8, newlines as given)."""
+    with atomic_open(path, 'w', encoding='utf-8') as f:
+        f.write(text)

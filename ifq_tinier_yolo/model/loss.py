@@ -1,0 +1,90 @@
+"""YOLOv2 region loss with darknet semantics, one class (face).
+
+Per ground-truth face: the cell holding its centre and the anchor of best shape IoU are
+responsible; targets are sigmoid(tx) = frac(cx), tw = log(w / anchor_w) (grid units); the
+coordinate terms are weighted by (2 - w*h). Objectness is pushed to 1 on responsible
+anchors and to 0 elsewhere, except where the predicted box already overlaps some face by more
+than `ignore_iou` (no-object loss ignored there). Squared errors, as darknet; summed, / batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..netdef import VALUES_PER_ANCHOR
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    coord_scale: float = 1.0   # weight of x, y, w, h errors
+    obj_scale: float = 5.0     # weight of objectness on responsible anchors
+    noobj_scale: float = 1.0   # weight of objectness elsewhere
+    ignore_iou: float = 0.6    # no-object loss ignored above this IoU with any face
+
+
+def box_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU matrix (N, M) of boxes given as (cx, cy, w, h)."""
+    a1, a2 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
+    b1, b2 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
+    inter = (torch.minimum(a2, b2) - torch.maximum(a1, b1)).clamp(min=0).prod(-1)
+    union = a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter
+    return inter / union.clamp(min=1e-12)
+
+
+def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """IoU (N, A) of boxes and anchors sharing one centre, from (w, h) only."""
+    inter = torch.minimum(wh[:, None, 0], anchors[None, :, 0]) * torch.minimum(wh[:, None, 1], anchors[None, :, 1])
+    return inter / (wh[:, None].prod(-1) + anchors[None].prod(-1) - inter)
+
+
+def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
+                cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, float]]:
+    """out: (B, A*5, H, W) raw head; targets: (M, 5) [batch_index, cx, cy, w, h] in [0, 1];
+    anchors: (A, 2) in grid cells. Returns (loss, parts) with parts summed per term, / B."""
+    bsz, _, gh, gw = out.shape
+    na = anchors.shape[0]
+    p = out.float().view(bsz, na, VALUES_PER_ANCHOR, gh, gw).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
+    sx, sy, tw, th = p[..., 0].sigmoid(), p[..., 1].sigmoid(), p[..., 2], p[..., 3]
+    conf = p[..., 4].sigmoid()
+
+    # predicted boxes in grid units, for the ignore mask only
+    with torch.no_grad():
+        cols = torch.arange(gw, device=out.device).view(1, 1, 1, gw)
+        rows = torch.arange(gh, device=out.device).view(1, 1, gh, 1)
+        pred = torch.stack([cols + sx, rows + sy,
+                            tw.clamp(max=10).exp() * anchors[:, 0].view(1, na, 1, 1),
+                            th.clamp(max=10).exp() * anchors[:, 1].view(1, na, 1, 1)], -1)  # (B, A, H, W, 4)
+        gt = targets[:, 1:] * targets.new_tensor([gw, gh, gw, gh])   # (M, 4) grid units
+        bidx = targets[:, 0].long()
+        noobj = torch.ones_like(conf)
+        for b in range(bsz):
+            faces = gt[bidx == b]
+            if len(faces):
+                best = box_iou_cxcywh(pred[b].reshape(-1, 4), faces).amax(1).view(na, gh, gw)
+                noobj[b][best > cfg.ignore_iou] = 0
+
+        # responsible (image, anchor, row, col); where two faces collide the last one wins
+        gi = gt[:, 0].long().clamp(0, gw - 1)
+        gj = gt[:, 1].long().clamp(0, gh - 1)
+        ga = shape_iou(gt[:, 2:], anchors).argmax(1)
+        key = ((bidx * na + ga) * gh + gj) * gw + gi
+        uniq, inverse = torch.unique(key, return_inverse=True)
+        last = torch.full((len(uniq),), -1, dtype=torch.long, device=out.device)
+        last = last.scatter_reduce(0, inverse, torch.arange(len(key), device=out.device), 'amax')
+        bidx, ga, gj, gi, gt = bidx[last], ga[last], gj[last], gi[last], gt[last]
+        noobj[bidx, ga, gj, gi] = 0
+        tx, ty = gt[:, 0] - gi, gt[:, 1] - gj
+        tw_t = torch.log(gt[:, 2] / anchors[ga, 0])
+        th_t = torch.log(gt[:, 3] / anchors[ga, 1])
+        weight = 2 - (gt[:, 2] / gw) * (gt[:, 3] / gh)
+
+    sel = (bidx, ga, gj, gi)
+    loss_xy = cfg.coord_scale * (weight * ((sx[sel] - tx) ** 2 + (sy[sel] - ty) ** 2)).sum()
+    loss_wh = cfg.coord_scale * (weight * ((tw[sel] - tw_t) ** 2 + (th[sel] - th_t) ** 2)).sum()
+    loss_obj = cfg.obj_scale * ((conf[sel] - 1) ** 2).sum()
+    loss_noobj = cfg.noobj_scale * (noobj * conf ** 2).sum()
+    total = (loss_xy + loss_wh + loss_obj + loss_noobj) / bsz
+    parts = {k: float(v.detach()) / bsz for k, v in
+             dict(xy=loss_xy, wh=loss_wh, obj=loss_obj, noobj=loss_noobj).items()}
+    return total, parts

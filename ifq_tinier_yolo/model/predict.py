@@ -1,0 +1,36 @@
+"""Float detection with the PyTorch network (the `--backend torch` path and training validation)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import netdef
+from ..engine.decode import decode_float
+from ..engine.nms import nms
+from ..engine.preprocess import letterbox, unletterbox_boxes
+from .tinier_yolo import TinierYolo
+
+NMS_DEN = 1000   # NMS thresholds are handled as integer ratios num / NMS_DEN
+
+
+def to_input(canvases: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (S, S, 3) BGR canvases -> float (B, 3, S, S) pixel values, as the network reads them."""
+    return torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float()   # (B, 3, S, S)
+
+
+@torch.no_grad()
+def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, conf: float,
+                 nms_iou: float) -> list[np.ndarray]:
+    """uint8 BGR images -> per image float64 (N, 5) x, y, w, h, score in original pixels."""
+    netdef.check_input_size(img_size, model.layers)
+    boxed = [letterbox(im, img_size) for im in images]
+    head = model(to_input([b[0] for b in boxed])).float().numpy()             # (B, A*5, H, W)
+    anchors = np.asarray(model.anchors, dtype=np.float64)
+    stride = netdef.total_stride(model.layers)
+    results = []
+    for out, im, (_, scale, px, py) in zip(head, images, boxed):
+        boxes, scores = decode_float(out, anchors, stride, conf)
+        keep = nms(boxes, scores, round(nms_iou * NMS_DEN), NMS_DEN)
+        b = unletterbox_boxes(boxes[keep], scale, px, py, im.shape[1], im.shape[0])
+        results.append(np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores[keep]]))
+    return results

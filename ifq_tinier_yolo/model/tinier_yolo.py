@@ -1,0 +1,146 @@
+"""Tinier-YOLO as a quantization network, built from the netdef layer table.
+
+Block order as HWGQ-Net: conv (no bias) -> [2x2 max-pool] -> BatchNorm -> activation.
+Two modes share the same parameters, so a float checkpoint initialises a quantized run:
+- 'float': float weights, ReLU (warm-up);
+- 'hwgq': first layer int8 per-channel weights on the raw pixels, hidden layers binary weights
+  (alpha * sign), 2-bit HWGQ codes between blocks, head int8 per-tensor weights and an integer
+  bias. Convolutions run on integer-valued tensors so every accumulator is an exact integer;
+  the scales are applied afterwards, in float32, by `post_affine` (the integer conversion
+  reproduces exactly these float32 operations).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import netdef
+from ..netdef import HWGQ_STEP, PIXEL_MAX, LayerSpec
+from .quant import binarize_weights, hwgq_codes, int8_weights, round_ste
+
+QUANT_MODES = ('float', 'hwgq')
+OBJECTNESS_PRIOR = -4.0   # initial objectness logit: sigmoid = 0.018, keeps early training stable
+
+
+class ConvBlock(nn.Module):
+    """First or hidden layer: conv -> [max-pool] -> BN -> ReLU (float) or HWGQ codes (hwgq)."""
+
+    def __init__(self, spec: LayerSpec, in_ch: int, quant: str):
+        super().__init__()
+        self.spec, self.quant = spec, quant
+        self.conv = nn.Conv2d(in_ch, spec.out_ch, spec.kernel, spec.stride, spec.kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(spec.out_ch)
+        # value of one input unit: a pixel is 1/255, an HWGQ code is HWGQ_STEP
+        self.in_scale = 1.0 / PIXEL_MAX if spec.kind == 'first' else HWGQ_STEP
+
+    def int_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(integer-valued weights (O, I, k, k), per-channel weight scale (O,))."""
+        if self.spec.kind == 'first':
+            return int8_weights(self.conv.weight, per_channel=True)
+        return binarize_weights(self.conv.weight)
+
+    def post_affine(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eval-mode float32 (acc_scale, bn_scale, bn_shift), each (O,): z = acc*acc_scale*bn_scale + bn_shift."""
+        _, w_scale = self.int_weights()
+        acc_scale = (w_scale * self.in_scale).float()
+        bn_scale = (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).float()
+        bn_shift = (self.bn.bias - self.bn.running_mean * bn_scale).float()
+        return acc_scale, bn_scale, bn_shift
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, self.spec.pool) if self.spec.pool else x
+
+    def accumulate(self, x: torch.Tensor) -> torch.Tensor:
+        """hwgq mode: integer input (pixels or codes) -> pooled integer accumulators, float32."""
+        w, _ = self.int_weights()
+        acc = F.conv2d(x, w, stride=self.spec.stride, padding=self.spec.kernel // 2)
+        return self._pool(acc.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant == 'float':
+            if self.spec.kind == 'first':
+                x = x * self.in_scale
+            return F.relu(self.bn(self._pool(self.conv(x))))
+        acc = self.accumulate(x)
+        if self.training:
+            _, w_scale = self.int_weights()
+            z = self.bn(acc * (w_scale * self.in_scale).view(1, -1, 1, 1))
+        else:
+            # three separately rounded float32 ops, mirrored exactly by integrate/passes.py
+            acc_scale, bn_scale, bn_shift = (t.view(1, -1, 1, 1) for t in self.post_affine())
+            z = acc * acc_scale * bn_scale + bn_shift
+        return hwgq_codes(z)
+
+
+class Head(nn.Module):
+    """1x1 conv with bias. hwgq mode: int8 per-tensor weights on codes + integer bias, one output scale."""
+
+    def __init__(self, spec: LayerSpec, in_ch: int, quant: str):
+        super().__init__()
+        self.spec, self.quant = spec, quant
+        self.conv = nn.Conv2d(in_ch, spec.out_ch, 1, bias=True)
+        with torch.no_grad():
+            obj = self.conv.bias.view(-1, netdef.VALUES_PER_ANCHOR)[:, netdef.OBJECTNESS_FIELD]
+            obj.fill_(OBJECTNESS_PRIOR)
+
+    def int_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(integer weights (O, I, 1, 1), integer bias (O,), output scale (1,)): out = (acc + bias) * scale."""
+        w, w_scale = int8_weights(self.conv.weight, per_channel=False)
+        out_scale = (w_scale * HWGQ_STEP).float()
+        return w, round_ste(self.conv.bias / out_scale), out_scale
+
+    def integers(self, codes: torch.Tensor) -> torch.Tensor:
+        """hwgq mode: codes -> integer-valued head accumulators acc + bias, float32 (B, O, H, W)."""
+        w, bias, _ = self.int_params()
+        return F.conv2d(codes, w).float() + bias.view(1, -1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quant == 'float':
+            return self.conv(x)
+        _, _, out_scale = self.int_params()
+        return self.integers(x) * out_scale
+
+
+class TinierYolo(nn.Module):
+    """The detector. Input: float (B, 3, S, S) BGR pixel values 0..255; output (B, A*5, S/16, S/16)."""
+
+    def __init__(self, layers: tuple[LayerSpec, ...] = netdef.LAYERS,
+                 anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS, quant: str = 'hwgq'):
+        super().__init__()
+        if quant not in QUANT_MODES:
+            raise ValueError(f'quant must be one of {QUANT_MODES}, not {quant!r}')
+        netdef.check_layers(layers, anchors)
+        self.layers, self.anchors, self.quant = layers, anchors, quant
+        chans = netdef.in_channels(layers)
+        self.blocks = nn.ModuleList(ConvBlock(s, c, quant) for s, c in zip(layers[:-1], chans[:-1]))
+        self.head = Head(layers[-1], chans[-1], quant)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> input of the head (codes in hwgq mode)."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+    @torch.no_grad()
+    def head_integers(self, x: torch.Tensor) -> torch.Tensor:
+        """hwgq eval mode: the integer head accumulators (B, A*5, H, W) the engine must reproduce."""
+        if self.quant != 'hwgq' or self.training:
+            raise ValueError('head_integers needs a hwgq model in eval mode')
+        return self.head.integers(self.trunk(x))
+
+    def set_quant(self, quant: str) -> None:
+        """Switch every block between 'float' and 'hwgq' (same parameters)."""
+        if quant not in QUANT_MODES:
+            raise ValueError(f'quant must be one of {QUANT_MODES}, not {quant!r}')
+        self.quant = quant
+        for m in [*self.blocks, self.head]:
+            m.quant = quant
+
+
+def count_binary_weights(model: TinierYolo) -> int:
+    """Number of 1-bit weights (hidden layers)."""
+    return sum(b.conv.weight.numel() for b in model.blocks if b.spec.kind == 'hidden')
