@@ -37,6 +37,11 @@ def to_bgr8(image: np.ndarray, source: str = 'image') -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 (H, W, 3) BGR; raise ImageError naming the file otherwise."""
+    return read_image_sized(path)[0]
+
+
+def read_image_sized(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """(`read_image(path)`, (width, height) of the file itself, before any shrinking to MAX_SIDE)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f'{path}: no such image file')
@@ -46,7 +51,7 @@ def read_image(path: str | Path) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f'{path}: not a readable image (corrupt, truncated or another format)')
-    return to_bgr8(image, str(path))
+    return to_bgr8(image, str(path)), (image.shape[1], image.shape[0])
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

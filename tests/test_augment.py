@@ -63,12 +63,13 @@ def test_boxes_stay_on_faces_fixture(cfg: AugmentConfig):
         hits += h
         shifted += s
     assert len(hits) >= 40
-    threshold = 0.8 if cfg is NO_COLOUR else 0.6
+    threshold = 0.9 if cfg is NO_COLOUR else 0.8   # a 6 px box shift scores about 0.5
     assert np.median(hits) > threshold and np.mean(np.array(hits) > 0.5) > 0.9
     assert np.median(shifted) < np.median(hits) - 0.3   # the check can tell a face from its neighbourhood
 
 
-@pytest.mark.skipif(not (SHARED_WIDER / 'WIDER_val').is_dir(), reason=f'real WIDER FACE subset not found at {SHARED_WIDER}')
+@pytest.mark.skipif(not (SHARED_WIDER / 'WIDER_val').is_dir(),
+                    reason=f'real WIDER FACE subset not found at {SHARED_WIDER}')
 def test_boxes_stay_on_faces_real_val_image():
     items = [it for it in read_wider(SHARED_WIDER, 'val') if len(it.boxes) >= 2][:3]
     aug = Augmenter(NO_COLOUR)

@@ -48,7 +48,7 @@ def test_drop_invalid_and_min_size():
     assert len(b_all.boxes) == 7 and b_all.attrs[:, 3].sum() == 1
     assert len(b_valid.boxes) == 6 and b_valid.attrs[:, 3].sum() == 0
     b_big = read_wider(FIXTURE, 'train', drop_invalid=False, min_size=5)[1]
-    # faces with min(w, h) >= 5: 10x12, 4x5 no, ..., so only the rows whose both sides are >= 5
+    # B's faces are 10x12, then 4x5 or smaller: only the first has both sides >= 5
     expected = b_all.boxes[np.minimum(b_all.boxes[:, 2], b_all.boxes[:, 3]) >= 5]
     np.testing.assert_array_equal(b_big.boxes, expected)
     assert len(b_big.boxes) == 1

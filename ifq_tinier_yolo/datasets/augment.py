@@ -142,7 +142,7 @@ class Augmenter:
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, size: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (H, W, 3) BGR, float (N, 4) x y w h px -> (uint8 (size, size, 3), float32 (M, 4) x1 y1 x2 y2, kept indices)."""
+        """uint8 (H, W, 3) BGR, float (N, 4) x y w h px -> (uint8 (S, S, 3), float32 (M, 4) x1 y1 x2 y2, kept)."""
         cfg = self.cfg
         h, w = image.shape[:2]
         fx0, fy0, fside = crop_window(w, h, boxes, rng, cfg)

@@ -42,14 +42,17 @@ class Block(NamedTuple):
 
 
 def _lines(path: Path) -> list[str]:
-    """The file's lines, stripped; any of LF, CRLF, CR ends a line."""
+    """The file's lines, stripped, without trailing blank ones; any of LF, CRLF, CR ends a line."""
     try:
         text = Path(path).read_bytes().decode('utf-8-sig')
     except UnicodeDecodeError as e:
         raise DataError(f'{path}: not a text file ({e.reason} at byte {e.start})') from None
     except OSError as e:
         raise DataError(f'{path}: cannot read file ({e.strerror})') from None
-    return [line.strip() for line in text.replace('\r\n', '\n').replace('\r', '\n').split('\n')]
+    lines = [line.strip() for line in text.replace('\r\n', '\n').replace('\r', '\n').split('\n')]
+    while lines and not lines[-1]:   # trailing blank lines are the end of the file
+        lines.pop()
+    return lines
 
 
 def _error(path: Path, line: int, expected: str, found: str) -> DataError:
@@ -131,8 +134,8 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
             raise _error(path, name_line, 'an image name (names have no spaces)', f'{name!r}{hint}')
         i += 1
         if i == len(lines) or not lines[i]:
-            found = 'end of file' if i == len(lines) else 'a blank line'
-            raise _error(path, i + 1, f'the region count of image {name!r}', found)
+            raise _error(path, min(i + 1, len(lines)), f'the region count of image {name!r}',
+                         'end of file' if i == len(lines) else 'a blank line')
         text = lines[i]
         if not text.isdigit():
             raise _error(path, i + 1, f'the region count of image {name!r} (an integer >= 0)', repr(text))
@@ -142,8 +145,8 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         for k in range(count):
             what = f'region {k + 1} of {count} of image {name!r}'
             if i == len(lines) or not lines[i]:
-                found = 'end of file' if i == len(lines) else 'a blank line'
-                raise _error(path, i + 1, f'{len(columns)} numbers `{" ".join(columns)}` ({what})', found)
+                raise _error(path, min(i + 1, len(lines)), f'{len(columns)} numbers `{" ".join(columns)}` ({what})',
+                             'end of file' if i == len(lines) else 'a blank line')
             rows.append(_parse_region(path, i + 1, lines[i], columns, annotation, what))
             i += 1
         regions = np.array(rows, dtype=np.float64).reshape(count, len(columns))   # (N, C)

@@ -1,0 +1,1 @@
+"""User-facing applications: the Detector API, `detect`, `webcam` and the benchmark writers."""

@@ -1,0 +1,150 @@
+"""The public Python API: `Detector.load(path).detect(bgr_image) -> list[Face]` in original pixels.
+
+Two backends share this interface: 'int', the integer engine reading an `.ifq` model (numpy
+only), and 'torch', the quantization network of a `.pt` checkpoint. The backend follows the
+model file's suffix; only the torch backend imports torch, when it is loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..cli import DEFAULT_CHECKPOINT, DEFAULT_MODEL
+from ..errors import ConfigError, ImageError, ModelFileError
+from ..imageio import to_bgr8
+
+BACKENDS = ('int', 'torch')
+BACKEND_OF_SUFFIX = {'.ifq': 'int', '.pt': 'torch'}
+DEFAULT_PATH = {'int': DEFAULT_MODEL, 'torch': DEFAULT_CHECKPOINT}
+COLUMNS = ('x', 'y', 'w', 'h', 'score')   # columns of every (N, 5) detection array
+
+# (uint8 (H, W, 3) BGR image, conf, nms IoU) -> float64 (N, 5) x, y, w, h, score in its pixels
+RunFn = Callable[[np.ndarray, float, float], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: top-left corner x, y and size w, h in original-image pixels; score in [0, 1]."""
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+
+def no_detections() -> np.ndarray:
+    """The empty result: float64 (0, 5)."""
+    return np.zeros((0, len(COLUMNS)), dtype=np.float64)
+
+
+def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """float (N, 5) x, y, w, h, score in an image of from_size (W, H) -> the same boxes in to_size pixels."""
+    if tuple(from_size) == tuple(to_size):
+        return boxes
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return boxes * np.array([sx, sy, sx, sy, 1.0])
+
+
+def resolve_model(path: str | Path | None, backend: str | None) -> tuple[Path, str]:
+    """(model file, backend) from the arguments: the backend follows the suffix, the default file the backend."""
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f'unknown backend {backend!r}: expected one of {", ".join(BACKENDS)}')
+    if path is None:
+        backend = backend or 'int'
+        default = DEFAULT_PATH[backend]
+        if not default.is_file():
+            raise ModelFileError(f'no trained model at {default.parent.name}/{default.name}: '
+                                 f'see {default.parent.name}/README.md')
+        return default, backend
+    path = Path(path)
+    inferred = BACKEND_OF_SUFFIX.get(path.suffix.lower())
+    if inferred is None:
+        raise ConfigError(f'{path}: unknown model file type {path.suffix!r}: expected .ifq (integer engine) '
+                          f'or .pt (torch checkpoint)')
+    if backend is not None and backend != inferred:
+        raise ConfigError(f'{path}: a {path.suffix} file runs on the {inferred} backend (--backend {inferred}); '
+                          f'the {backend} backend reads {DEFAULT_PATH[backend].suffix} files')
+    if not path.is_file():
+        raise ModelFileError(f'{path}: no such model file')
+    return path, inferred
+
+
+def _load_int(path: Path, img_size: int | None) -> RunFn:
+    """The integer engine on an .ifq model (imported here so the torch path never needs it)."""
+    try:
+        from ..engine import runtime
+    except ModuleNotFoundError as e:
+        if e.name != f'{__package__.rsplit(".", 1)[0]}.engine.runtime':
+            raise
+        raise ConfigError('the integer engine is not in this build yet: run a .pt checkpoint with '
+                          '--backend torch') from None
+    model = runtime.load_model(path)
+
+    def run(image: np.ndarray, conf: float, nms: float) -> np.ndarray:
+        return runtime.detect(model, image, conf, nms, img_size=img_size)
+    return run
+
+
+def _load_torch(path: Path, img_size: int | None) -> RunFn:
+    """The quantization network of a .pt checkpoint, in eval mode (imports torch)."""
+    from .. import netdef
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..model.predict import detect_batch
+
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, path=path)
+    size = img_size or int(ckpt.get('img_size', netdef.INPUT_SIZE))
+    try:
+        netdef.check_input_size(size, model.layers)
+    except ValueError as e:
+        raise ConfigError(f'img_size: {e}') from None
+
+    def run(image: np.ndarray, conf: float, nms: float) -> np.ndarray:
+        return detect_batch(model, [image], size, conf, nms)[0]
+    return run
+
+
+class Detector:
+    """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
+
+    def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, img_size: int | None):
+        self._run = run
+        self.path = path              # the model file
+        self.backend = backend        # 'int' or 'torch'
+        self.conf = conf              # score threshold in [0, 1]
+        self.nms = nms                # NMS IoU threshold in (0, 1]
+        self.img_size = img_size      # network input side in pixels; None: the model's own
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = 0.3,
+             nms: float = 0.45, img_size: int | None = None) -> Detector:
+        """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq."""
+        if not 0.0 <= conf <= 1.0:
+            raise ConfigError(f'conf {conf} must lie in [0, 1]')
+        if not 0.0 < nms <= 1.0:
+            raise ConfigError(f'nms {nms} must lie in (0, 1]')
+        if img_size is not None and img_size <= 0:
+            raise ConfigError(f'img_size {img_size} must be a positive number of pixels')
+        path, backend = resolve_model(path, backend)
+        run = _load_int(path, img_size) if backend == 'int' else _load_torch(path, img_size)
+        return cls(run, path, backend, conf, nms, img_size)
+
+    def detect_array(self, image: np.ndarray) -> np.ndarray:
+        """Image array (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
+        if not isinstance(image, np.ndarray):
+            raise ImageError(f'expected an image as a numpy array, got {type(image).__name__}')
+        bgr = to_bgr8(image)   # no copy for uint8 BGR; shrinks sides over imageio.MAX_SIDE
+        boxes = np.asarray(self._run(bgr, self.conf, self.nms), dtype=np.float64).reshape(-1, len(COLUMNS))
+        boxes = scale_boxes(boxes, (bgr.shape[1], bgr.shape[0]), (image.shape[1], image.shape[0]))
+        return boxes[np.argsort(-boxes[:, 4], kind='stable')]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Image array (BGR as OpenCV reads it) -> faces in its pixels, highest score first."""
+        return [Face(*(float(v) for v in row)) for row in self.detect_array(image)]
+
+    def __repr__(self) -> str:
+        return (f'Detector(path={str(self.path)!r}, backend={self.backend!r}, conf={self.conf}, '
+                f'nms={self.nms}, img_size={self.img_size})')

@@ -1,0 +1,308 @@
+"""The official FDDB evaluation (Jain & Learned-Miller's `evaluate`), reimplemented.
+
+Semantics (PAPER.md, "FDDB evaluation"), as the C++ program does them:
+- regions are filled pixel masks clipped to the image: ellipses with integer-truncated radii,
+  the centre rounded half to even through float32 (cvPointFrom32f), the angle converted by
+  the reader (radians) and the drawer (180 - t degrees, rounded by cv::ellipse); rectangles
+  from round(left, top) to round(left + width, top + height), both corners inclusive;
+- per image and per distinct detection score t (detections with score >= t kept): the
+  assignment of kept detections to faces maximising total IoU; a matched pair with IoU > 0.5
+  is a discrete true positive, the continuous score adds each matched IoU, false positives are
+  kept detections - discrete true positives; an image without detections has the one row
+  (t = DBL_MAX, nothing kept);
+- the per-image lists are merged as `Results::merge` does: one row per distinct threshold of
+  all images, ascending, each image contributing its state at that threshold.
+Masks are drawn on each region's bounding window only, never on the whole image.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import struct
+import sys
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..datasets.fddb import (ELLIPSE_COLUMNS, ListEntry, align_blocks, detection_columns,
+                             iter_blocks, list_entries)
+from ..errors import DataError, ImageError
+from ..fileio import atomic_write_text
+from ..imageio import image_size
+from .plots import plot_roc
+
+DISCRETE_IOU = 0.5                          # a matched pair counts as a detection above this IoU
+NO_DETECTION_THRESHOLD = sys.float_info.max  # the row of an image without detections (1.79769e+308)
+FP_POINTS = (50, 100, 500, 1000)            # false-positive counts at which the CLI reports TPR
+COORD_LIMIT = 2 ** 24                        # coordinates are clamped here so OpenCV's int math cannot overflow
+RECT_COLUMNS = 5                             # left top width height score
+ELLIPSE_DET_COLUMNS = 6                      # ra rb angle cx cy score
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # start-of-frame markers carry the size
+
+
+class Roc(NamedTuple):
+    """The merged ROC: rows of DiscROC.txt and ContROC.txt, thresholds ascending (FP descending)."""
+    disc: np.ndarray   # float64 (M, 3): TPR, FP, score threshold
+    cont: np.ndarray   # float64 (M, 2): continuous TPR, FP
+    faces: int         # annotated faces (the TPR denominator)
+    images: int
+
+
+class ImageResult(NamedTuple):
+    """One image's statistics per distinct score threshold, thresholds ascending."""
+    thresholds: np.ndarray   # float64 (T,)
+    tp_disc: np.ndarray      # float64 (T,): matched pairs with IoU > 0.5
+    tp_cont: np.ndarray      # float64 (T,): sum of matched IoUs
+    fp: np.ndarray           # float64 (T,): kept detections - tp_disc
+
+
+class Region(NamedTuple):
+    """A filled region clipped to the image: mask[r, c] is pixel (x0 + c, y0 + r)."""
+    x0: int
+    y0: int
+    mask: np.ndarray   # bool (h, w)
+    area: int
+
+
+_EMPTY = Region(0, 0, np.zeros((0, 0), dtype=bool), 0)
+
+
+def _round_point(v: float) -> int:
+    """cvRound(float(v)): float32, then round half to even, as cvPointFrom32f(cvPoint2D32f(...))."""
+    return int(np.rint(np.float32(min(max(v, -COORD_LIMIT), COORD_LIMIT))))
+
+
+def _window(x_lo: int, x_hi: int, y_lo: int, y_hi: int, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Inclusive pixel window clipped to the image, or None when nothing is left."""
+    x_lo, x_hi = max(x_lo, 0), min(x_hi, width - 1)
+    y_lo, y_hi = max(y_lo, 0), min(y_hi, height - 1)
+    return None if x_lo > x_hi or y_lo > y_hi else (x_lo, x_hi, y_lo, y_hi)
+
+
+def rect_region(left: float, top: float, w: float, h: float, width: int, height: int) -> Region:
+    """Filled rectangle (corners inclusive, as cvRectangle with CV_FILLED) in a width x height image."""
+    x1, y1 = _round_point(left), _round_point(top)
+    x2, y2 = _round_point(left + w), _round_point(top + h)
+    win = _window(min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2), width, height)
+    if win is None:
+        return _EMPTY
+    x_lo, x_hi, y_lo, y_hi = win
+    mask = np.ones((y_hi - y_lo + 1, x_hi - x_lo + 1), dtype=bool)
+    return Region(x_lo, y_lo, mask, mask.size)
+
+
+def ellipse_region(ra: float, rb: float, angle: float, cx: float, cy: float, width: int, height: int) -> Region:
+    """Filled ellipse (radii px, angle radians, centre px) drawn as the official program draws it."""
+    x, y = _round_point(cx), _round_point(cy)
+    axes = (int(min(ra, COORD_LIMIT)), int(min(rb, COORD_LIMIT)))   # static_cast<int>: truncation
+    # the reader stores (pi - t) * 180 / pi, the drawer passes 180 - that to cvEllipse
+    degrees = 180.0 - (math.pi - angle) * 180.0 / math.pi
+    reach = max(axes) + 2   # polygon vertices are rounded to pixels: keep a margin
+    win = _window(x - reach, x + reach, y - reach, y + reach, width, height)
+    if win is None:
+        return _EMPTY
+    x_lo, x_hi, y_lo, y_hi = win
+    canvas = np.zeros((y_hi - y_lo + 1, x_hi - x_lo + 1), dtype=np.uint8)
+    # drawing is translation invariant, so the window gives the image's pixels exactly
+    cv2.ellipse(canvas, (x - x_lo, y - y_lo), axes, degrees, 0, 360, 1, thickness=-1, lineType=cv2.LINE_8)
+    mask = canvas.astype(bool)
+    return Region(x_lo, y_lo, mask, int(np.count_nonzero(mask)))
+
+
+def region_iou(a: Region, b: Region) -> float:
+    """|a and b| / |a or b| in pixels (0 when both are empty)."""
+    x_lo, y_lo = max(a.x0, b.x0), max(a.y0, b.y0)
+    x_hi = min(a.x0 + a.mask.shape[1], b.x0 + b.mask.shape[1])
+    y_hi = min(a.y0 + a.mask.shape[0], b.y0 + b.mask.shape[0])
+    inter = 0
+    if x_lo < x_hi and y_lo < y_hi:
+        inter = int(np.count_nonzero(a.mask[y_lo - a.y0:y_hi - a.y0, x_lo - a.x0:x_hi - a.x0]
+                                     & b.mask[y_lo - b.y0:y_hi - b.y0, x_lo - b.x0:x_hi - b.x0]))
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
+
+
+def _detection_region(det: np.ndarray, width: int, height: int) -> Region:
+    """Region of one detection row: 5 columns rectangle, 6 columns ellipse (score last)."""
+    if len(det) == RECT_COLUMNS:
+        return rect_region(*det[:4], width, height)
+    return ellipse_region(*det[:5], width, height)
+
+
+def image_results(annotations: np.ndarray, detections: np.ndarray, size: tuple[int, int]) -> ImageResult:
+    """Per-threshold statistics of one image: annotations (N, 5) ellipses, detections (K, 5|6), size (w, h)."""
+    width, height = size
+    if len(detections) == 0:
+        zero = np.zeros(1)
+        return ImageResult(np.array([NO_DETECTION_THRESHOLD]), zero, zero.copy(), zero.copy())
+    faces = [ellipse_region(*a, width, height) for a in annotations]
+    dets = [_detection_region(d, width, height) for d in detections]
+    iou = np.array([[region_iou(f, d) for d in dets] for f in faces]).reshape(len(faces), len(dets))  # (N, K)
+    scores = detections[:, -1]
+    thresholds = np.unique(scores)   # ascending
+    overlapping = (iou > 0).any(axis=0)   # (K,): only these can change the matching
+    n = len(thresholds)
+    tp_disc, tp_cont, fp = np.zeros(n), np.zeros(n), np.zeros(n)
+    matched_cols = -1
+    disc, cont = 0, 0.0
+    # sweep thresholds downwards: the kept set only grows, so the assignment is recomputed
+    # only when a detection overlapping some face joins
+    for j in range(n - 1, -1, -1):
+        kept = scores >= thresholds[j]
+        cols = np.flatnonzero(kept & overlapping)
+        if len(cols) != matched_cols:
+            matched_cols = len(cols)
+            rows, picked = linear_sum_assignment(iou[:, cols], maximize=True)
+            pairs = iou[rows, cols[picked]]
+            pairs = pairs[pairs > 0]
+            disc = int(np.count_nonzero(pairs > DISCRETE_IOU))
+            cont = sum(pairs.tolist())   # left to right, as the C++ loop adds
+        tp_disc[j], tp_cont[j], fp[j] = disc, cont, np.count_nonzero(kept) - disc
+    return ImageResult(thresholds, tp_disc, tp_cont, fp)
+
+
+def merge_results(results: Sequence[ImageResult], faces: int) -> Roc:
+    """Merge per-image results as the official program: one row per distinct threshold, ascending."""
+    thresholds = np.concatenate([r.thresholds for r in results])
+    # an image's state at threshold t is its row at its smallest threshold >= t, or nothing kept
+    # beyond its largest: add each row as a step (row - next row) and sum the steps from the top
+    steps = []
+    for r in results:
+        values = np.stack([r.tp_disc, r.tp_cont, r.fp], axis=1)   # (T, 3)
+        steps.append(values - np.vstack([values[1:], np.zeros((1, 3))]))
+    steps = np.concatenate(steps)   # (sum T, 3)
+    unique, inverse = np.unique(thresholds, return_inverse=True)
+    per_threshold = np.stack([np.bincount(inverse, weights=steps[:, c], minlength=len(unique))
+                              for c in range(3)], axis=1)   # (M, 3)
+    totals = np.cumsum(per_threshold[::-1], axis=0)[::-1]   # (M, 3) state at each threshold
+    tp_disc, tp_cont, fp = np.rint(totals[:, 0]), totals[:, 1], np.rint(totals[:, 2])
+    if faces:
+        tpr_disc, tpr_cont = tp_disc / faces, tp_cont / faces
+    else:   # the C++ prints "0 0" rows when there is no face
+        tpr_disc = tpr_cont = np.zeros(len(unique))
+    disc = np.stack([tpr_disc, fp, unique], axis=1)
+    cont = np.stack([tpr_cont, fp], axis=1)
+    return Roc(disc, cont, faces, len(results))
+
+
+def score_detections(annotations: Sequence[np.ndarray], detections: Sequence[np.ndarray],
+                     image_sizes: Sequence[tuple[int, int]]) -> Roc:
+    """The FDDB ROC in memory: per image ellipses (N, 5), detections (K, 5) x y w h score or (K, 6) ellipses, (w, h)."""
+    if not len(annotations) == len(detections) == len(image_sizes):
+        raise ValueError(f'one entry per image expected: {len(annotations)} annotations, '
+                         f'{len(detections)} detections, {len(image_sizes)} sizes')
+    if not annotations:
+        raise DataError('no images to evaluate')
+    results = []
+    faces = 0
+    for ann, det, size in zip(annotations, detections, image_sizes):
+        ann = np.asarray(ann, dtype=np.float64).reshape(-1, len(ELLIPSE_COLUMNS))
+        det = np.asarray(det, dtype=np.float64)
+        det = det.reshape(-1, det.shape[-1] if det.ndim == 2 else RECT_COLUMNS)
+        if det.shape[1] not in (RECT_COLUMNS, ELLIPSE_DET_COLUMNS):
+            raise ValueError(f'detections need 5 (x y w h score) or 6 (ellipse, score) columns, got {det.shape[1]}')
+        results.append(image_results(ann, det, size))
+        faces += len(ann)
+    return merge_results(results, faces)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, None for anything else."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b'IHDR':
+        return struct.unpack('>II', data[16:24])
+    if not data.startswith(b'\xff\xd8'):
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:   # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
+            i += 2
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack('>HH', data[i + 5:i + 9])
+            return width, height
+        else:
+            i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
+    return None
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file: the header of a JPEG or PNG, else the decoded image."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f'{path}: cannot read image ({e.strerror})') from None
+    size = _header_size(data)
+    if size is None or 0 in size:
+        return image_size(path)
+    return size
+
+
+def _image_sizes(entries: Sequence[ListEntry], images: Path, ext: str) -> list[tuple[int, int]]:
+    sizes = []
+    for entry in entries:
+        path = images / (entry.name + ext)
+        if not path.is_file():
+            raise ImageError(f'{path}: no such image file (image {entry.name!r} of {entry.path}:{entry.line}; '
+                             f'check --images and --ext)')
+        sizes.append(read_image_size(path))
+    return sizes
+
+
+def evaluate_fddb(annotation_paths: Sequence[Path], detection_paths: Sequence[Path], list_paths: Sequence[Path],
+                  images: Path, ellipse: bool = False, ext: str = '.jpg') -> Roc:
+    """The FDDB ROC of detection files against ellipse files; files of each kind are concatenated in order."""
+    entries = [e for p in list_paths for e in list_entries(p)]
+    if not entries:
+        raise DataError(f'{", ".join(map(str, list_paths))}: no image names in the list')
+    annotations = align_blocks(
+        entries, itertools.chain.from_iterable(iter_blocks(p, ELLIPSE_COLUMNS, annotation=True)
+                                               for p in annotation_paths), 'annotations')
+    detections = align_blocks(
+        entries, itertools.chain.from_iterable(iter_blocks(p, detection_columns(ellipse))
+                                               for p in detection_paths), 'detections', suffix=ext)
+    return score_detections(annotations, detections, _image_sizes(entries, Path(images), ext))
+
+
+def tpr_at_fp(curve: np.ndarray, fp: float) -> float:
+    """Highest TPR of a curve (M, >=2) rows TPR, FP among rows with at most `fp` false positives; 0 if none."""
+    ok = curve[:, 1] <= fp
+    return float(curve[ok, 0].max()) if ok.any() else 0.0
+
+
+def _g(v: float) -> str:
+    """A double as C++ `ostream << double` prints it by default (%g, 6 significant digits)."""
+    return '%g' % v
+
+
+def roc_texts(roc: Roc) -> tuple[str, str]:
+    """(DiscROC.txt, ContROC.txt) contents: rows `TPR FP threshold` and `TPR FP`."""
+    disc = ''.join(f'{_g(t)} {_g(f)} {_g(s)}\n' for t, f, s in roc.disc.tolist())
+    cont = ''.join(f'{_g(t)} {_g(f)}\n' for t, f in roc.cont.tolist())
+    return disc, cont
+
+
+def cli_eval(args: argparse.Namespace) -> int:
+    """`fddb eval`: write PREFIXDiscROC.txt, PREFIXContROC.txt, PREFIXroc.png; print TPR at FP_POINTS."""
+    roc = evaluate_fddb(args.annotations, args.detections, args.list, args.images,
+                        ellipse=args.ellipse, ext=args.ext)
+    disc_text, cont_text = roc_texts(roc)
+    prefix = str(args.out)
+    outputs = (prefix + 'DiscROC.txt', prefix + 'ContROC.txt', prefix + 'roc.png')
+    atomic_write_text(outputs[0], disc_text)
+    atomic_write_text(outputs[1], cont_text)
+    plot_roc(roc.disc, roc.cont, outputs[2], label=Path(args.detections[0]).stem)
+    print(f'images {roc.images}')
+    print(f'faces {roc.faces}')
+    for kind, curve in (('disc', roc.disc), ('cont', roc.cont)):
+        for fp in FP_POINTS:
+            print(f'{kind}_tpr@{fp} {tpr_at_fp(curve, fp):.4f}')
+    for path in outputs:
+        print(f'wrote {path}', file=sys.stderr)
+    return 0
