@@ -98,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('sources', nargs='+', type=Path, metavar='SOURCE')
     _detection_flags(p, conf=0.3)
     p.add_argument('--out', type=Path, default=None, help='write annotated copies here')
-    p.add_argument('--json', default=None, metavar='FILE|-', help='write JSON lines to FILE or stdout (-)')
+    p.add_argument('--json', default=None, metavar='FILE|-',
+                   help='write JSON lines to FILE or stdout (-); without --json and --out: stdout')
+    p.add_argument('--skip-existing', action='store_true',
+                   help='skip inputs whose outputs exist (annotated copy in --out, record in --json FILE)')
     p = _add(sub, 'webcam', 'ifq_tinier_yolo.apps.webcam:cli_webcam', 'live detection from a camera or a video')
     p.add_argument('--camera', default='0', help='camera index or a video path standing in for a camera')
     _detection_flags(p, conf=0.3)
@@ -115,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--folds', default=None, help='comma-separated fold numbers (default: all found)')
     p.add_argument('--ellipse', action='store_true', help='write ellipses instead of rectangles')
     p.add_argument('--ext', default='.jpg', help='image file extension')
+    p.add_argument('--stretch', type=float, default=1.0, metavar='F',
+                   help='multiply box heights by F about their centre (FDDB ellipses reach from the '
+                        'hairline to below the chin, taller than WIDER-style boxes)')
+    p.add_argument('--skip-existing', action='store_true', help='keep fold files already in --out')
     _detection_flags(p, conf=0.01)
     p = _add(fddb, 'eval', 'ifq_tinier_yolo.evaluation.fddb:cli_eval', 'the official FDDB evaluation')
     p.add_argument('--annotations', type=Path, nargs='+', required=True)
@@ -131,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--wider-root', type=Path, required=True)
     p.add_argument('--split', choices=('train', 'val'), default='val')
     p.add_argument('--out', type=Path, required=True)
+    p.add_argument('--skip-existing', action='store_true', help='keep prediction files already in --out')
     _detection_flags(p, conf=0.01)
     p = _add(wider, 'eval', 'ifq_tinier_yolo.evaluation.wider:cli_eval', 'WIDER FACE easy / medium / hard AP')
     p.add_argument('--pred', type=Path, required=True)

@@ -42,6 +42,7 @@ class DevBenchmark:
         items = read_wider(wider_root, 'val', drop_invalid=True, min_size=MIN_FACE)
         if max_images:
             items = items[:max_images]
+        self.names = [it.name for it in items]     # '<event>/<file>.jpg'
         self.images = [read_image(it.path) for it in items]
         self.ellipses = [wider_boxes_to_ellipses(it.boxes) for it in items]
 

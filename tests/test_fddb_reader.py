@@ -12,7 +12,8 @@ from ifq_tinier_yolo.datasets.fddb import (ellipse_to_box, read_detections, read
 from ifq_tinier_yolo.errors import DataError
 
 SHARED_FOLDS = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'fddb' / 'FDDB-folds'
-needs_folds = pytest.mark.skipif(not SHARED_FOLDS.is_dir(), reason=f'real FDDB folds not found at {SHARED_FOLDS}')
+needs_folds = pytest.mark.skipif(not SHARED_FOLDS.is_dir(),
+                                 reason=f'real FDDB folds not found at {SHARED_FOLDS}')
 
 # the official ellipse file's spacing: double space before the constant 1, trailing space
 ELLIPSES = ('2002/08/11/big/img_591\n1\n123.583300 85.549500 1.265839 269.693400 161.781200  1 \n'
@@ -137,7 +138,8 @@ def test_ellipse_to_box():
 def test_real_folds_counts():
     images = faces = 0
     for k in range(1, 11):
-        blocks = read_fold(SHARED_FOLDS / f'FDDB-fold-{k:02d}.txt', SHARED_FOLDS / f'FDDB-fold-{k:02d}-ellipseList.txt')
+        blocks = read_fold(SHARED_FOLDS / f'FDDB-fold-{k:02d}.txt',
+                           SHARED_FOLDS / f'FDDB-fold-{k:02d}-ellipseList.txt')
         images += len(blocks)
         faces += sum(len(r) for _, r in blocks)
     assert (images, faces) == (2845, 5171)

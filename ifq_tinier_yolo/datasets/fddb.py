@@ -23,7 +23,6 @@ from ..errors import DataError
 ELLIPSE_COLUMNS = ('ra', 'rb', 'angle', 'cx', 'cy')
 RECT_DETECTION_COLUMNS = ('left', 'top', 'width', 'height', 'score')
 ELLIPSE_DETECTION_COLUMNS = ELLIPSE_COLUMNS + ('score',)
-ANNOTATION_SCORE = '1'   # the constant last field of an annotation line
 
 
 class ListEntry(NamedTuple):
@@ -137,7 +136,7 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
             raise _error(path, min(i + 1, len(lines)), f'the region count of image {name!r}',
                          'end of file' if i == len(lines) else 'a blank line')
         text = lines[i]
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise _error(path, i + 1, f'the region count of image {name!r} (an integer >= 0)', repr(text))
         count = int(text)
         i += 1
@@ -145,7 +144,8 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         for k in range(count):
             what = f'region {k + 1} of {count} of image {name!r}'
             if i == len(lines) or not lines[i]:
-                raise _error(path, min(i + 1, len(lines)), f'{len(columns)} numbers `{" ".join(columns)}` ({what})',
+                raise _error(path, min(i + 1, len(lines)),
+                             f'{len(columns)} numbers `{" ".join(columns)}` ({what})',
                              'end of file' if i == len(lines) else 'a blank line')
             rows.append(_parse_region(path, i + 1, lines[i], columns, annotation, what))
             i += 1
@@ -168,9 +168,9 @@ def read_detections(path: str | Path, ellipse: bool = False) -> list[tuple[str, 
     return [(b.name, b.regions) for b in iter_blocks(path, detection_columns(ellipse))]
 
 
-def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: str,
+def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: str, files: Sequence[Path],
                  suffix: str = '') -> list[np.ndarray]:
-    """Regions of `blocks` in list order; raise DataError unless block k names list entry k.
+    """Regions of `blocks` (read from `files`) in list order; raise DataError unless block k names entry k.
 
     A block name may also be the list name + `suffix` (detection files often keep '.jpg').
     """
@@ -178,8 +178,8 @@ def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: st
     last: Block | None = None
     for k, block in enumerate(blocks):
         if k == len(entries):
-            raise _error(block.path, block.line, f'the end of the {what} (the lists name {len(entries)} images)',
-                         f'image {block.name!r}')
+            raise _error(block.path, block.line,
+                         f'the end of the {what} (the lists name {len(entries)} images)', f'image {block.name!r}')
         entry = entries[k]
         if block.name != entry.name and block.name != entry.name + suffix:
             raise _error(block.path, block.line,
@@ -189,21 +189,24 @@ def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: st
         last = block
     if len(regions) < len(entries):
         entry = entries[len(regions)]
-        where = f'{last.path}:{last.line}' if last else f'the {what}'
-        raise DataError(f'{where}: expected a block for image {entry.name!r} ({entry.path}:{entry.line}) '
-                        f'after this one, found the end of the {what} ({len(regions)} of {len(entries)} images)')
+        expected = f'expected a block for image {entry.name!r} ({entry.path}:{entry.line})'
+        if last is None:
+            raise DataError(f'{", ".join(map(str, files))}:1: {expected}, found no image block in the {what}')
+        raise DataError(f'{last.path}:{last.line}: {expected} after this one, found the end of the {what} '
+                        f'({len(regions)} of {len(entries)} images)')
     return regions
 
 
 def read_fold(list_path: str | Path, ellipse_path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(name, float64 (N, 5) ellipses) per image; raise DataError unless both files name the same images in order."""
+    """(name, float64 (N, 5) ellipses) per image; DataError unless both files name the same images in order."""
     entries = list_entries(list_path)
     regions = align_blocks(entries, iter_blocks(ellipse_path, ELLIPSE_COLUMNS, annotation=True),
-                           'annotations')
+                           'annotations', [Path(ellipse_path)])
     return [(entry.name, r) for entry, r in zip(entries, regions)]
 
 
-def ellipse_to_box(ra: float, rb: float, angle: float, cx: float, cy: float) -> tuple[float, float, float, float]:
+def ellipse_to_box(ra: float, rb: float, angle: float, cx: float,
+                   cy: float) -> tuple[float, float, float, float]:
     """(x, y, w, h) of the axis-aligned box around the ellipse (radii px, angle radians, centre px)."""
     # ra lies along direction `angle` from the x axis, rb perpendicular to it
     half_w = math.hypot(ra * math.cos(angle), rb * math.sin(angle))

@@ -77,7 +77,8 @@ def _round_point(v: float) -> int:
     return int(np.rint(np.float32(min(max(v, -COORD_LIMIT), COORD_LIMIT))))
 
 
-def _window(x_lo: int, x_hi: int, y_lo: int, y_hi: int, width: int, height: int) -> tuple[int, int, int, int] | None:
+def _window(x_lo: int, x_hi: int, y_lo: int, y_hi: int, width: int,
+            height: int) -> tuple[int, int, int, int] | None:
     """Inclusive pixel window clipped to the image, or None when nothing is left."""
     x_lo, x_hi = max(x_lo, 0), min(x_hi, width - 1)
     y_lo, y_hi = max(y_lo, 0), min(y_hi, height - 1)
@@ -183,29 +184,41 @@ def merge_results(results: Sequence[ImageResult], faces: int) -> Roc:
     tp_disc, tp_cont, fp = np.rint(totals[:, 0]), totals[:, 1], np.rint(totals[:, 2])
     if faces:
         tpr_disc, tpr_cont = tp_disc / faces, tp_cont / faces
-    else:   # the C++ prints "0 0" rows when there is no face
-        tpr_disc = tpr_cont = np.zeros(len(unique))
+    else:   # without any face the C++ prints "0 0" for TPR and FP on every row
+        tpr_disc = tpr_cont = fp = np.zeros(len(unique))
     disc = np.stack([tpr_disc, fp, unique], axis=1)
     cont = np.stack([tpr_cont, fp], axis=1)
     return Roc(disc, cont, faces, len(results))
 
 
+def _image_arrays(k: int, ann: np.ndarray, det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image k's annotations as float64 (N, 5) and detections as float64 (K, 5|6), checked."""
+    ann = np.asarray(ann, dtype=np.float64).reshape(-1, len(ELLIPSE_COLUMNS))
+    det = np.asarray(det, dtype=np.float64)
+    det = det.reshape(-1, det.shape[-1] if det.ndim == 2 else RECT_COLUMNS)
+    if det.shape[1] not in (RECT_COLUMNS, ELLIPSE_DET_COLUMNS):
+        raise DataError(f'image {k}: detections need 5 columns (x y w h score) or 6 (ra rb angle cx cy score), '
+                        f'found {det.shape[1]}')
+    if not (np.isfinite(ann).all() and np.isfinite(det).all()):
+        raise DataError(f'image {k}: expected finite annotation and detection values, found NaN or infinity')
+    if (ann[:, :2] < 0).any() or (det.shape[1] == ELLIPSE_DET_COLUMNS and (det[:, :2] < 0).any()):
+        raise DataError(f'image {k}: expected ellipse radii >= 0, found a negative one')
+    return ann, det
+
+
 def score_detections(annotations: Sequence[np.ndarray], detections: Sequence[np.ndarray],
                      image_sizes: Sequence[tuple[int, int]]) -> Roc:
-    """The FDDB ROC in memory: per image ellipses (N, 5), detections (K, 5) x y w h score or (K, 6) ellipses, (w, h)."""
+    """The FDDB ROC in memory; per image: ellipses (N, 5) ra rb angle cx cy, detections (K, 5) x y w h score
+    or (K, 6) ra rb angle cx cy score, and the image size (width, height) in pixels."""
     if not len(annotations) == len(detections) == len(image_sizes):
-        raise ValueError(f'one entry per image expected: {len(annotations)} annotations, '
-                         f'{len(detections)} detections, {len(image_sizes)} sizes')
-    if not annotations:
-        raise DataError('no images to evaluate')
+        raise DataError(f'expected one entry per image, found {len(annotations)} annotations, '
+                        f'{len(detections)} detections and {len(image_sizes)} sizes')
+    if len(annotations) == 0:
+        raise DataError('expected at least one image to evaluate, found none')
     results = []
     faces = 0
-    for ann, det, size in zip(annotations, detections, image_sizes):
-        ann = np.asarray(ann, dtype=np.float64).reshape(-1, len(ELLIPSE_COLUMNS))
-        det = np.asarray(det, dtype=np.float64)
-        det = det.reshape(-1, det.shape[-1] if det.ndim == 2 else RECT_COLUMNS)
-        if det.shape[1] not in (RECT_COLUMNS, ELLIPSE_DET_COLUMNS):
-            raise ValueError(f'detections need 5 (x y w h score) or 6 (ellipse, score) columns, got {det.shape[1]}')
+    for k, (ann, det, size) in enumerate(zip(annotations, detections, image_sizes)):
+        ann, det = _image_arrays(k, ann, det)
         results.append(image_results(ann, det, size))
         faces += len(ann)
     return merge_results(results, faces)
@@ -232,8 +245,9 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def read_image_size(path: Path) -> tuple[int, int]:
+def read_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file: the header of a JPEG or PNG, else the decoded image."""
+    path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -245,6 +259,7 @@ def read_image_size(path: Path) -> tuple[int, int]:
 
 
 def _image_sizes(entries: Sequence[ListEntry], images: Path, ext: str) -> list[tuple[int, int]]:
+    """(width, height) of IMAGES/<name><ext> for every list entry; ImageError naming the list line."""
     sizes = []
     for entry in entries:
         path = images / (entry.name + ext)
@@ -261,12 +276,11 @@ def evaluate_fddb(annotation_paths: Sequence[Path], detection_paths: Sequence[Pa
     entries = [e for p in list_paths for e in list_entries(p)]
     if not entries:
         raise DataError(f'{", ".join(map(str, list_paths))}: no image names in the list')
-    annotations = align_blocks(
-        entries, itertools.chain.from_iterable(iter_blocks(p, ELLIPSE_COLUMNS, annotation=True)
-                                               for p in annotation_paths), 'annotations')
-    detections = align_blocks(
-        entries, itertools.chain.from_iterable(iter_blocks(p, detection_columns(ellipse))
-                                               for p in detection_paths), 'detections', suffix=ext)
+    ann_blocks = itertools.chain.from_iterable(iter_blocks(p, ELLIPSE_COLUMNS, annotation=True)
+                                               for p in annotation_paths)
+    det_blocks = itertools.chain.from_iterable(iter_blocks(p, detection_columns(ellipse)) for p in detection_paths)
+    annotations = align_blocks(entries, ann_blocks, 'annotations', annotation_paths)
+    detections = align_blocks(entries, det_blocks, 'detections', detection_paths, suffix=ext)
     return score_detections(annotations, detections, _image_sizes(entries, Path(images), ext))
 
 

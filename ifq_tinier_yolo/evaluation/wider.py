@@ -64,7 +64,7 @@ def load_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     events = [_text(e) for e in _cells(gt['event_list'])]
     files = [[_text(f) for f in _cells(fl)] for fl in _cells(gt['file_list'])]
     face_lists = [_cells(b) for b in _cells(gt['face_bbx_list'])]
-    if not len(events) == len(files) == len(face_lists) or [len(f) for f in files] != [len(b) for b in face_lists]:
+    if len(events) != len(files) or [len(f) for f in files] != [len(b) for b in face_lists]:
         raise DataError(f'{gt_dir / GT_FILE}: event_list, file_list and face_bbx_list disagree in length')
     keys = [f'{event}/{name}' for event, names in zip(events, files) for name in names]
     boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for bl in face_lists for b in bl]
@@ -72,7 +72,8 @@ def load_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     for setting in SETTINGS:
         path = gt_dir / SETTING_FILE.format(setting)
         lists = [_cells(g) for g in _cells(_load_mat(path, ('gt_list',))['gt_list'])]
-        flat = [np.asarray(k).reshape(-1).astype(np.int64) - 1 for gl in lists for k in gl]   # 1-based in MATLAB
+        # MATLAB indices are 1-based (and stored as uint8 where they fit)
+        flat = [np.asarray(k).reshape(-1).astype(np.int64) - 1 for gl in lists for k in gl]
         if len(flat) != len(keys):
             raise DataError(f'{path}: gt_list has {len(flat)} images, {GT_FILE} has {len(keys)}')
         for key, idx, b in zip(keys, flat, boxes):
@@ -92,13 +93,14 @@ def read_prediction_file(path: Path) -> np.ndarray:
     while lines and not lines[-1]:
         lines.pop()
     if len(lines) < 2:
-        raise DataError(f'{path}:{len(lines) + 1}: expected an image name line and a count line, found end of file')
+        raise DataError(f'{path}:{max(len(lines), 1)}: expected an image name line and a count line, '
+                        f'found end of file')
     stem = lines[0].replace('\\', '/').rsplit('/', 1)[-1]
     if stem.lower().endswith('.jpg'):
         stem = stem[:-4]
     if stem != path.stem:
         raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), found {lines[0]!r}')
-    if not lines[1].isdigit():
+    if not (lines[1].isascii() and lines[1].isdigit()):
         raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {lines[1]!r}')
     count = int(lines[1])
     if len(lines) - 2 != count:
@@ -161,7 +163,10 @@ def _corners(xywh: np.ndarray) -> np.ndarray:
 
 
 def image_pr(pred: np.ndarray, gt: np.ndarray, kept: np.ndarray, iou: float) -> np.ndarray:
-    """(THRESHOLDS, 2) proposals and recalled kept faces per threshold: pred (K, 5), gt (N, 4) xywh, kept bool (N,)."""
+    """(THRESHOLDS, 2) proposals and recalled kept faces per threshold.
+
+    pred (K, 5) x y w h score (normalised), gt (N, 4) x y w h, kept bool (N,): faces of the setting.
+    """
     pred = pred[np.argsort(-pred[:, 4], kind='stable')]   # descending score, ties in file order
     overlaps = box_overlaps(_corners(pred[:, :4]), _corners(gt))   # (K, N)
     recalled = np.zeros(len(gt), dtype=bool)
@@ -192,8 +197,13 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 def evaluate_wider(preds: dict[str, np.ndarray], gt: WiderGroundTruth, iou: float = 0.5) -> dict[str, float]:
-    """AP per setting over the images in `preds` (raw scores, (K, 5) x y w h score); NaN if no kept face."""
-    preds = normalise_scores(preds)
+    """AP per setting over the images of `preds` ('<event>/<name>' -> (K, 5) x y w h raw score); NaN: no face."""
+    unknown = [key for key in preds if key not in gt.boxes]
+    if unknown:
+        raise DataError(f'expected images of the ground truth (\'<event>/<name>\' without .jpg), '
+                        f'found {len(unknown)} unknown, e.g. {unknown[0]!r}')
+    preds = normalise_scores({key: np.asarray(p, dtype=np.float64).reshape(-1, len(PRED_COLUMNS))
+                              for key, p in preds.items()})
     aps = {}
     for setting in SETTINGS:
         curve = np.zeros((THRESHOLDS, 2))

@@ -1,0 +1,120 @@
+"""Integer layer kernels of the engine (numpy only). Feature maps are NHWC.
+
+Integers travel through float32 GEMMs, which are exact whatever the summation order as long
+as every product and partial sum is an integer of magnitude below 2**24 (FLOAT32_EXACT); the
+runtime proves that bound per layer at load time and falls back to int64 otherwise.
+
+Winograd F(2x2, 3x3) (Lavin & Gray 2016) serves the 3x3 stride-1 binary layers: with the
+filter transform scaled by 2 per axis, every transformed value is a small integer, so the
+algorithm is exact here and needs 16 instead of 36 multiplies per 2x2 output tile.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+FLOAT32_EXACT = 1 << 24     # integers below this magnitude add and multiply exactly in float32
+CODE_BITS = 2               # activation codes 0..3
+CODES_PER_BYTE = 8 // CODE_BITS
+CODE_MASK = (1 << CODE_BITS) - 1
+
+# Winograd F(2x2, 3x3) matrices; WINO_G2 = 2 * G keeps the filter transform integral
+WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.int64)
+WINO_G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
+WINO_GAIN = 4               # outputs come out multiplied by 2 * 2 (WINO_G2 on both axes)
+WINO_TILE = 2               # output tile side
+
+
+def winograd_bound(in_ch: int, in_max: int, w_max: int) -> int:
+    """Largest |value| inside Winograd F(2x2,3x3) (transforms, GEMM partial sums, 4x outputs)."""
+    v_max = 4 * in_max                    # B^T d B: at most 2 x 2 inputs with signs +-1
+    u_max = 9 * w_max                     # G2 g G2^T: row sums of |G2| are at most 3
+    return 9 * in_ch * v_max * u_max      # A^T M A adds at most 3 x 3 GEMM outputs
+
+
+def winograd_filters(w: np.ndarray) -> np.ndarray:
+    """int8 (O, I, 3, 3) -> exact integer transform 4 * G g G^T as float32 (16, I, O)."""
+    u = np.einsum('ak,oikl,bl->abio', WINO_G2, w.astype(np.int64), WINO_G2)   # (4, 4, I, O)
+    return u.reshape(16, w.shape[1], w.shape[0]).astype(np.float32)
+
+
+def im2col_gemm(x: np.ndarray, w: np.ndarray, kernel: int, stride: int) -> np.ndarray:
+    """uint8 (B, H, W, C) -> accumulators (B, Ho, Wo, O) of a 'same'-padded conv; w: (k*k*C, O)
+    float32 (exact within FLOAT32_EXACT) or int64, rows ordered (ky, kx, c)."""
+    b, h, wd, c = x.shape
+    p = kernel // 2
+    ho, wo = (h + 2 * p - kernel) // stride + 1, (wd + 2 * p - kernel) // stride + 1
+    xp = np.zeros((b, h + 2 * p, wd + 2 * p, c), dtype=np.uint8)
+    xp[:, p:p + h, p:p + wd] = x
+    sb, sh, sw, sc = xp.strides
+    # (B, Ho, Wo, ky, kx*C): the innermost kx*C values are contiguous in xp
+    view = as_strided(xp, (b, ho, wo, kernel, kernel * c), (sb, stride * sh, stride * sw, sh, sc))
+    cols = view.reshape(b * ho * wo, kernel * kernel * c).astype(w.dtype)   # (B*Ho*Wo, k*k*C)
+    return (cols @ w).reshape(b, ho, wo, w.shape[1])                        # (B, Ho, Wo, O)
+
+
+def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
+    """uint8 (B, H, W, C), filters float32 (16, C, O) -> [Y00, Y01, Y10, Y11], each float32
+    (B, ceil(H/2), ceil(W/2), O): Y_uv[b, i, j] = WINO_GAIN * acc[b, 2i+u, 2j+v] (stride 1, pad 1)."""
+    b, h, w, c = x.shape
+    th, tw = -(-h // WINO_TILE), -(-w // WINO_TILE)
+    xp = np.zeros((b, 2 * th + 2, 2 * tw + 2, c), dtype=np.float32)
+    xp[:, 1:h + 1, 1:w + 1] = x
+    rows = [xp[:, a:a + 2 * th:2] for a in range(4)]                      # 4 x (B, th, 2tw+2, C)
+    t_rows = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
+    v = np.empty((16, b, th, tw, c), dtype=np.float32)                     # B^T d B per tile
+    for a, t in enumerate(t_rows):
+        cols = [t[:, :, k:k + 2 * tw:2] for k in range(4)]                # 4 x (B, th, tw, C)
+        np.subtract(cols[0], cols[2], out=v[4 * a])
+        np.add(cols[1], cols[2], out=v[4 * a + 1])
+        np.subtract(cols[2], cols[1], out=v[4 * a + 2])
+        np.subtract(cols[1], cols[3], out=v[4 * a + 3])
+    m = np.matmul(v.reshape(16, b * th * tw, c), u)                       # (16, N, O)
+    p0 = [m[b_] + m[4 + b_] + m[8 + b_] for b_ in range(4)]               # A^T along the rows
+    p1 = [m[4 + b_] - m[8 + b_] - m[12 + b_] for b_ in range(4)]
+    shape = (b, th, tw, u.shape[2])
+    return [(p[0] + p[1] + p[2]).reshape(shape) if v_ == 0 else (p[1] - p[2] - p[3]).reshape(shape)
+            for p in (p0, p1) for v_ in (0, 1)]
+
+
+def interleave_tiles(tiles: list[np.ndarray], h: int, w: int) -> np.ndarray:
+    """[T00, T01, T10, T11] each (B, th, tw, O) -> (B, h, w, O) with T_uv at (2i+u, 2j+v)."""
+    b, th, tw, o = tiles[0].shape
+    out = np.empty((b, th, 2, tw, 2, o), dtype=tiles[0].dtype)
+    for k, t in enumerate(tiles):
+        out[:, :, k // 2, :, k % 2] = t
+    return out.reshape(b, 2 * th, 2 * tw, o)[:, :h, :w]                   # (B, h, w, O)
+
+
+def maxpool2(acc: np.ndarray) -> np.ndarray:
+    """(B, H, W, O) -> (B, H//2, W//2, O): 2x2 stride-2 max-pool, odd last row/column dropped."""
+    b, h, w, o = acc.shape
+    a = acc[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, o)   # (B, H/2, 2, W/2, 2, O)
+    return a.max(axis=(2, 4))
+
+
+def threshold_codes(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """acc (..., O), thresholds (3, O) same dtype -> uint8 codes #{k : acc > thresholds[k]}."""
+    codes = (acc > thresholds[0]).view(np.uint8)
+    for t in thresholds[1:]:
+        codes += acc > t
+    return codes
+
+
+def pack_codes(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes (B, H, W, C) -> uint8 (B, H, W, ceil(C/4)): code of channel 4j+i in bits 2i..2i+1."""
+    b, h, w, c = codes.shape
+    padded = np.zeros((b, h, w, -(-c // CODES_PER_BYTE) * CODES_PER_BYTE), dtype=np.uint8)
+    padded[..., :c] = codes
+    q = padded.reshape(b, h, w, -1, CODES_PER_BYTE)                        # (B, H, W, C/4, 4)
+    out = q[..., 0].copy()
+    for i in range(1, CODES_PER_BYTE):
+        out |= q[..., i] << (CODE_BITS * i)
+    return out
+
+
+def unpack_codes(packed: np.ndarray, channels: int) -> np.ndarray:
+    """Inverse of pack_codes: uint8 (B, H, W, ceil(C/4)) -> uint8 codes (B, H, W, C)."""
+    shifts = np.arange(0, 8, CODE_BITS, dtype=np.uint8)
+    q = (packed[..., None] >> shifts) & CODE_MASK                          # (B, H, W, C/4, 4)
+    return q.reshape(*packed.shape[:3], -1)[..., :channels]

@@ -1,0 +1,217 @@
+"""The `.ifq` model file: IntegerModel <-> bytes (numpy + zlib only, no pickle).
+
+docs/MODEL_FORMAT.md is the specification; this module is its one implementation. Layout,
+all integers little-endian:
+
+    header  16 B   magic 'IFQTYOLO', u16 version, u16 flags, u32 payload length P
+    payload P  B   description, anchors, layer table, one section per layer
+    crc     4 B    u32 CRC-32 (zlib / IEEE 802.3) of header + payload
+
+Every length and shape is checked on reading; any defect raises ModelFileError with a
+one-line message naming the file.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..netdef import LayerSpec
+from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
+
+MAGIC = b'IFQTYOLO'
+VERSION = 1
+FLAG_SEPARATED = 1                    # bit 0: made by the separated conversion
+KNOWN_FLAGS = FLAG_SEPARATED
+HEADER = struct.Struct('<8sHHI')      # magic, version, flags, payload length
+DESCRIPTION = struct.Struct('<HHHHiB3x')   # input size, layers, anchors, anchor frac bits, multiplier, shift
+LAYER_ROW = struct.Struct('<16sBBBBHH')    # name, kind, kernel, stride, pool, in_ch, out_ch
+SECTION = struct.Struct('<IBBH')      # section bytes after this field, weight bits, threshold bytes, 0
+CRC = struct.Struct('<I')
+KINDS = ('first', 'hidden', 'head')   # kind code = index
+NAME_BYTES = 16                       # layer names: ASCII, at most 15 characters, NUL padded
+MAX_LAYERS, MAX_ANCHORS, MAX_CHANNELS = 64, 64, 1 << 15
+ALIGN = 4                             # sections are padded to multiples of 4 bytes
+
+
+def _padding(n: int) -> int:
+    """Zero bytes that bring n up to a multiple of ALIGN."""
+    return -n % ALIGN
+
+
+def _pack_bits(bits: np.ndarray) -> bytes:
+    """bool array -> bytes, row-major, most significant bit first, unused low bits zero."""
+    return np.packbits(bits.reshape(-1).astype(np.uint8), bitorder='big').tobytes()
+
+
+def _section(layer: IntLayer) -> bytes:
+    """One layer section, its length field included."""
+    s = layer.spec
+    if s.kind == 'head':
+        body = layer.bias.astype('<i4').tobytes() + layer.weights.tobytes()
+        head = (8, 0)
+    else:
+        t_bytes = layer.thresholds.dtype.itemsize
+        weights = layer.weights.tobytes() if s.kind == 'first' else _pack_bits(layer.weights > 0)
+        body = (layer.thresholds.astype(f'<i{t_bytes}').tobytes() + weights
+                + _pack_bits(layer.signs < 0))
+        head = (8 if s.kind == 'first' else 1, t_bytes)
+    body += bytes(_padding(len(body)))
+    return SECTION.pack(SECTION.size - 4 + len(body), *head, 0) + body
+
+
+def to_bytes(model: IntegerModel) -> bytes:
+    """Serialise a checked model (ValueError if it is not valid)."""
+    model.check()
+    parts = [DESCRIPTION.pack(model.input_size, len(model.layers), len(model.anchors_q16),
+                              ANCHOR_FRAC_BITS, model.out_multiplier, model.out_shift),
+             model.anchors_q16.astype('<i4').tobytes()]
+    for layer in model.layers:
+        s = layer.spec
+        name = s.name.encode('ascii')
+        if len(name) >= NAME_BYTES:
+            raise ValueError(f'layer {s.name}: name longer than {NAME_BYTES - 1} characters')
+        parts.append(LAYER_ROW.pack(name, KINDS.index(s.kind), s.kernel, s.stride, s.pool,
+                                    layer.in_ch, s.out_ch))
+    parts += [_section(layer) for layer in model.layers]
+    payload = b''.join(parts)
+    header = HEADER.pack(MAGIC, VERSION, FLAG_SEPARATED if model.separated else 0, len(payload))
+    return header + payload + CRC.pack(zlib.crc32(header + payload))
+
+
+class _Reader:
+    """A cursor over the payload; every read is bounds-checked."""
+
+    def __init__(self, data: bytes, start: int, end: int, source: str):
+        self.data, self.pos, self.end, self.source = data, start, end, source
+
+    def fail(self, msg: str) -> ModelFileError:
+        return ModelFileError(f'{self.source}: {msg}')
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise self.fail(f'{what} runs past the end of the payload')
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, st: struct.Struct, what: str) -> tuple:
+        return st.unpack(self.take(st.size, what))
+
+    def array(self, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
+        n = int(np.prod(shape, dtype=np.int64))
+        raw = self.take(n * np.dtype(dtype).itemsize, what)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(np.dtype(dtype).newbyteorder('='))
+
+    def bits(self, n: int, what: str) -> np.ndarray:
+        raw = np.frombuffer(self.take((n + 7) // 8, what), dtype=np.uint8)
+        bits = np.unpackbits(raw, bitorder='big')
+        if bits[n:].any():
+            raise self.fail(f'{what}: unused padding bits are not zero')
+        return bits[:n].astype(bool)
+
+
+def _read_table(r: _Reader, n_layers: int) -> list[tuple[LayerSpec, int]]:
+    """The layer table rows -> (spec, in_ch) per layer."""
+    rows = []
+    for i in range(n_layers):
+        raw, kind, kernel, stride, pool, in_ch, out_ch = r.unpack(LAYER_ROW, f'layer table row {i}')
+        name = raw.rstrip(b'\0')
+        if b'\0' in name or not name or not name.isascii() or not name.decode().isprintable():
+            raise r.fail(f'layer table row {i}: malformed name {raw!r}')
+        if kind >= len(KINDS) or not (0 < in_ch < MAX_CHANNELS and 0 < out_ch < MAX_CHANNELS) \
+                or kernel == 0 or stride == 0:
+            raise r.fail(f'layer {name.decode()}: malformed table row (kind {kind}, kernel {kernel}, '
+                         f'stride {stride}, channels {in_ch} -> {out_ch})')
+        rows.append((LayerSpec(name.decode(), KINDS[kind], out_ch, kernel, stride, pool), in_ch))
+    return rows
+
+
+def _read_section(r: _Reader, spec: LayerSpec, in_ch: int) -> IntLayer:
+    """One layer section -> IntLayer (shapes from the table; lengths checked)."""
+    start = r.pos
+    size, w_bits, t_bytes, zero = r.unpack(SECTION, f'layer {spec.name} section header')
+    end = r.pos + size
+    if size % ALIGN or end > r.end or zero:
+        raise r.fail(f'layer {spec.name}: malformed section header (length {size})')
+    o, shape = spec.out_ch, (spec.out_ch, in_ch, spec.kernel, spec.kernel)
+    if spec.kind == 'head':
+        if (w_bits, t_bytes) != (8, 0):
+            raise r.fail(f'layer {spec.name}: head section must hold 8-bit weights and no thresholds')
+        layer = IntLayer(spec, in_ch, bias=r.array('<i4', (o,), f'layer {spec.name} bias'),
+                         weights=r.array('<i1', shape, f'layer {spec.name} weights'))
+    else:
+        want_bits = 8 if spec.kind == 'first' else 1
+        if w_bits != want_bits or t_bytes not in ((4,) if spec.kind == 'first' else (2, 4)):
+            raise r.fail(f'layer {spec.name}: {w_bits}-bit weights / {t_bytes}-byte thresholds '
+                         f'are not valid for a {spec.kind} layer')
+        thresholds = r.array(f'<i{t_bytes}', (o, N_THRESHOLDS), f'layer {spec.name} thresholds')
+        if spec.kind == 'first':
+            weights = r.array('<i1', shape, f'layer {spec.name} weights')
+        else:
+            bits = r.bits(int(np.prod(shape)), f'layer {spec.name} weights')
+            weights = np.where(bits, 1, -1).astype(np.int8).reshape(shape)
+        signs = np.where(r.bits(o, f'layer {spec.name} signs'), -1, 1).astype(np.int8)
+        layer = IntLayer(spec, in_ch, weights, thresholds, signs)
+    pad = r.take(end - r.pos, f'layer {spec.name} padding')
+    if len(pad) >= ALIGN or any(pad) or (r.pos - start) % ALIGN:
+        raise r.fail(f'layer {spec.name}: section length {size} does not match its contents')
+    return layer
+
+
+def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
+    """Parse and check a whole `.ifq` file image; ModelFileError with a one-line message otherwise."""
+    if not data:
+        raise ModelFileError(f'{source}: empty file (0 bytes), not an .ifq model')
+    if data[:len(MAGIC)] != MAGIC[:len(data)]:
+        raise ModelFileError(f'{source}: not an .ifq model file (wrong magic bytes)')
+    if len(data) < HEADER.size + CRC.size:
+        raise ModelFileError(f'{source}: truncated ({len(data)} bytes, shorter than the header)')
+    _, version, flags, payload_len = HEADER.unpack_from(data)
+    if version > VERSION:
+        raise ModelFileError(f'{source}: format version {version} is newer than this program reads '
+                             f'({VERSION}); update ifq-tinier-yolo')
+    if version != VERSION:
+        raise ModelFileError(f'{source}: unknown format version {version} (this program reads {VERSION})')
+    expected = HEADER.size + payload_len + CRC.size
+    if len(data) < expected:
+        raise ModelFileError(f'{source}: truncated ({len(data)} bytes, the header announces {expected})')
+    if len(data) > expected:
+        raise ModelFileError(f'{source}: {len(data) - expected} unexpected bytes after the end of the model')
+    body_end = HEADER.size + payload_len
+    (crc,) = CRC.unpack_from(data, body_end)
+    if zlib.crc32(data[:body_end]) != crc:
+        raise ModelFileError(f'{source}: corrupted (CRC-32 mismatch)')
+    if flags & ~KNOWN_FLAGS:
+        raise ModelFileError(f'{source}: unknown flags {flags:#x}')
+    r = _Reader(data, HEADER.size, body_end, source)
+    size, n_layers, n_anchors, frac, mult, shift = r.unpack(DESCRIPTION, 'description')
+    if not (2 <= n_layers <= MAX_LAYERS and 1 <= n_anchors <= MAX_ANCHORS) or frac != ANCHOR_FRAC_BITS:
+        raise r.fail(f'malformed description ({n_layers} layers, {n_anchors} anchors, '
+                     f'{frac} anchor fraction bits)')
+    anchors = r.array('<i4', (n_anchors, 2), 'anchors').astype(np.int64)
+    rows = _read_table(r, n_layers)
+    layers = tuple(_read_section(r, spec, in_ch) for spec, in_ch in rows)
+    if r.pos != body_end:
+        raise r.fail(f'{body_end - r.pos} bytes of payload after the last layer')
+    model = IntegerModel(layers, anchors, size, mult, shift, separated=bool(flags & FLAG_SEPARATED))
+    try:
+        model.check()
+    except ValueError as e:
+        raise r.fail(f'invalid model: {e}') from None
+    return model
+
+
+def read(path: str | Path) -> IntegerModel:
+    """Load an `.ifq` file (ModelFileError if missing, unreadable or invalid)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f'{path}: no such model file')
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelFileError(f'{path}: cannot read ({e.strerror})') from None
+    return from_bytes(data, str(path))

@@ -1,0 +1,179 @@
+"""The integer engine: .ifq model -> int32 head accumulators -> faces. numpy (+ opencv) only.
+
+    model = load_model('weights/ifq_tinier_yolo.ifq')
+    head = run(model, canvas)                 # uint8 (S, S, 3) BGR canvas -> int32 (A*5, S/16, S/16)
+    faces = detect(model, bgr, 0.3, 0.45)     # float64 (N, 5) x, y, w, h, score, original pixels
+
+Per layer: integer conv (im2col GEMM, or exact Winograd for 3x3 stride-1 binary layers) ->
+[2x2 max-pool of the accumulators] -> code = #{k : sign * acc > tau_k} as uint8 codes 0..3.
+The head adds its int32 bias. Arithmetic is integer throughout: float32 carries integers only
+where `prepare` proved every partial sum below 2**24, otherwise int64 does.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import netdef
+from ..errors import ConfigError, ImageError
+from . import layers as L
+from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, decode_fixed, score_threshold_q
+from .model import IntegerModel, IntLayer, input_max, weight_max
+from .modelfile import read
+from .nms import nms
+from .preprocess import letterbox, unletterbox_boxes
+
+NMS_DEN = 1000          # NMS IoU thresholds are integer ratios num / NMS_DEN (as model.predict)
+DETECTION_COLUMNS = 5   # x, y, w, h, score
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One layer prepared for execution."""
+    name: str
+    method: str                     # 'im2col', 'winograd' or 'head'
+    kernel: int
+    stride: int
+    pool: bool
+    out_ch: int
+    weights: np.ndarray             # im2col / head: (k*k*I, O); winograd: (16, I, O); float32 or int64
+    thresholds: np.ndarray | None   # (3, O) in accumulator units times the method's gain, weights' dtype
+    post_signs: np.ndarray | None   # (O,) +-1 applied after the max-pool; None: folded into weights
+    bias: np.ndarray | None         # int32 (O,), head only
+
+
+def _prepare_layer(layer: IntLayer) -> Step:
+    """Reorder weights for the GEMMs, fold signs and the Winograd gain, choose exact dtypes."""
+    s = layer.spec
+    w = layer.weights.astype(np.int64)                                   # (O, I, k, k)
+    signs = layer.signs.astype(np.int64) if layer.signs is not None else np.ones(s.out_ch, np.int64)
+    fold = not s.pool                    # a sign commutes with the conv, not with the max-pool
+    if fold:
+        w = w * signs[:, None, None, None]
+    wino_bound = L.winograd_bound(layer.in_ch, input_max(s), weight_max(s))
+    gain_bound = L.WINO_GAIN * (layer.acc_bound + 1)
+    if s.kind == 'hidden' and s.kernel == 3 and s.stride == 1 and max(wino_bound, gain_bound) < L.FLOAT32_EXACT:
+        method, gain, mat = 'winograd', L.WINO_GAIN, L.winograd_filters(w.astype(np.int8))
+    else:
+        method = 'head' if s.kind == 'head' else 'im2col'
+        exact = layer.acc_bound < L.FLOAT32_EXACT
+        gain = 1
+        mat = w.transpose(2, 3, 1, 0).reshape(-1, s.out_ch)             # (k*k*I, O), rows (ky, kx, c)
+        mat = mat.astype(np.float32 if exact else np.int64)
+    thresholds = None
+    if layer.thresholds is not None:
+        thresholds = (layer.thresholds.astype(np.int64).T * gain).astype(mat.dtype)   # (3, O)
+    post = None if fold or (signs > 0).all() else signs.astype(mat.dtype)
+    return Step(s.name, method, s.kernel, s.stride, bool(s.pool), s.out_ch, np.ascontiguousarray(mat),
+                thresholds, post, layer.bias)
+
+
+_PLANS: dict[int, tuple[Step, ...]] = {}
+
+
+def prepare(model: IntegerModel) -> tuple[Step, ...]:
+    """The execution plan of a model, built once per model object and cached."""
+    plan = _PLANS.get(id(model))
+    if plan is None:
+        model.check()
+        plan = tuple(_prepare_layer(layer) for layer in model.layers)
+        _PLANS[id(model)] = plan
+        weakref.finalize(model, _PLANS.pop, id(model), None)
+    return plan
+
+
+def load_model(path: str | Path) -> IntegerModel:
+    """Read an .ifq file (ModelFileError on any defect) and prepare it for running."""
+    model = read(path)
+    prepare(model)
+    return model
+
+
+def _check_canvases(model: IntegerModel, canvases: np.ndarray) -> None:
+    """ImageError unless canvases is uint8 (B, H, W, 3) with H, W multiples of the total stride."""
+    if not isinstance(canvases, np.ndarray) or canvases.dtype != np.uint8 or canvases.ndim != 4 \
+            or canvases.shape[3] != netdef.IN_CHANNELS:
+        raise ImageError(f'engine input must be uint8 (B, H, W, 3), got '
+                         f'{getattr(canvases, "dtype", type(canvases).__name__)} {getattr(canvases, "shape", "")}')
+    for side in canvases.shape[1:3]:
+        try:
+            netdef.check_input_size(side, model.specs)
+        except ValueError as e:
+            raise ImageError(f'engine input: {e}') from None
+
+
+def _conv_step(step: Step, x: np.ndarray) -> np.ndarray:
+    """uint8 codes or pixels (B, H, W, C) -> uint8 codes (B, H', W', O) of one first/hidden layer."""
+    if step.method == 'winograd':
+        tiles = L.winograd_conv3x3(x, step.weights)                      # 4 x (B, H/2, W/2, O), gain 4
+        if not step.pool:
+            codes = [L.threshold_codes(t, step.thresholds) for t in tiles]
+            return L.interleave_tiles(codes, x.shape[1], x.shape[2])
+        h2, w2 = x.shape[1] // 2, x.shape[2] // 2
+        acc = np.maximum(np.maximum(tiles[0], tiles[1]), np.maximum(tiles[2], tiles[3]))[:, :h2, :w2]
+    else:
+        acc = L.im2col_gemm(x, step.weights, step.kernel, step.stride)   # (B, Ho, Wo, O)
+        if step.pool:
+            acc = L.maxpool2(acc)
+    if step.post_signs is not None:
+        acc = acc * step.post_signs
+    return L.threshold_codes(acc, step.thresholds)
+
+
+def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> np.ndarray:
+    """uint8 (B, H, W, 3) BGR canvases -> int32 head (B, A*5, H/16, W/16): acc + bias, exact.
+
+    packed=True keeps the codes between layers packed four per byte (less memory, a little slower).
+    """
+    _check_canvases(model, canvases)
+    plan = prepare(model)
+    x = canvases
+    for step in plan[:-1]:
+        x = _conv_step(step, x)                                          # uint8 codes (B, H', W', O)
+        if packed:
+            x = L.unpack_codes(L.pack_codes(x), step.out_ch)
+    head = plan[-1]
+    b, h, w, c = x.shape
+    acc = x.reshape(-1, c).astype(head.weights.dtype) @ head.weights    # (B*H*W, O)
+    out = acc.astype(np.int32) + head.bias                               # exact: |acc| < 2**24 or int64
+    return np.ascontiguousarray(out.reshape(b, h, w, head.out_ch).transpose(0, 3, 1, 2))  # (B, O, H, W)
+
+
+def run(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> np.ndarray:
+    """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+    if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
+        raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
+                         f'{getattr(canvas, "shape", type(canvas).__name__)}')
+    return run_batch(model, canvas[None], packed)[0]
+
+
+def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: float,
+           img_size: int | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first.
+
+    Letterbox -> integer layers -> fixed-point decode -> integer NMS; float only for the result.
+    """
+    size = img_size or model.input_size
+    try:
+        netdef.check_input_size(size, model.specs)
+    except ValueError as e:
+        raise ConfigError(f'img_size: {e}') from None
+    if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
+        raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
+    if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \
+            or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
+        raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
+    canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
+    head = run(model, canvas)
+    boxes_q, scores_q, objectness = decode_fixed(head, model.anchors_q16, model.stride,
+                                                 model.out_multiplier, model.out_shift,
+                                                 score_threshold_q(conf))
+    keep = nms(boxes_q, objectness, round(nms_iou * NMS_DEN), NMS_DEN)
+    boxes = boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS)     # network pixels, float from here
+    b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
+    scores = scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS)
+    out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
+    return out.reshape(-1, DETECTION_COLUMNS)

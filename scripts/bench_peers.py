@@ -1,0 +1,95 @@
+"""Side-by-side benchmark: our detector vs YuNet on the WIDER val subset, in one run.
+
+Both see each image with its longer side at the same input size. Scored FDDB-style on the dev
+benchmark (discrete TPR at 100 FP, official FDDB semantics) and by the WIDER protocol
+(easy / medium / hard AP). Prints one markdown table: TPR@100FP, APs, model bytes, ms/image.
+
+    python scripts/bench_peers.py --wider-root ../shared/data/wider --peer ../shared/peers/face_detection_yunet.onnx
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ifq_tinier_yolo import Detector                                  # noqa: E402
+from ifq_tinier_yolo.evaluation.wider import evaluate_wider, load_ground_truth  # noqa: E402
+from ifq_tinier_yolo.validate import DevBenchmark                      # noqa: E402
+
+LOW_CONF = 0.01   # low thresholds: the ROC and AP need the whole score range
+
+
+class YuNet:
+    """OpenCV's YuNet on the image resized so that its longer side is `size`."""
+
+    def __init__(self, path: Path, size: int):
+        self.size = size
+        self.net = cv2.FaceDetectorYN.create(str(path), '', (size, size), LOW_CONF, 0.45, 5000)
+
+    def detect_array(self, image: np.ndarray) -> np.ndarray:
+        """uint8 BGR -> float64 (N, 5) x, y, w, h, score in original pixels."""
+        h, w = image.shape[:2]
+        s = self.size / max(h, w)
+        small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_LINEAR)
+        self.net.setInputSize((small.shape[1], small.shape[0]))
+        _, faces = self.net.detect(small)
+        if faces is None:
+            return np.zeros((0, 5))
+        out = faces[:, [0, 1, 2, 3, 14]].astype(np.float64)
+        out[:, :4] /= s
+        return out
+
+
+def run(detector, images: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Detections per image and mean milliseconds per image (one warm-up call first)."""
+    detector.detect_array(images[0])
+    t = time.perf_counter()
+    dets = [detector.detect_array(im) for im in images]
+    return dets, 1000 * (time.perf_counter() - t) / len(images)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--wider-root', type=Path, default=ROOT.parent / 'shared' / 'data' / 'wider')
+    ap.add_argument('--peer', type=Path, default=ROOT.parent / 'shared' / 'peers' / 'face_detection_yunet.onnx')
+    ap.add_argument('--model', type=Path, action='append', default=None,
+                    help='our model files (.ifq integer engine, .pt torch); repeat for several')
+    ap.add_argument('--size', type=int, default=416, help='longer image side given to every detector')
+    ap.add_argument('--max-images', type=int, default=0)
+    args = ap.parse_args()
+
+    bench = DevBenchmark(args.wider_root, args.max_images)
+    images = bench.images
+    gt = load_ground_truth(args.wider_root / 'wider_face_split')
+    keys = [name.removesuffix('.jpg') for name in bench.names]
+
+    models = args.model or [ROOT / 'weights' / 'ifq_tinier_yolo.ifq']
+    contenders = [(f'ours {m.name}', Detector.load(m, conf=LOW_CONF, img_size=args.size), m.stat().st_size)
+                  for m in models]
+    if args.peer.is_file():
+        contenders.append(('YuNet (OpenCV zoo)', YuNet(args.peer, args.size), args.peer.stat().st_size))
+    else:
+        print(f'warning: no peer model at {args.peer}', file=sys.stderr)
+
+    print(f'{len(images)} WIDER val images, longer side {args.size} px, '
+          f'{sum(len(e) for e in bench.ellipses)} faces in the FDDB-style benchmark')
+    print('| detector | TPR@100FP (FDDB disc.) | easy AP | medium AP | hard AP | model bytes | ms/image |')
+    print('| --- | --- | --- | --- | --- | --- | --- |')
+    for name, detector, nbytes in contenders:
+        dets, ms = run(detector, images)
+        tpr = bench.score(dets)['tpr@100fp']
+        aps = evaluate_wider(dict(zip(keys, dets)), gt)
+        print(f'| {name} | {tpr:.3f} | {aps["easy"]:.3f} | {aps["medium"]:.3f} | '
+              f'{aps["hard"]:.3f} | {nbytes:,} | {ms:.1f} |', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

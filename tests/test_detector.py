@@ -1,0 +1,180 @@
+"""The Detector API: backend choice from the model file, result shapes, image kinds, errors, no torch on import."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ifq_tinier_yolo import Detector, Face
+from ifq_tinier_yolo.apps import detector as detector_module
+from ifq_tinier_yolo.apps.detector import resolve_model, scale_boxes
+from ifq_tinier_yolo.checkpoint import save_checkpoint
+from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
+from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+
+IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight hwgq checkpoint (detections are arbitrary but deterministic)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('model') / 'random.pt'
+    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
+    return path
+
+
+@pytest.fixture(scope='module')
+def detector(model_path: Path) -> Detector:
+    return Detector.load(model_path, conf=0.0, img_size=IMG_SIZE)
+
+
+def noise(shape: tuple[int, ...], dtype=np.uint8, high: int = 256) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, high, shape).astype(dtype)
+
+
+def assert_inside(boxes: np.ndarray, width: int, height: int) -> None:
+    assert boxes.dtype == np.float64 and boxes.shape[1] == 5
+    x, y, w, h, s = boxes.T
+    tol = 1e-6
+    assert np.all(x >= -tol) and np.all(y >= -tol) and np.all(w >= 0) and np.all(h >= 0)
+    assert np.all(x + w <= width + tol) and np.all(y + h <= height + tol)
+    assert np.all((s >= 0) & (s <= 1))
+
+
+def test_face_is_a_frozen_dataclass():
+    face = Face(1.0, 2.0, 3.0, 4.0, 0.5)
+    assert [f.name for f in dataclasses.fields(Face)] == ['x', 'y', 'w', 'h', 'score']
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        face.x = 0.0
+
+
+def test_pt_file_selects_torch_backend(detector: Detector, model_path: Path):
+    assert detector.backend == 'torch' and detector.path == model_path
+
+
+def test_detect_array_shape_order_and_range(detector: Detector):
+    image = noise((48, 80, 3))
+    boxes = detector.detect_array(image)
+    assert len(boxes) > 0   # conf 0 keeps every box NMS keeps
+    assert_inside(boxes, 80, 48)
+    assert np.all(np.diff(boxes[:, 4]) <= 0)   # best first
+
+
+def test_detect_returns_faces_matching_array(detector: Detector):
+    image = noise((48, 80, 3))
+    faces = detector.detect(image)
+    boxes = detector.detect_array(image)
+    assert all(isinstance(f, Face) and isinstance(f.score, float) for f in faces)
+    np.testing.assert_allclose([dataclasses.astuple(f) for f in faces], boxes)
+
+
+def test_no_faces_is_an_empty_float_array(model_path: Path):
+    strict = Detector.load(model_path, conf=1.0, img_size=IMG_SIZE)
+    boxes = strict.detect_array(noise((32, 32, 3)))
+    assert boxes.shape == (0, 5) and boxes.dtype == np.float64
+    assert strict.detect(noise((32, 32, 3))) == []
+
+
+@pytest.mark.parametrize('image', [noise((40, 50)), noise((40, 50, 1)), noise((40, 50, 4)),
+                                   noise((40, 50, 3), np.uint16, 65536)],
+                         ids=['gray', 'gray1', 'bgra', '16bit'])
+def test_any_depth_and_channel_count(detector: Detector, image: np.ndarray):
+    assert_inside(detector.detect_array(image), 50, 40)
+
+
+def test_oversized_array_boxes_in_its_own_pixels(detector: Detector):
+    boxes = detector.detect_array(noise((10, 9000, 3)))   # shrunk to 8192 wide for detection
+    assert_inside(boxes, 9000, 10)
+    assert boxes[:, 0].max() + boxes[:, 2].max() > 8192 * 0.5
+
+
+def test_scale_boxes():
+    boxes = np.array([[10.0, 20.0, 30.0, 40.0, 0.7]])
+    np.testing.assert_allclose(scale_boxes(boxes, (100, 50), (200, 25)), [[20.0, 10.0, 60.0, 20.0, 0.7]])
+    assert scale_boxes(boxes, (100, 50), (100, 50)) is boxes
+
+
+def test_missing_default_model_says_where(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    weights = tmp_path / 'weights'
+    monkeypatch.setattr(detector_module, 'DEFAULT_PATH',
+                        {'int': weights / 'ifq_tinier_yolo.ifq', 'torch': weights / 'ifq_tinier_yolo.pt'})
+    with pytest.raises(ModelFileError, match=r'^no trained model at weights/ifq_tinier_yolo\.ifq: see weights/README\.md$'):
+        Detector.load()
+    with pytest.raises(ModelFileError, match=r'weights/ifq_tinier_yolo\.pt'):
+        Detector.load(backend='torch')
+
+
+def test_model_file_errors(tmp_path: Path, model_path: Path):
+    with pytest.raises(ModelFileError, match='no such model file'):
+        Detector.load(tmp_path / 'absent.pt')
+    with pytest.raises(ConfigError, match='unknown model file type'):
+        Detector.load(tmp_path / 'model.onnx')
+    with pytest.raises(ConfigError, match='--backend torch'):
+        resolve_model(model_path, 'int')
+    with pytest.raises(ConfigError, match='unknown backend'):
+        resolve_model(model_path, 'cuda')
+    junk = tmp_path / 'junk.pt'
+    junk.write_bytes(b'not a checkpoint')
+    with pytest.raises(ModelFileError, match='junk.pt'):
+        Detector.load(junk)
+
+
+@pytest.mark.parametrize('kwargs, match', [({'conf': 1.5}, 'conf'), ({'nms': 0.0}, 'nms'),
+                                           ({'img_size': 100}, 'multiple of 16'), ({'img_size': -32}, 'img_size')])
+def test_bad_settings(model_path: Path, kwargs: dict, match: str):
+    with pytest.raises(ConfigError, match=match):
+        Detector.load(model_path, **kwargs)
+
+
+def test_not_an_array(detector: Detector):
+    with pytest.raises(ImageError, match='numpy array'):
+        detector.detect([[0, 0, 0]])
+    with pytest.raises(ImageError):
+        detector.detect(np.zeros((0, 0, 3), np.uint8))
+
+
+def _fake_engine(monkeypatch: pytest.MonkeyPatch, runtime: types.ModuleType | None) -> None:
+    """Install `runtime` as ifq_tinier_yolo.engine.runtime (None: the module does not exist)."""
+    import ifq_tinier_yolo.engine as engine
+    monkeypatch.delattr(engine, 'runtime', raising=False)
+    monkeypatch.setitem(sys.modules, 'ifq_tinier_yolo.engine.runtime', runtime)
+
+
+def test_ifq_file_runs_on_the_integer_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    calls = []
+    runtime = types.ModuleType('ifq_tinier_yolo.engine.runtime')
+    runtime.load_model = lambda path: ('model', path)
+    runtime.detect = lambda model, image, conf, nms_iou, img_size=None: (
+        calls.append((model, image.shape, conf, nms_iou, img_size))
+        or np.array([[1, 2, 3, 4, 0.5], [5, 6, 7, 8, 0.9]], dtype=np.float64))
+    _fake_engine(monkeypatch, runtime)
+    model = tmp_path / 'm.ifq'
+    model.write_bytes(b'IFQ')
+    det = Detector.load(model, conf=0.2, nms=0.4, img_size=320)
+    faces = det.detect(np.zeros((20, 30, 3), np.uint8))
+    assert det.backend == 'int'
+    assert [f.score for f in faces] == [0.9, 0.5]
+    assert calls == [(('model', model), (20, 30, 3), 0.2, 0.4, 320)]
+
+
+def test_integer_engine_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    _fake_engine(monkeypatch, None)
+    model = tmp_path / 'm.ifq'
+    model.write_bytes(b'IFQ')
+    with pytest.raises(ConfigError, match='integer engine is not in this build'):
+        Detector.load(model)
+
+
+def test_importing_the_apps_does_not_import_torch():
+    code = ('import sys\n'
+            'from ifq_tinier_yolo import Detector, Face\n'
+            'import ifq_tinier_yolo.apps.detect, ifq_tinier_yolo.apps.webcam, ifq_tinier_yolo.apps.benchmark\n'
+            'assert "torch" not in sys.modules, "torch imported"\n')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).resolve().parents[1])
