@@ -7,6 +7,9 @@ A checkpoint is a plain dict (loadable with `torch.load(weights_only=True)`):
 """
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,39 @@ from .model.tinier_yolo import TinierYolo
 
 FORMAT = 'ifq-tinier-yolo-checkpoint'
 VERSION = 1
+MESSAGE_CHARS = 120                         # longest quoted piece of a library's error message
+_ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')  # torch decorates some messages with terminal bold
+_REFUSED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')  # what the weights_only unpickler refused
 
 
+def _first_line(e: BaseException) -> str:
+    """First line of an exception message, terminal escapes removed, at most MESSAGE_CHARS ('' if empty)."""
+    return (_ANSI_ESCAPE.sub('', str(e)).strip().splitlines() or [''])[0][:MESSAGE_CHARS]
+
+
+def _unpickling_reason(e: BaseException) -> str:
+    """The informative line of a weights-only UnpicklingError (torch wraps it in advice about weights_only)."""
+    boilerplate = ('Weights only load failed', 'Please file an issue', 'Check the documentation')
+    lines = [line.strip() for line in _ANSI_ESCAPE.sub('', str(e)).splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(boilerplate)]
+    return (reasons[0] if reasons else _first_line(e))[:MESSAGE_CHARS]
+
+
+def _check_archive(path: Path) -> None:
+    """Raise ModelFileError when a zip-format checkpoint fails its CRC checks.
+
+    torch.load does not verify the archive checksums, so a flipped bit in the tensor data
+    would otherwise load silently as different weights.
+    """
+    if not zipfile.is_zipfile(path):
+        return   # not ours; torch.load below names the problem
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:  # zipfile raises many types for a damaged directory
+        raise ModelFileError(f'{path}: damaged checkpoint archive ({type(e).__name__}: {_first_line(e)})') from None
+    if bad is not None:
+        raise ModelFileError(f'{path}: damaged checkpoint (checksum mismatch in {bad})')
 
 
 def save_checkpoint(path: Path, model: TinierYolo, img_size: int, config: dict[str, Any],
@@ -39,10 +73,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f'{path}: no such checkpoint')
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        refused = _REFUSED_GLOBAL.search(str(e))
+        what = f'it holds a {refused.group(1)} object' if refused else _unpickling_reason(e)
+        raise ModelFileError(f'{path}: not a plain checkpoint: {what} (only tensors and plain data are loaded)') from None
     except Exception as e:  # torch raises many types for damaged or foreign files
-        raise ModelFileError(f'{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
+        raise ModelFileError(f'{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
         raise ModelFileError(f'{path}: not an ifq-tinier-yolo checkpoint')
     if ckpt.get('version') != VERSION:
@@ -58,5 +97,6 @@ def model_from_checkpoint(ckpt: dict[str, Any], quant: str | None = None, path: 
         model = TinierYolo(layers, anchors, quant or ckpt['quant'])
         model.load_state_dict(ckpt['model'])
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise ModelFileError(f'{path}: checkpoint does not describe a valid network ({str(e).splitlines()[0][:160]})') from None
+        raise ModelFileError(f'{path}: checkpoint does not describe a valid network '
+                             f'({type(e).__name__}: {_first_line(e)})') from None
     return model.eval()

@@ -29,8 +29,9 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     p.add_argument('--model', type=Path, default=None,
                    help=f'model file: .ifq for the integer backend, .pt for torch '
                         f'(default {DEFAULT_MODEL.name} / {DEFAULT_CHECKPOINT.name} in weights/)')
-    p.add_argument('--backend', choices=('int', 'torch'), default='int',
-                   help='int: the integer engine (numpy only); torch: the quantization network')
+    p.add_argument('--backend', choices=('int', 'torch'), default=None,
+                   help='int: the integer engine (numpy only); torch: the quantization network '
+                        '(default: from the --model suffix, int without --model)')
     p.add_argument('--img-size', type=int, default=None,
                    help='network input side in pixels (default: the model\'s)')
     p.add_argument('--conf', type=float, default=conf, help='score threshold')
@@ -82,16 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, required=True)
     p.add_argument('--separated', action='store_true',
                    help='separated conversion (each float parameter rounded on its own), for comparison')
+    p.add_argument('--img-size', type=int, default=None,
+                   help="the model's input side in pixels (default: the checkpoint's img_size)")
     p = _add(sub, 'verify', 'ifq_tinier_yolo.integrate.verify:cli_verify',
              'check the integer engine against the quantized PyTorch model, image by image')
     p.add_argument('--model', type=Path, default=DEFAULT_MODEL)
     p.add_argument('--checkpoint', type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument('--img-size', type=int, default=None)
     p.add_argument('sources', nargs='+', type=Path, metavar='IMAGE_OR_DIR')
+    p.add_argument('--compare-separated', action='store_true',
+                   help='also convert the checkpoint the separated way and print, for both conversions, '
+                        'head values differing from torch and detections agreeing with torch')
+    p.add_argument('--conf', type=float, default=0.3, help='score threshold for --compare-separated')
+    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold for --compare-separated')
     p = _add(sub, 'report', 'ifq_tinier_yolo.integrate.report:cli_report',
              'per-layer table, model bytes and runtime feature-map memory')
     p.add_argument('--model', type=Path, default=DEFAULT_MODEL)
     p.add_argument('--img-size', type=int, default=None)
+    p.add_argument('--table', action='store_true',
+                   help='report the current netdef layer table without a model file (placeholder parameters)')
 
     # detect / webcam
     p = _add(sub, 'detect', 'ifq_tinier_yolo.apps.detect:cli_detect', 'detect faces in images, folders and videos')

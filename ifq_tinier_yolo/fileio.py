@@ -8,6 +8,13 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _umask() -> int:
+    """The process umask (reading it requires setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = 'w', encoding: str | None = None) -> Iterator[IO]:
     """Open a temp file beside `path`; on clean exit fsync and rename it over `path`.
@@ -26,6 +33,7 @@ def atomic_open(path: str | Path, mode: str = 'w', encoding: str | None = None) 
             yield f
             f.flush()
             os.fsync(f.fileno())
+            os.chmod(f.fileno(), 0o666 & ~_umask())   # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,11 +14,16 @@ import torch
 
 from ifq_tinier_yolo.checkpoint import save_checkpoint
 from ifq_tinier_yolo.cli import main
+from ifq_tinier_yolo.integrate.convert import convert
+from ifq_tinier_yolo.integrate.modelfile import save
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO_FRAMES = 10
 FACE_KEYS = ['x', 'y', 'w', 'h', 'score']
+
+
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -27,6 +32,14 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp('model') / 'random.pt'
     save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
+    return path
+
+
+@pytest.fixture(scope='module')
+def ifq_path(model_path: Path) -> Path:
+    """The random checkpoint converted to an integer model."""
+    path = model_path.with_suffix('.ifq')
+    save(convert(model_path), path)
     return path
 
 
@@ -97,6 +110,29 @@ def test_single_image_json_stdout(capsys, tmp_path: Path, torch_flags: list[str]
     assert rec['image'] == str(image) and rec['faces']
     assert err.strip().splitlines()[-1].startswith('detect: 1 images, ')
     assert 'images/s' in err
+
+
+def test_integer_backend_is_the_default(capsys, tmp_path: Path, ifq_path: Path):
+    image = write(tmp_path / 'one.jpg', noise((48, 80, 3)))
+    rc, out, _ = run(capsys, 'detect', str(image), '--model', str(ifq_path), '--img-size', '64', '--conf', '0')
+    assert rc == 0
+    [rec] = records(out)
+    check_record(rec, 80, 48)
+    assert rec['faces']
+
+
+def test_pt_model_on_the_int_backend_says_which_flag(capsys, tmp_path: Path, model_path: Path):
+    image = write(tmp_path / 'one.jpg', noise((20, 20, 3)))
+    rc, out, err = run(capsys, 'detect', str(image), '--model', str(model_path), '--backend', 'int')
+    assert rc == 1 and out == '' and '--backend torch' in err and err.count('\n') == 1
+
+
+def test_backend_follows_the_model_suffix(capsys, tmp_path: Path, model_path: Path):
+    image = write(tmp_path / 'one.jpg', noise((48, 80, 3)))
+    rc, out, _ = run(capsys, 'detect', str(image), '--model', str(model_path), '--img-size', '64', '--conf', '0')
+    assert rc == 0
+    [rec] = records(out)
+    check_record(rec, 80, 48)
 
 
 def test_no_json_no_out_prints_records(capsys, tmp_path: Path, torch_flags: list[str]):
@@ -176,6 +212,14 @@ def test_folder_without_images_is_one_line_error(capsys, tmp_path: Path, torch_f
     assert err.startswith(f'error: {tmp_path / "docs"}: no images in this folder') and err.count('\n') == 1
 
 
+def test_unwritable_outputs_are_one_line_errors(capsys, tmp_path: Path, torch_flags: list[str]):
+    image = write(tmp_path / 'a.jpg', noise((20, 20, 3)))
+    (tmp_path / 'file').write_text('a file, not a folder')
+    for flags in (['--json', str(tmp_path / 'file' / 'faces.jsonl')], ['--out', str(tmp_path / 'file' / 'ann')]):
+        rc, _, err = run(capsys, 'detect', str(image), *flags, *torch_flags)
+        assert rc == 1 and err.startswith(f'error: {tmp_path / "file"}') and err.count('\n') == 1
+
+
 def test_video_every_frame(capsys, tmp_path: Path, torch_flags: list[str]):
     video = make_video(tmp_path / 'clip.avi')
     rc, out, err = run(capsys, 'detect', str(video), '--json', '-', '--out', str(tmp_path / 'ann'), *torch_flags)
@@ -221,14 +265,14 @@ def test_skip_existing_rejects_a_foreign_json_file(capsys, tmp_path: Path, torch
     assert rc == 1 and err.startswith(f'error: {jsonl}:2: not a detect JSON record')
 
 
-def test_module_entry_point_has_no_traceback(tmp_path: Path, model_path: Path):
+def test_module_entry_point_has_no_traceback(tmp_path: Path, ifq_path: Path):
     folder = tmp_path / 'mixed'
     write(folder / 'good.jpg', noise((40, 40, 3)))
     (folder / 'empty.jpg').write_bytes(b'')
     (folder / 'text.png').write_text('hello')
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
     proc = subprocess.run([sys.executable, '-m', 'ifq_tinier_yolo', 'detect', str(folder), '--json', '-',
-                           '--backend', 'torch', '--model', str(model_path), '--img-size', '64'],
+                           '--model', str(ifq_path), '--img-size', '64'],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr

@@ -1,10 +1,9 @@
-"""The Detector API: backend choice from the model file, result shapes, image kinds, errors, no torch on import."""
+"""The Detector API: backend from the model file, result shapes, image kinds, errors, no torch on the int path."""
 from __future__ import annotations
 
 import dataclasses
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,14 @@ from ifq_tinier_yolo.apps import detector as detector_module
 from ifq_tinier_yolo.apps.detector import resolve_model, scale_boxes
 from ifq_tinier_yolo.checkpoint import save_checkpoint
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
+from ifq_tinier_yolo.integrate.convert import convert
+from ifq_tinier_yolo.integrate.modelfile import save
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
 IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
+
+
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
@@ -31,8 +35,21 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope='module')
+def ifq_path(model_path: Path) -> Path:
+    """The random checkpoint converted to an integer model."""
+    path = model_path.with_suffix('.ifq')
+    save(convert(model_path), path)
+    return path
+
+
+@pytest.fixture(scope='module')
 def detector(model_path: Path) -> Detector:
     return Detector.load(model_path, conf=0.0, img_size=IMG_SIZE)
+
+
+@pytest.fixture(scope='module')
+def detector_int(ifq_path: Path) -> Detector:
+    return Detector.load(ifq_path, conf=0.0, img_size=IMG_SIZE)
 
 
 def noise(shape: tuple[int, ...], dtype=np.uint8, high: int = 256) -> np.ndarray:
@@ -105,7 +122,8 @@ def test_missing_default_model_says_where(monkeypatch: pytest.MonkeyPatch, tmp_p
     weights = tmp_path / 'weights'
     monkeypatch.setattr(detector_module, 'DEFAULT_PATH',
                         {'int': weights / 'ifq_tinier_yolo.ifq', 'torch': weights / 'ifq_tinier_yolo.pt'})
-    with pytest.raises(ModelFileError, match=r'^no trained model at weights/ifq_tinier_yolo\.ifq: see weights/README\.md$'):
+    expected = r'^no trained model at weights/ifq_tinier_yolo\.ifq: see weights/README\.md$'
+    with pytest.raises(ModelFileError, match=expected):
         Detector.load()
     with pytest.raises(ModelFileError, match=r'weights/ifq_tinier_yolo\.pt'):
         Detector.load(backend='torch')
@@ -140,36 +158,20 @@ def test_not_an_array(detector: Detector):
         detector.detect(np.zeros((0, 0, 3), np.uint8))
 
 
-def _fake_engine(monkeypatch: pytest.MonkeyPatch, runtime: types.ModuleType | None) -> None:
-    """Install `runtime` as ifq_tinier_yolo.engine.runtime (None: the module does not exist)."""
-    import ifq_tinier_yolo.engine as engine
-    monkeypatch.delattr(engine, 'runtime', raising=False)
-    monkeypatch.setitem(sys.modules, 'ifq_tinier_yolo.engine.runtime', runtime)
+def test_ifq_file_runs_on_the_integer_engine(detector_int: Detector):
+    boxes = detector_int.detect_array(noise((48, 80, 3)))
+    assert detector_int.backend == 'int' and len(boxes) > 0
+    assert_inside(boxes, 80, 48)
+    assert np.all(np.diff(boxes[:, 4]) <= 0)
+    assert_inside(detector_int.detect_array(noise((10, 9000))), 9000, 10)
 
 
-def test_ifq_file_runs_on_the_integer_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    calls = []
-    runtime = types.ModuleType('ifq_tinier_yolo.engine.runtime')
-    runtime.load_model = lambda path: ('model', path)
-    runtime.detect = lambda model, image, conf, nms_iou, img_size=None: (
-        calls.append((model, image.shape, conf, nms_iou, img_size))
-        or np.array([[1, 2, 3, 4, 0.5], [5, 6, 7, 8, 0.9]], dtype=np.float64))
-    _fake_engine(monkeypatch, runtime)
-    model = tmp_path / 'm.ifq'
-    model.write_bytes(b'IFQ')
-    det = Detector.load(model, conf=0.2, nms=0.4, img_size=320)
-    faces = det.detect(np.zeros((20, 30, 3), np.uint8))
-    assert det.backend == 'int'
-    assert [f.score for f in faces] == [0.9, 0.5]
-    assert calls == [(('model', model), (20, 30, 3), 0.2, 0.4, 320)]
-
-
-def test_integer_engine_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    _fake_engine(monkeypatch, None)
-    model = tmp_path / 'm.ifq'
-    model.write_bytes(b'IFQ')
-    with pytest.raises(ConfigError, match='integer engine is not in this build'):
-        Detector.load(model)
+def test_integer_backend_never_imports_torch(ifq_path: Path):
+    code = ('import sys, numpy as np\n'
+            'from ifq_tinier_yolo import Detector\n'
+            f'faces = Detector.load({str(ifq_path)!r}, conf=0.0, img_size=64).detect(np.zeros((40, 60, 3), np.uint8))\n'
+            'assert faces and "torch" not in sys.modules, "torch imported"\n')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
 def test_importing_the_apps_does_not_import_torch():

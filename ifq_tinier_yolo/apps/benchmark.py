@@ -20,9 +20,8 @@ from tqdm import tqdm
 
 from ..datasets import fddb, wider
 from ..errors import ConfigError, DataError, ImageError
-from ..fileio import atomic_write_text
 from ..imageio import read_image_sized
-from .detect import detector_from_args
+from .detect import detector_from_args, write_text
 from .detector import Detector, no_detections, scale_boxes
 
 FOLD_LIST = re.compile(r'^FDDB-fold-(\d+)\.txt$')
@@ -92,7 +91,7 @@ def write_fold(detector: Detector, names: list[str], images: Path, ext: str, out
             boxes, failures = no_detections(), failures + 1
         blocks.append(fddb_block(name, boxes, ellipse))
         detections += len(boxes)
-    atomic_write_text(out_path, ''.join(blocks))
+    write_text(out_path, ''.join(blocks))
     return detections, failures
 
 
@@ -132,7 +131,8 @@ def cli_wider_predict(args: argparse.Namespace) -> int:
     items = wider.read_wider(args.wider_root, args.split, drop_invalid=False, check_images=False)
     img_dir = wider.images_dir(args.wider_root, args.split)
     if not img_dir.is_dir():
-        raise DataError(f'{img_dir}: images folder not found (expected <wider-root>/WIDER_{args.split}/images/<event>/)')
+        raise DataError(f'{img_dir}: images folder not found '
+                        f'(expected <wider-root>/WIDER_{args.split}/images/<event>/)')
     detector = detector_from_args(args)
     faces = kept = failures = 0
     for item in tqdm(items, unit='image', file=sys.stderr, disable=not sys.stderr.isatty()):
@@ -148,7 +148,7 @@ def cli_wider_predict(args: argparse.Namespace) -> int:
             tqdm.write(f'skipped: {e}', file=sys.stderr)
             failures += 1
             continue
-        atomic_write_text(out_path, wider_text(name.stem, boxes))
+        write_text(out_path, wider_text(name.stem, boxes))
         faces += len(boxes)
     print(f'wider predict: {len(items)} images, {faces} faces, {failures} failures, '
           f'{kept} kept from before -> {args.out}', file=sys.stderr)

@@ -53,7 +53,11 @@ def _annotated_name(rel: Path, video: bool) -> Path:
 
 
 def collect_sources(paths: list[Path], out_dir: Path | None) -> list[Source]:
-    """Files as given, folders expanded to their images (recursive, sorted); ImageError on a missing path or image-less folder."""
+    """Files as given, folders expanded to their images (recursive, sorted).
+
+    Raises ImageError for a missing path or a folder without images, ConfigError when two
+    inputs would get the same annotated copy.
+    """
     out_root = out_dir.resolve() if out_dir is not None else None
     found: list[tuple[Path, Path]] = []   # (input path, path relative to the output folder)
     for p in paths:
@@ -62,7 +66,8 @@ def collect_sources(paths: list[Path], out_dir: Path | None) -> list[Source]:
             files = sorted(f for f in p.rglob('*') if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
                            and not (out_root and f.resolve().is_relative_to(out_root)))
             if not files:
-                raise ImageError(f'{p}: no images in this folder or below (looked for {" ".join(IMAGE_EXTENSIONS)})')
+                raise ImageError(f'{p}: no images in this folder or below '
+                                 f'(looked for {" ".join(IMAGE_EXTENSIONS)})')
             found += [(f, f.relative_to(p)) for f in files]
         elif p.exists():
             found.append((p, Path(p.name)))
@@ -140,7 +145,7 @@ class Sink:
     def close(self) -> None:
         """Write FILE (whole records only, so an interrupted run can be resumed with --skip-existing)."""
         if self.target not in (None, '-'):
-            atomic_write_text(self.target, ''.join(json.dumps(r) + '\n' for r in self.records))
+            write_text(Path(self.target), ''.join(json.dumps(r) + '\n' for r in self.records))
 
 
 @contextmanager
@@ -160,6 +165,14 @@ def open_capture(source: int | Path) -> cv2.VideoCapture:
         return cv2.VideoCapture(source if isinstance(source, int) else str(source))
 
 
+def write_text(path: Path, text: str) -> None:
+    """atomic_write_text, with a ConfigError naming the file when it cannot be written."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise ConfigError(f'{path}: cannot write ({e.strerror or e})') from None
+
+
 def write_image(path: Path, image: np.ndarray) -> None:
     """Encode uint8 BGR by the suffix of `path` and write it atomically."""
     ok, buf = cv2.imencode(path.suffix, image)
@@ -169,7 +182,7 @@ def write_image(path: Path, image: np.ndarray) -> None:
         with atomic_open(path, 'wb') as f:
             f.write(buf.tobytes())
     except OSError as e:
-        raise ConfigError(f'{path}: cannot write the annotated copy ({e.strerror or e})') from None
+        raise ConfigError(f'{path}: cannot write ({e.strerror or e})') from None
 
 
 def detect_image(detector: Detector, src: Source, sink: Sink) -> int:

@@ -73,14 +73,9 @@ def resolve_model(path: str | Path | None, backend: str | None) -> tuple[Path, s
 
 
 def _load_int(path: Path, img_size: int | None) -> RunFn:
-    """The integer engine on an .ifq model (imported here so the torch path never needs it)."""
-    try:
-        from ..engine import runtime
-    except ModuleNotFoundError as e:
-        if e.name != f'{__package__.rsplit(".", 1)[0]}.engine.runtime':
-            raise
-        raise ConfigError('the integer engine is not in this build yet: run a .pt checkpoint with '
-                          '--backend torch') from None
+    """The integer engine on an .ifq model (numpy only; imported here so the torch path never loads it)."""
+    from ..engine import runtime
+
     model = runtime.load_model(path)
 
     def run(image: np.ndarray, conf: float, nms: float) -> np.ndarray:
@@ -133,7 +128,7 @@ class Detector:
         return cls(run, path, backend, conf, nms, img_size)
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
-        """Image array (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
+        """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
         if not isinstance(image, np.ndarray):
             raise ImageError(f'expected an image as a numpy array, got {type(image).__name__}')
         bgr = to_bgr8(image)   # no copy for uint8 BGR; shrinks sides over imageio.MAX_SIDE

@@ -29,12 +29,12 @@ def _line_width(image: np.ndarray) -> int:
 def _label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
     """Text on a filled background, bottom-left at (x, y), kept inside the image (in place)."""
     t = _line_width(image)
-    scale = 0.4 * t
-    (tw, th), base = cv2.getTextSize(text, FONT, scale, t)
+    scale, stroke = 0.4 * t, max(1, t // 2)   # text strokes thinner than box lines stay legible
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, stroke)
     x = min(max(x, 0), max(image.shape[1] - tw, 0))
     y = min(max(y, th + base), image.shape[0])
     cv2.rectangle(image, (x, y - th - base), (x + tw, y), color, cv2.FILLED)
-    cv2.putText(image, text, (x, y - base), FONT, scale, TEXT_COLOR, t, cv2.LINE_AA)
+    cv2.putText(image, text, (x, y - base), FONT, scale, TEXT_COLOR, stroke, cv2.LINE_AA)
 
 
 def draw_faces(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -77,9 +77,13 @@ class AtomicVideoWriter:
         self._size: tuple[int, int] = (0, 0)
 
     def _open(self, width: int, height: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # the temp name keeps the real suffix last: OpenCV picks the container from it
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.stem}.', suffix=f'.tmp{self.path.suffix}')
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # the temp name keeps the real suffix last: OpenCV picks the container from it
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.stem}.',
+                                       suffix=f'.tmp{self.path.suffix}')
+        except OSError as e:
+            raise ConfigError(f'{self.path}: cannot write ({e.strerror or e})') from None
         os.close(fd)
         self._tmp, self._size = Path(tmp), (width, height)
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +29,8 @@ WINDOW = 'ifq-tinier-yolo'
 QUIT_KEYS = (ord('q'), ord('Q'), 27)   # 27: Esc
 FPS_SMOOTHING = 0.9                    # weight of the previous estimate in the FPS shown on frames
 GRAB_TIMEOUT_S = 5.0                   # a live camera silent this long is treated as disconnected
+WINDOW_PROBE = 'import cv2; cv2.namedWindow("probe"); cv2.waitKey(1); cv2.destroyAllWindows()'
+WINDOW_PROBE_TIMEOUT_S = 20.0
 
 
 class LatestFrame:
@@ -114,14 +117,21 @@ def open_camera(camera: str) -> tuple[cv2.VideoCapture, bool]:
 
 
 def check_display() -> None:
-    """Raise ConfigError unless a window can be opened."""
+    """Raise ConfigError unless a window can be opened, then open it."""
     hint = 'pass --out VIDEO to write the annotated video instead'
     if sys.platform.startswith('linux') and not os.environ.get('DISPLAY'):
         raise ConfigError(f'no display (DISPLAY is not set): {hint}')
+    # probe in a child process: OpenCV's Qt backend aborts the whole process on an unusable display
     try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-    except cv2.error as e:
-        raise ConfigError(f'cannot open a window ({str(e).strip().splitlines()[-1]}): {hint}') from None
+        probe = subprocess.run([sys.executable, '-c', WINDOW_PROBE], capture_output=True, text=True,
+                               timeout=WINDOW_PROBE_TIMEOUT_S)
+        why = (probe.stderr.strip().splitlines() or [f'exit status {probe.returncode}'])[0]
+    except subprocess.TimeoutExpired:
+        probe, why = None, f'no answer in {WINDOW_PROBE_TIMEOUT_S:.0f} s'
+    if probe is None or probe.returncode != 0:
+        display = os.environ.get('DISPLAY', '')
+        raise ConfigError(f'cannot open a window{f" on display {display}" if display else ""} ({why}): {hint}')
+    cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
 
 
 def _window_closed() -> bool:
@@ -138,10 +148,12 @@ def cli_webcam(args: argparse.Namespace) -> int:
     headless = args.out is not None
     if headless:
         check_video_path(args.out)
-    else:
-        check_display()
     cap, live = open_camera(str(args.camera))
+    window = False   # whether a window was opened (and must be closed)
     try:
+        if not headless:
+            check_display()
+            window = True
         detector = detector_from_args(args)
         writer = AtomicVideoWriter(args.out, cap.get(cv2.CAP_PROP_FPS)) if headless else None
         frames, fps = 0, 0.0
@@ -176,6 +188,6 @@ def cli_webcam(args: argparse.Namespace) -> int:
               file=sys.stderr)
     finally:
         cap.release()
-        if not headless:
+        if window:
             cv2.destroyAllWindows()
     return 0

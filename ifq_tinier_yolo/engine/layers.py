@@ -38,19 +38,23 @@ def winograd_filters(w: np.ndarray) -> np.ndarray:
     return u.reshape(16, w.shape[1], w.shape[0]).astype(np.float32)
 
 
-def im2col_gemm(x: np.ndarray, w: np.ndarray, kernel: int, stride: int) -> np.ndarray:
-    """uint8 (B, H, W, C) -> accumulators (B, Ho, Wo, O) of a 'same'-padded conv; w: (k*k*C, O)
-    float32 (exact within FLOAT32_EXACT) or int64, rows ordered (ky, kx, c)."""
-    b, h, wd, c = x.shape
+def im2col_gemm(x: np.ndarray, wt: np.ndarray, kernel: int, stride: int) -> np.ndarray:
+    """uint8 (B, H, W, C) -> accumulators (O, B, Ho, Wo) of a 'same'-padded conv; wt: (O, k*k*C)
+    float32 (exact within FLOAT32_EXACT) or int64, columns ordered (ky, kx, c).
+
+    Channel-major output: the thresholds then run along long contiguous rows (faster for small O).
+    """
+    b, h, w, c = x.shape
     p = kernel // 2
-    ho, wo = (h + 2 * p - kernel) // stride + 1, (wd + 2 * p - kernel) // stride + 1
-    xp = np.zeros((b, h + 2 * p, wd + 2 * p, c), dtype=np.uint8)
-    xp[:, p:p + h, p:p + wd] = x
+    ho, wo = (h + 2 * p - kernel) // stride + 1, (w + 2 * p - kernel) // stride + 1
+    xp = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=np.uint8)
+    xp[:, p:p + h, p:p + w] = x
     sb, sh, sw, sc = xp.strides
     # (B, Ho, Wo, ky, kx*C): the innermost kx*C values are contiguous in xp
     view = as_strided(xp, (b, ho, wo, kernel, kernel * c), (sb, stride * sh, stride * sw, sh, sc))
-    cols = view.reshape(b * ho * wo, kernel * kernel * c).astype(w.dtype)   # (B*Ho*Wo, k*k*C)
-    return (cols @ w).reshape(b, ho, wo, w.shape[1])                        # (B, Ho, Wo, O)
+    cols = np.empty((b * ho * wo, kernel * kernel * c), dtype=wt.dtype)   # (B*Ho*Wo, k*k*C)
+    cols.reshape(view.shape)[...] = view
+    return (wt @ cols.T).reshape(wt.shape[0], b, ho, wo)                   # (O, B, Ho, Wo)
 
 
 def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
@@ -87,14 +91,14 @@ def interleave_tiles(tiles: list[np.ndarray], h: int, w: int) -> np.ndarray:
 
 
 def maxpool2(acc: np.ndarray) -> np.ndarray:
-    """(B, H, W, O) -> (B, H//2, W//2, O): 2x2 stride-2 max-pool, odd last row/column dropped."""
-    b, h, w, o = acc.shape
-    a = acc[:, :h // 2 * 2, :w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, o)   # (B, H/2, 2, W/2, 2, O)
-    return a.max(axis=(2, 4))
+    """(O, B, H, W) -> (O, B, H//2, W//2): 2x2 stride-2 max-pool, odd last row/column dropped."""
+    o, b, h, w = acc.shape
+    a = acc[:, :, :h // 2 * 2, :w // 2 * 2].reshape(o, b, h // 2, 2, w // 2, 2)   # (O, B, H/2, 2, W/2, 2)
+    return a.max(axis=(3, 5))
 
 
 def threshold_codes(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """acc (..., O), thresholds (3, O) same dtype -> uint8 codes #{k : acc > thresholds[k]}."""
+    """acc, thresholds (3, ...) broadcasting against it, same dtype -> uint8 codes #{k : acc > thresholds[k]}."""
     codes = (acc > thresholds[0]).view(np.uint8)
     for t in thresholds[1:]:
         codes += acc > t

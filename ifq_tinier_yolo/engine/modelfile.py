@@ -63,6 +63,11 @@ def _section(layer: IntLayer) -> bytes:
     return SECTION.pack(SECTION.size - 4 + len(body), *head, 0) + body
 
 
+def section_bytes(layer: IntLayer) -> int:
+    """Size in the file of one layer's section (length field, header, arrays, padding)."""
+    return len(_section(layer))
+
+
 def to_bytes(model: IntegerModel) -> bytes:
     """Serialise a checked model (ValueError if it is not valid)."""
     model.check()
@@ -134,8 +139,8 @@ def _read_section(r: _Reader, spec: LayerSpec, in_ch: int) -> IntLayer:
     """One layer section -> IntLayer (shapes from the table; lengths checked)."""
     start = r.pos
     size, w_bits, t_bytes, zero = r.unpack(SECTION, f'layer {spec.name} section header')
-    end = r.pos + size
-    if size % ALIGN or end > r.end or zero:
+    end = start + 4 + size                                             # the length field is 4 bytes
+    if size % ALIGN or size < SECTION.size - 4 or end > r.end or zero:
         raise r.fail(f'layer {spec.name}: malformed section header (length {size})')
     o, shape = spec.out_ch, (spec.out_ch, in_ch, spec.kernel, spec.kernel)
     if spec.kind == 'head':

@@ -39,9 +39,9 @@ class Step:
     stride: int
     pool: bool
     out_ch: int
-    weights: np.ndarray             # im2col / head: (k*k*I, O); winograd: (16, I, O); float32 or int64
-    thresholds: np.ndarray | None   # (3, O) in accumulator units times the method's gain, weights' dtype
-    post_signs: np.ndarray | None   # (O,) +-1 applied after the max-pool; None: folded into weights
+    weights: np.ndarray             # im2col: (O, k*k*I); winograd: (16, I, O); head: (I, O); float32 or int64
+    thresholds: np.ndarray | None   # winograd: (3, O); im2col: (3, O, 1, 1, 1); accumulator units x gain
+    post_signs: np.ndarray | None   # +-1 after the max-pool, shaped as thresholds[0]; None: folded
     bias: np.ndarray | None         # int32 (O,), head only
 
 
@@ -57,16 +57,18 @@ def _prepare_layer(layer: IntLayer) -> Step:
     gain_bound = L.WINO_GAIN * (layer.acc_bound + 1)
     if s.kind == 'hidden' and s.kernel == 3 and s.stride == 1 and max(wino_bound, gain_bound) < L.FLOAT32_EXACT:
         method, gain, mat = 'winograd', L.WINO_GAIN, L.winograd_filters(w.astype(np.int8))
+        view = (3, s.out_ch)                                             # NHWC tiles: channels last
     else:
         method = 'head' if s.kind == 'head' else 'im2col'
-        exact = layer.acc_bound < L.FLOAT32_EXACT
-        gain = 1
-        mat = w.transpose(2, 3, 1, 0).reshape(-1, s.out_ch)             # (k*k*I, O), rows (ky, kx, c)
-        mat = mat.astype(np.float32 if exact else np.int64)
+        gain, view = 1, (3, s.out_ch, 1, 1, 1)                           # (O, B, H, W) accumulators
+        mat = w.transpose(0, 2, 3, 1).reshape(s.out_ch, -1)             # (O, k*k*I), columns (ky, kx, c)
+        if method == 'head':
+            mat = mat.T                                                  # (I, O)
+        mat = mat.astype(np.float32 if layer.acc_bound < L.FLOAT32_EXACT else np.int64)
     thresholds = None
     if layer.thresholds is not None:
-        thresholds = (layer.thresholds.astype(np.int64).T * gain).astype(mat.dtype)   # (3, O)
-    post = None if fold or (signs > 0).all() else signs.astype(mat.dtype)
+        thresholds = (layer.thresholds.astype(np.int64).T * gain).astype(mat.dtype).reshape(view)
+    post = None if fold or (signs > 0).all() else signs.astype(mat.dtype).reshape(view[1:])
     return Step(s.name, method, s.kernel, s.stride, bool(s.pool), s.out_ch, np.ascontiguousarray(mat),
                 thresholds, post, layer.bias)
 
@@ -114,27 +116,35 @@ def _conv_step(step: Step, x: np.ndarray) -> np.ndarray:
             return L.interleave_tiles(codes, x.shape[1], x.shape[2])
         h2, w2 = x.shape[1] // 2, x.shape[2] // 2
         acc = np.maximum(np.maximum(tiles[0], tiles[1]), np.maximum(tiles[2], tiles[3]))[:, :h2, :w2]
-    else:
-        acc = L.im2col_gemm(x, step.weights, step.kernel, step.stride)   # (B, Ho, Wo, O)
-        if step.pool:
-            acc = L.maxpool2(acc)
+        if step.post_signs is not None:
+            acc = acc * step.post_signs
+        return L.threshold_codes(acc, step.thresholds)
+    acc = L.im2col_gemm(x, step.weights, step.kernel, step.stride)       # (O, B, Ho, Wo)
+    if step.pool:
+        acc = L.maxpool2(acc)
     if step.post_signs is not None:
         acc = acc * step.post_signs
-    return L.threshold_codes(acc, step.thresholds)
+    codes = L.threshold_codes(acc, step.thresholds)                      # (O, B, Ho, Wo)
+    return np.ascontiguousarray(codes.transpose(1, 2, 3, 0))             # (B, Ho, Wo, O)
 
 
 def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> np.ndarray:
     """uint8 (B, H, W, 3) BGR canvases -> int32 head (B, A*5, H/16, W/16): acc + bias, exact.
 
-    packed=True keeps the codes between layers packed four per byte (less memory, a little slower).
+    packed=True holds the feature maps between layers as 2-bit codes packed four per byte
+    (a quarter of the memory, a little slower); the result is identical.
     """
     _check_canvases(model, canvases)
     plan = prepare(model)
-    x = canvases
+    x, channels = canvases, netdef.IN_CHANNELS
     for step in plan[:-1]:
-        x = _conv_step(step, x)                                          # uint8 codes (B, H', W', O)
+        if packed and x is not canvases:
+            x = L.unpack_codes(x, channels)                              # this layer's input only
+        x, channels = _conv_step(step, x), step.out_ch                   # uint8 codes (B, H', W', O)
         if packed:
-            x = L.unpack_codes(L.pack_codes(x), step.out_ch)
+            x = L.pack_codes(x)                                          # held between layers: 2 bits a code
+    if packed:
+        x = L.unpack_codes(x, channels)
     head = plan[-1]
     b, h, w, c = x.shape
     acc = x.reshape(-1, c).astype(head.weights.dtype) @ head.weights    # (B*H*W, O)

@@ -42,7 +42,9 @@ def int8_weights(w: torch.Tensor, per_channel: bool) -> tuple[torch.Tensor, torc
         amax = w.detach().abs().amax(dim=tuple(range(1, w.dim())))
     else:
         amax = w.detach().abs().amax().reshape(1)
-    scale = torch.where(amax > 0, amax / FIXED_WEIGHT_MAX, torch.ones_like(amax))
+    scale = amax / FIXED_WEIGHT_MAX
+    # all-zero (or so tiny that max|W| / 127 underflows to 0) weights: any scale gives zeros, not w / 0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     view = (-1,) + (1,) * (w.dim() - 1) if per_channel else (1,) * w.dim()
     soft = w / scale.view(view)
     return ste(torch.round(soft).clamp(-FIXED_WEIGHT_MAX, FIXED_WEIGHT_MAX), soft), scale

@@ -1,0 +1,112 @@
+"""`convert`: a trained hwgq checkpoint -> an integer model (.ifq), by the passes of `passes`.
+
+    model = convert('weights/ifq_tinier_yolo.pt')            # integrated: exact by construction
+    model = convert('weights/ifq_tinier_yolo.pt', separated=True)   # each parameter rounded alone
+
+`describe_network` is the one place that reads the torch model: it takes exactly the tensors
+the eval-mode network computes with (integer weights, the float32 affine of `post_affine`,
+the head's integer parameters), so that the passes reproduce it bit for bit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import netdef
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..engine.model import IntegerModel
+from ..errors import ConversionError
+from ..model.quant import HWGQ_CUTS_F32
+from ..model.tinier_yolo import TinierYolo
+from .modelfile import save
+from .passes import INTEGRATED, SEPARATED, BatchNorm, LayerDesc, NetDesc, run_passes, to_integer_model
+
+NEGATIVE_GAMMA = 0.2      # random networks: share of channels with a negative BN scale
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A float32 numpy copy of a tensor."""
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+@torch.no_grad()
+def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
+    """The eval-mode hwgq network as a pass description (float32 numpy arrays)."""
+    if model.quant != 'hwgq':
+        raise ConversionError(f'convert needs a hwgq (quantization) network, not quant={model.quant!r}')
+    chans = netdef.in_channels(model.layers)
+    layers = []
+    for block, in_ch in zip(model.blocks, chans):
+        w, w_scale = block.int_weights()
+        bn = block.bn
+        layers.append(LayerDesc(
+            block.spec, in_ch, _np(w), _np(w_scale), float(block.in_scale),
+            bn=BatchNorm(_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), float(bn.eps)),
+            affine=tuple(_np(t) for t in block.post_affine())))
+    w, bias, out_scale = model.head.int_params()
+    layers.append(LayerDesc(model.head.spec, chans[-1], _np(w), _np(out_scale), float(netdef.HWGQ_STEP),
+                            head_bias=_np(bias), out_scale=float(out_scale.reshape(-1)[0])))
+    try:
+        netdef.check_input_size(input_size, model.layers)
+    except ValueError as e:
+        raise ConversionError(f'input size: {e}') from None
+    return NetDesc(tuple(layers), tuple(model.anchors), int(input_size), _np(HWGQ_CUTS_F32))
+
+
+def convert_model(model: TinierYolo, input_size: int, separated: bool = False) -> IntegerModel:
+    """An eval-mode hwgq TinierYolo -> IntegerModel (integrated, or separated for comparison)."""
+    net = describe_network(model, input_size)
+    return to_integer_model(run_passes(net, SEPARATED if separated else INTEGRATED))
+
+
+def convert(ckpt_path: str | Path, separated: bool = False, img_size: int | None = None) -> IntegerModel:
+    """A hwgq checkpoint file -> IntegerModel; input size: img_size, else the checkpoint's."""
+    ckpt = load_checkpoint(Path(ckpt_path))
+    if ckpt.get('quant') != 'hwgq':
+        raise ConversionError(f'{ckpt_path}: trained with quant={ckpt.get("quant")!r}; convert needs a '
+                              f'hwgq network (fine-tune it with train --quant hwgq --init {ckpt_path})')
+    model = model_from_checkpoint(ckpt, quant='hwgq', path=ckpt_path)
+    return convert_model(model, img_size or int(ckpt.get('img_size', netdef.INPUT_SIZE)), separated)
+
+
+@torch.no_grad()
+def random_quant_network(layers: tuple[netdef.LayerSpec, ...] = netdef.LAYERS,
+                         anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS, seed: int = 0,
+                         calib_size: int = 64, calib_batch: int = 4) -> TinierYolo:
+    """A randomly initialised eval-mode hwgq TinierYolo with realistic BN statistics (tests, benchmarks).
+
+    Running statistics come from train-mode passes over random images; then some channels get a
+    negative gamma, one a zero gamma and one a zero running variance (edge cases of the conversion).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = TinierYolo(layers, anchors, 'hwgq')
+    for block in model.blocks:
+        block.bn.momentum = None                    # cumulative average over the calibration batches
+        o = block.spec.out_ch
+        sign = torch.where(torch.rand(o, generator=gen) < NEGATIVE_GAMMA, -1.0, 1.0)
+        block.bn.weight.copy_(sign * (0.5 + torch.rand(o, generator=gen)))
+        block.bn.bias.copy_(torch.rand(o, generator=gen) - 0.3)
+    model.train()
+    images = torch.randint(0, 256, (2, calib_batch, 3, calib_size, calib_size), generator=gen).float()
+    for batch in images:
+        model(batch)
+    model.eval()
+    for block in model.blocks:
+        block.bn.weight[0] = 0.0                    # constant channel
+        block.bn.running_var[-1] = 0.0              # zero-variance channel
+    return model
+
+
+def cli_convert(args: argparse.Namespace) -> int:
+    """`convert CKPT --out MODEL.ifq [--separated] [--img-size S]`: write the integer model."""
+    model = convert(args.checkpoint, args.separated, getattr(args, 'img_size', None))
+    size = save(model, args.out)
+    kind = 'separated' if model.separated else 'integrated'
+    print(f'wrote {args.out} ({kind} conversion, input {model.input_size}x{model.input_size})', file=sys.stderr)
+    print(f'model bytes {size}')
+    return 0

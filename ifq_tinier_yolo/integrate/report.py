@@ -1,0 +1,131 @@
+"""`report`: per-layer table, model bytes, and feature-map memory of the engine vs the float network.
+
+Feature-map memory counts the maps held between layers at their storage width (the working
+buffers inside a layer, im2col columns or Winograd tiles, are left out for both networks):
+engine: uint8 image, 2-bit codes packed four per byte (`runtime.run(..., packed=True)`),
+int32 head; float network: float32 image and maps. The peak is the largest input + output
+pair of one layer. numpy only: no torch needed.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .. import netdef
+from ..engine import modelfile as fmt
+from ..engine import runtime
+from ..engine.layers import CODES_PER_BYTE
+from ..engine.model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
+from ..netdef import LayerSpec
+
+FLOAT_BYTES = 4
+INT32_BYTES = 4
+BN_PARAMS = 4             # gamma, beta, running mean, running var per channel of the float network
+# darknet yolov2-tiny-voc (PAPER.md): 3x3 convs 16..1024 with BN, 1x1 conv to 125 with bias
+TINY_YOLO_CONVS = ((3, 16, 3), (16, 32, 3), (32, 64, 3), (64, 128, 3), (128, 256, 3), (256, 512, 3),
+                   (512, 1024, 3), (1024, 1024, 3))
+TINY_YOLO_HEAD = (1024, 125)
+
+
+def tiny_yolo_bytes() -> int:
+    """float32 parameter bytes of Tiny-YOLO (yolov2-tiny-voc): 15,867,885 parameters, the paper's 63 MB."""
+    convs = sum(i * o * k * k + BN_PARAMS * o for i, o, k in TINY_YOLO_CONVS)
+    i, o = TINY_YOLO_HEAD
+    return FLOAT_BYTES * (convs + i * o + o)
+
+
+def float_param_bytes(specs: tuple[LayerSpec, ...]) -> int:
+    """float32 parameter bytes of the same network in float: weights, BatchNorm, head bias."""
+    n = 0
+    for spec, c in zip(specs, netdef.in_channels(specs)):
+        n += spec.out_ch * c * spec.kernel * spec.kernel
+        n += spec.out_ch if spec.kind == 'head' else BN_PARAMS * spec.out_ch
+    return FLOAT_BYTES * n
+
+
+def map_shapes(specs: tuple[LayerSpec, ...], size: int) -> list[tuple[int, int, int]]:
+    """(C, H, W) of the input image and of every layer's output at a square input of `size`."""
+    shapes, h = [(netdef.IN_CHANNELS, size, size)], size
+    for spec in specs:
+        h = (h - 1) // spec.stride + 1                  # 'same' padding
+        h = h // 2 if spec.pool else h
+        shapes.append((spec.out_ch, h, h))
+    return shapes
+
+
+def feature_memory(specs: tuple[LayerSpec, ...], size: int) -> dict[str, tuple[int, str]]:
+    """Peak bytes of input + output map over the layers -> {'packed', 'uint8', 'float'}: (bytes, layer)."""
+    shapes = map_shapes(specs, size)
+    n = [int(np.prod(s)) for s in shapes]
+    widths = {
+        'packed': [n[0]] + [-(-c // CODES_PER_BYTE) * h * w for c, h, w in shapes[1:-1]] + [INT32_BYTES * n[-1]],
+        'uint8': [n[0]] + n[1:-1] + [INT32_BYTES * n[-1]],
+        'float': [FLOAT_BYTES * k for k in n],
+    }
+    out = {}
+    for key, b in widths.items():
+        pairs = [b[i] + b[i + 1] for i in range(len(specs))]
+        i = int(np.argmax(pairs))
+        out[key] = (pairs[i], specs[i].name)
+    return out
+
+
+def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS,
+                      anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS,
+                      size: int = netdef.INPUT_SIZE) -> IntegerModel:
+    """A valid model of the table with placeholder parameters (sizes only; it detects nothing)."""
+    layers = []
+    for spec, c in zip(specs, netdef.in_channels(specs)):
+        w = np.ones((spec.out_ch, c, spec.kernel, spec.kernel), dtype=np.int8)
+        if spec.kind == 'head':
+            layers.append(IntLayer(spec, c, w, bias=np.zeros(spec.out_ch, dtype=np.int32)))
+        else:
+            t = np.zeros((spec.out_ch, N_THRESHOLDS), dtype=np.int32 if spec.kind == 'first' else np.int16)
+            layers.append(IntLayer(spec, c, w, t, np.ones(spec.out_ch, dtype=np.int8)))
+    a = np.round(np.asarray(anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
+    return IntegerModel(tuple(layers), a, size, 1 << 30, 40)
+
+
+def table_lines(model: IntegerModel, size: int) -> list[str]:
+    """The per-layer table: kind, input and output maps, weight / threshold bits, file bytes."""
+    shapes = map_shapes(model.specs, size)
+    rows = [('layer', 'kind', 'input', 'output', 'w bits', 'thr bits', 'weights', 'bytes')]
+    for i, layer in enumerate(model.layers):
+        s = layer.spec
+        thr = 'int32 bias' if s.kind == 'head' else f'{8 * layer.thresholds.dtype.itemsize}'
+        rows.append((s.name, s.kind, 'x'.join(map(str, shapes[i])), 'x'.join(map(str, shapes[i + 1])),
+                     str(s.weight_bits), thr, f'{layer.weights.size:,}', f'{fmt.section_bytes(layer):,}'))
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    return ['  '.join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def report_lines(model: IntegerModel, size: int) -> list[str]:
+    """All report lines (stable, parseable)."""
+    n_bytes = len(fmt.to_bytes(model))
+    fl = float_param_bytes(model.specs)
+    tiny = tiny_yolo_bytes()
+    mem = feature_memory(model.specs, size)
+    lines = table_lines(model, size)
+    lines += [f'model bytes {n_bytes}',
+              f'float32 parameter bytes of the same network {fl} ({fl / n_bytes:.1f}x the model)',
+              f'Tiny-YOLO float32 bytes {tiny} ({tiny / n_bytes:.0f}x the model)',
+              f'input {size}x{size}',
+              f'engine feature-map peak bytes {mem["packed"][0]} at {mem["packed"][1]} (uint8 image, '
+              f'2-bit codes packed 4 per byte, int32 head; {mem["uint8"][0]} with uint8 codes)',
+              f'float feature-map peak bytes {mem["float"][0]} at {mem["float"][1]} (float32 maps)',
+              f'feature memory ratio {mem["float"][0] / mem["packed"][0]:.2f}']
+    return lines
+
+
+def cli_report(args: argparse.Namespace) -> int:
+    """`report [--model M.ifq] [--img-size S] [--table]`: prints the table and the size lines."""
+    model = placeholder_model() if getattr(args, 'table', False) else runtime.load_model(args.model)
+    size = args.img_size or model.input_size
+    try:
+        netdef.check_input_size(size, model.specs)
+    except ValueError as e:
+        from ..errors import ConfigError
+        raise ConfigError(f'img_size: {e}') from None
+    print('\n'.join(report_lines(model, size)))
+    return 0

@@ -1,0 +1,150 @@
+"""`verify`: the integer engine against the quantized PyTorch model, image by image, bit for bit.
+
+For each image: letterbox at the model's input size, run the engine (`runtime.run`) and the
+torch network (`head_integers`), compare the int32 head accumulators exactly. Prints
+`bit-exact K/N` and exits non-zero unless K == N; unreadable images count as failures.
+With --compare-separated it also converts the checkpoint the separated way in memory and
+prints, for both conversions, the head values that differ from torch and the detections
+that agree with the torch detections (IoU >= 0.5), to measure what integration buys.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..engine import runtime
+from ..engine.decode import BOX_FRAC_BITS, decode_fixed, decode_float, score_threshold_q
+from ..engine.model import IntegerModel
+from ..engine.nms import nms
+from ..engine.preprocess import letterbox
+from ..errors import ImageError, ModelFileError
+from ..imageio import IMAGE_EXTENSIONS, read_image
+from ..model.predict import to_input
+from ..model.tinier_yolo import TinierYolo
+from .convert import convert_model
+
+MATCH_IOU = 0.5           # two detections agree when their IoU reaches this
+
+
+def collect_images(sources: list[Path]) -> list[Path]:
+    """Files as given, folders searched recursively for image files (sorted); missing paths kept."""
+    out: list[Path] = []
+    for src in sources:
+        if src.is_dir():
+            out += sorted(p for p in src.rglob('*') if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(src)
+    return out
+
+
+def torch_head(net: TinierYolo, canvas: np.ndarray) -> np.ndarray:
+    """The torch network's integer head (A*5, H, W) as int64, for one uint8 canvas."""
+    with torch.no_grad():
+        head = net.head_integers(to_input([canvas]))[0].numpy()          # float32 integers
+    return head.astype(np.int64)
+
+
+def engine_detections(model: IntegerModel, head: np.ndarray, conf: float, nms_iou: float) -> np.ndarray:
+    """Fixed-point decode + integer NMS of an int32 head -> float64 (N, 4) boxes in network pixels."""
+    boxes, _, objectness = decode_fixed(head, model.anchors_q16, model.stride, model.out_multiplier,
+                                        model.out_shift, score_threshold_q(conf))
+    keep = nms(boxes, objectness, round(nms_iou * runtime.NMS_DEN), runtime.NMS_DEN)
+    return boxes[keep].astype(np.float64) / (1 << BOX_FRAC_BITS)
+
+
+def float_detections(net: TinierYolo, model: IntegerModel, head: np.ndarray, conf: float,
+                     nms_iou: float) -> np.ndarray:
+    """What the torch path reports: float decode of head * out_scale + NMS -> (N, 4) network pixels."""
+    value = head.astype(np.float32) * np.float32(model.out_scale)       # as the float head computes
+    boxes, scores = decode_float(value, np.asarray(net.anchors, dtype=np.float64), model.stride, conf)
+    return boxes[nms(boxes, scores, round(nms_iou * runtime.NMS_DEN), runtime.NMS_DEN)]
+
+
+def matched(a: np.ndarray, b: np.ndarray) -> int:
+    """Greedy one-to-one matches between (N, 4) and (M, 4) boxes with IoU >= MATCH_IOU."""
+    used, count = np.zeros(len(b), dtype=bool), 0
+    for box in a:
+        iw = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
+        ih = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
+        inter = iw * ih
+        union = (box[2] - box[0]) * (box[3] - box[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+        iou = np.where(used, -1.0, inter / np.maximum(union, 1e-12))
+        if len(b) and iou.max() >= MATCH_IOU:
+            used[int(iou.argmax())] = True
+            count += 1
+    return count
+
+
+@dataclass
+class Tally:
+    """Agreement of one integer model with torch, summed over images."""
+    exact: int = 0
+    values_differ: int = 0
+    values: int = 0
+    det_match: int = 0
+    det_union: int = 0
+    max_abs_diff: int = 0
+
+    def add(self, head: np.ndarray, ref: np.ndarray, dets: np.ndarray, ref_dets: np.ndarray) -> bool:
+        diff = np.abs(head.astype(np.int64) - ref)
+        ok = not diff.any()
+        self.exact += ok
+        self.values_differ += int(np.count_nonzero(diff))
+        self.values += diff.size
+        self.max_abs_diff = max(self.max_abs_diff, int(diff.max(initial=0)))
+        m = matched(ref_dets, dets)
+        self.det_match += m
+        self.det_union += len(ref_dets) + len(dets) - m
+        return ok
+
+    def lines(self, prefix: str) -> list[str]:
+        pct = 100.0 * self.values_differ / max(self.values, 1)
+        agree = 100.0 * self.det_match / max(self.det_union, 1)
+        return [f'{prefix}head values differing {self.values_differ}/{self.values} ({pct:.3f}%, '
+                f'max |diff| {self.max_abs_diff})',
+                f'{prefix}detections agreeing {self.det_match}/{self.det_union} ({agree:.1f}%)']
+
+
+def cli_verify(args: argparse.Namespace) -> int:
+    """`verify --model M.ifq --checkpoint C.pt IMAGE_OR_DIR...`: prints `bit-exact K/N`."""
+    model = runtime.load_model(args.model)
+    net = model_from_checkpoint(load_checkpoint(args.checkpoint), quant='hwgq', path=args.checkpoint)
+    if net.layers != model.specs:
+        raise ModelFileError(f'{args.model} and {args.checkpoint} describe different layer tables')
+    size = args.img_size or model.input_size
+    compare = getattr(args, 'compare_separated', False)
+    conf, nms_iou = getattr(args, 'conf', 0.3), getattr(args, 'nms', 0.45)
+    others = {'separated ': convert_model(net, size, separated=True)} if compare else {}
+    tallies = {'': Tally(), **{k: Tally() for k in others}}
+    images = collect_images(list(args.sources))
+    if not images:
+        raise ImageError(f'no image files found in {", ".join(map(str, args.sources))}')
+    for path in images:
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            print(f'error: {e}', file=sys.stderr)
+            continue
+        canvas = letterbox(image, size)[0]
+        ref = torch_head(net, canvas)
+        ref_dets = float_detections(net, model, ref, conf, nms_iou) if compare else np.zeros((0, 4))
+        for prefix, m in (('', model), *others.items()):
+            head = runtime.run(m, canvas)
+            dets = engine_detections(m, head, conf, nms_iou) if compare else np.zeros((0, 4))
+            if not tallies[prefix].add(head, ref, dets, ref_dets) and not prefix:
+                n = int(np.count_nonzero(head != ref))
+                print(f'{path}: {n} of {head.size} head values differ', file=sys.stderr)
+    print(f'bit-exact {tallies[""].exact}/{len(images)}')
+    if compare:
+        for prefix, tally in tallies.items():
+            kind = prefix.strip() or 'integrated'
+            print(f'{kind} bit-exact {tally.exact}/{len(images)}')
+            for line in tally.lines(f'{kind} '):
+                print(line)
+    return 0 if tallies[''].exact == len(images) else 1
