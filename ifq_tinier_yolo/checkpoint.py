@@ -22,6 +22,8 @@ from .model.tinier_yolo import TinierYolo
 
 FORMAT = 'ifq-tinier-yolo-checkpoint'
 VERSION = 1
+PICKLE_PROTO = pickle.PROTO                 # first byte of a legacy (non-zip) torch.save file
+ZIP_MAGIC = b'PK\x03\x04'                   # first bytes of a zip (torch.save) file
 MESSAGE_CHARS = 120                         # longest quoted piece of a library's error message
 _ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')  # torch decorates some messages with terminal bold
 _REFUSED_GLOBAL = re.compile(r'GLOBAL ([\w.]+)')  # what the weights_only unpickler refused
@@ -74,6 +76,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f'{path}: no such checkpoint')
     _check_archive(path)
+    try:
+        with open(path, 'rb') as f:
+            start = f.read(len(ZIP_MAGIC))
+    except OSError as e:
+        raise ModelFileError(f'{path}: cannot read ({e.strerror or e})') from None
+    if not zipfile.is_zipfile(path):
+        if start == ZIP_MAGIC:
+            raise ModelFileError(f'{path}: damaged checkpoint archive (truncated: its zip directory is missing)')
+        if start[:1] != PICKLE_PROTO:
+            what = 'an empty file' if not start else 'neither a zip archive nor a pickle'
+            raise ModelFileError(f'{path}: not a PyTorch checkpoint ({what})')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:

@@ -157,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A message as one line: an error re-raised by a DataLoader worker keeps only its own last line.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message;
+    the last line of that is 'module.Type: the original message'.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ''
+    if any(line.startswith('Traceback') or 'Original Traceback' in line for line in lines):
+        last = lines[-1]
+        head, sep, rest = last.partition(': ')
+        return rest if sep and head.replace('.', '').replace('_', '').isalnum() else last
+    return ' '.join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -173,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     except IfqError as e:
         if args.debug:
             raise
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {one_line(str(e))}', file=sys.stderr)
+        return 1
+    except OSError as e:   # a file the command had to write or read: permissions, a file in the way, a full disk
+        if args.debug:
+            raise
+        where = f'{e.filename}: ' if e.filename is not None else ''
+        print(f'error: {where}{one_line(e.strerror or str(e))}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)

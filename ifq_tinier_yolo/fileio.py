@@ -25,7 +25,10 @@ def atomic_open(path: str | Path, mode: str = 'w', encoding: str | None = None) 
     if mode not in ('w', 'wb'):
         raise ValueError(f'atomic_open writes only, mode {mode!r}')
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:   # a file where a folder should be, or no permission
+        raise type(e)(e.errno, f'cannot create its folder ({e.filename}: {e.strerror})', str(path)) from None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, mode, encoding=encoding if mode == 'w' else None,

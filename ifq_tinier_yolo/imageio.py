@@ -1,7 +1,12 @@
 """Reading images robustly: any depth and channel count in, 8-bit BGR out (numpy + opencv)."""
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -10,6 +15,12 @@ from .errors import ImageError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 MAX_SIDE = 8192   # larger images are shrunk on read, not refused
+MAX_PIXELS = 1 << 30   # OpenCV's CV_IO_MAX_IMAGE_PIXELS: larger images are refused
+STDERR_FD = 2
+LIBRARY_MESSAGE_CHARS = 120   # longest decoder message quoted in an ImageError
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_END = b'IEND\xaeB`\x82'   # the IEND chunk type and its CRC: the last 8 bytes of a whole PNG
+_JPEG_START, _JPEG_SOS, _JPEG_EOI = b'\xff\xd8', b'\xff\xda', b'\xff\xd9'
 
 
 def to_bgr8(image: np.ndarray, source: str = 'image') -> np.ndarray:
@@ -20,19 +31,84 @@ def to_bgr8(image: np.ndarray, source: str = 'image') -> np.ndarray:
         image = (image >> 8).astype(np.uint8)           # keep the 8 most significant bits
     elif image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise ImageError(f'{source}: unsupported channel count {image.shape[2]}')
+    h, w = image.shape[:2]
+    if max(h, w) > MAX_SIDE:   # shrink before adding channels: a huge gray image stays a third the size
+        s = MAX_SIDE / max(h, w)
+        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 1:
         image = cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
     elif image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.shape[2] != 3:
-        raise ImageError(f'{source}: unsupported channel count {image.shape[2]}')
-    h, w = image.shape[:2]
-    if max(h, w) > MAX_SIDE:
-        s = MAX_SIDE / max(h, w)
-        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(image)
+
+
+def truncation(data: bytes) -> str | None:
+    """'JPEG' or 'PNG' when data starts as that format but its end is missing, else None.
+
+    A whole JPEG has an end-of-image marker after its last scan (trailing bytes after it are
+    allowed); a whole PNG ends with the IEND chunk. Decoders would fail on such a file anyway,
+    but with library noise and no reason given.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        return None if data.rfind(_PNG_END) > 0 else 'PNG'
+    if data.startswith(_JPEG_START):
+        return None if data.rfind(_JPEG_EOI) > data.rfind(_JPEG_SOS) >= 0 else 'JPEG'
+    return None
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Collect what C libraries (libpng, libjpeg, libtiff) print on stderr meanwhile, instead of showing it.
+
+    The list is filled with the captured lines on exit. OpenCV's own log is silenced for the
+    duration. File descriptor 2 is redirected process-wide, so keep the block short.
+    """
+    lines: list[str] = []
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(STDERR_FD)
+    except (OSError, ValueError, AttributeError):   # no stderr to protect (closed, None, not a file)
+        saved = None
+    try:
+        if saved is None:
+            yield lines
+            return
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), STDERR_FD)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, STDERR_FD)
+                os.close(saved)
+                sink.seek(0)
+                text = sink.read(1 << 16).decode('utf-8', 'replace')
+                lines += [line.strip() for line in text.splitlines() if line.strip()]
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def decode_image(data: bytes, source: str) -> np.ndarray:
+    """cv2.imdecode(IMREAD_UNCHANGED) of a file's bytes; ImageError naming `source` and the decoder's reason."""
+    cut = truncation(data)
+    if cut is not None:
+        raise ImageError(f'{source}: truncated {cut} file (its end is missing)')
+    with captured_stderr() as noise:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:   # OpenCV refuses images over CV_IO_MAX_IMAGE_PIXELS (2**30) by raising
+            if 'CV_IO_MAX_IMAGE_PIXELS' in str(e):
+                raise ImageError(f'{source}: too large to decode (over {MAX_PIXELS} pixels)') from None
+            image = None
+    if image is None:
+        reason = noise[0][:LIBRARY_MESSAGE_CHARS] if noise else 'corrupt, truncated or another format'
+        raise ImageError(f'{source}: not a readable image ({reason})')
+    return image
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -45,12 +121,13 @@ def read_image_sized(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f'{path}: no such image file')
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f'{path}: cannot read ({e.strerror or e})') from None
+    if not data:
         raise ImageError(f'{path}: empty file')
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageError(f'{path}: not a readable image (corrupt, truncated or another format)')
+    image = decode_image(data, str(path))
     return to_bgr8(image, str(path)), (image.shape[1], image.shape[0])
 
 

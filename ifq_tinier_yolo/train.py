@@ -33,7 +33,7 @@ from .datasets.wider import read_wider
 from .errors import ConfigError, IfqError
 from .fileio import atomic_write_text
 from .model.loss import LossConfig, region_loss
-from .model.tinier_yolo import TinierYolo
+from .model.tinier_yolo import QUANT_MODES, TinierYolo
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,34 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(str(e)) from None
     if cfg.optimizer not in ('adamw', 'sgd'):
         raise ConfigError(f'optimizer must be adamw or sgd, not {cfg.optimizer!r}')
+    if cfg.quant not in QUANT_MODES:
+        raise ConfigError(f'quant must be one of {", ".join(QUANT_MODES)}, not {cfg.quant!r}')
     if cfg.epochs < 1 or cfg.batch < 1:
         raise ConfigError('epochs and batch must be >= 1')
     return cfg
+
+
+# fields that may change between a run and its --resume without breaking exact continuation
+RESUME_MAY_CHANGE = ('epochs', 'workers', 'max_val_images')
+
+
+def check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume from a weights-only checkpoint or with a different training config."""
+    missing = [k for k in ('optimizer', 'epoch', 'step', 'best') if k not in ckpt]
+    if missing:
+        raise ConfigError(f'{path}: holds no resume state ({", ".join(missing)} missing); use --init to start from it')
+    saved = ckpt.get('config', {})
+    changed = [f'{k} {saved[k]!r} -> {v!r}' for k, v in dataclasses.asdict(cfg).items()
+               if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v]
+    if changed:
+        raise ConfigError(f'{path}: --resume with a different config ({"; ".join(changed)}); '
+                          f'pass the original flags or start a new run with --init')
+
+
+def remove_stale_temps(out: Path) -> None:
+    """Delete temp files a killed save left behind (atomic writes never leave a partial target)."""
+    for tmp in out.glob('.*.tmp'):
+        tmp.unlink(missing_ok=True)
 
 
 def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
@@ -143,6 +168,8 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     last_path, best_path, metrics_path = out / 'last.pt', out / 'best.pt', out / 'metrics.jsonl'
+    if main_proc:
+        remove_stale_temps(out)
 
     items = read_wider(wider_root, 'train', min_size=cfg.min_face)
     if cfg.max_images:
@@ -162,11 +189,12 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         from .validate import DevBenchmark
         val = DevBenchmark(wider_root, cfg.max_val_images)
 
-    start_epoch, best, step, ckpt = 0, -1.0, 0, None
-    if resume:
-        if not last_path.is_file():
-            raise ConfigError(f'--resume: {last_path} does not exist')
+    start_epoch, best, step, ckpt = 0, -math.inf, 0, None
+    if resume and not last_path.is_file():
+        log(f'--resume: no {last_path} yet, starting from the beginning')
+    if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
+        check_resumable(ckpt, cfg, last_path)
         model = model_from_checkpoint(ckpt, cfg.quant, last_path)
         start_epoch, best, step = int(ckpt['epoch']), float(ckpt['best']), int(ckpt['step'])
         log(f'resumed {last_path} at epoch {start_epoch}')
@@ -206,9 +234,13 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 head = net(images)
             loss, parts = region_loss(head.float(), targets, anchors, loss_cfg)
-            if not torch.isfinite(loss):
-                raise IfqError(f'loss became {loss.item()} at epoch {epoch + 1} step {step}; '
-                               f'last good checkpoint kept at {last_path}')
+            bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
+            if world > 1:   # every process must stop together, or the others hang in all-reduce
+                dist.all_reduce(bad)
+            if bad.item():
+                kept = f'last good checkpoint kept at {last_path}' if last_path.is_file() else 'no checkpoint written yet'
+                value = loss.item() if not torch.isfinite(loss) else 'non-finite on another process'
+                raise IfqError(f'loss became {value} at epoch {epoch + 1} step {step}; {kept}')
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -230,11 +262,12 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             improved = score > best
             best = max(best, score)
             extra = dict(optimizer=opt.state_dict(), epoch=epoch + 1, best=best, step=step)
-            save_checkpoint(last_path, model, cfg.img_size, dataclasses.asdict(cfg), **extra)
+            # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
             if improved:
                 save_checkpoint(best_path, model, cfg.img_size, dataclasses.asdict(cfg), **extra)
             rows.append(row)
             atomic_write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
+            save_checkpoint(last_path, model, cfg.img_size, dataclasses.asdict(cfg), **extra)
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()

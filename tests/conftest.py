@@ -48,3 +48,49 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='session')
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight hwgq checkpoint of the netdef table (arbitrary but deterministic detections)."""
+    import torch
+    from ifq_tinier_yolo.checkpoint import save_checkpoint
+    from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp('random_model') / 'random.pt'
+    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
+    torch.set_num_threads(before)
+    return path
+
+
+@pytest.fixture(scope='session')
+def random_ifq(random_checkpoint: Path) -> Path:
+    """`random_checkpoint` converted to an integer model file (.ifq beside it)."""
+    import torch
+    from ifq_tinier_yolo.integrate.convert import convert
+    from ifq_tinier_yolo.integrate.modelfile import save
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = random_checkpoint.with_suffix('.ifq')
+    save(convert(random_checkpoint), path)
+    torch.set_num_threads(before)
+    return path
+
+
+@pytest.fixture(scope='session')
+def tiny_ifq_bytes() -> bytes:
+    """The bytes of a valid .ifq file of a 4-layer table (about 1 KB): the seed of the loader fuzz tests."""
+    import torch
+    from ifq_tinier_yolo.engine import modelfile as fmt
+    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.netdef import LayerSpec
+    tiny = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
+            LayerSpec('c3', 'hidden', 5, 3, 1), LayerSpec('head', 'head', 10, 1, 1))
+    anchors = ((0.5, 0.75), (2.0, 3.0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = fmt.to_bytes(convert_model(random_quant_network(tiny, anchors, seed=5, calib_size=16), 32))
+    torch.set_num_threads(before)
+    return data

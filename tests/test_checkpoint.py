@@ -134,6 +134,7 @@ def test_torch_files_that_are_not_our_checkpoints(tmp_path: Path, obj, words):
     assert_one_line_error(e, path, *words)
 
 
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol')
 def test_non_allowed_objects_are_refused_and_never_run(tmp_path: Path):
     marker = tmp_path / 'PWNED'
     cases = {'foreign.pt': {'format': FORMAT, 'version': VERSION, 'x': Foreign()},

@@ -60,6 +60,9 @@ def check(out, targets, anchors, expected: dict[str, float], cfg: LossConfig = L
 
 # --- one face, one anchor ---------------------------------------------------------------------
 
+AW, AH = 1.2, 0.8   # a non-square anchor, grid cells: w and h must not be mixed up
+
+
 @pytest.mark.parametrize('rows, cols', [(2, 2), (2, 3)])
 @pytest.mark.parametrize('cfg', [LossConfig(), LossConfig(coord_scale=2.0, obj_scale=3.0, noobj_scale=0.5)])
 def test_one_face_one_anchor(rows: int, cols: int, cfg: LossConfig):
@@ -68,25 +71,24 @@ def test_one_face_one_anchor(rows: int, cols: int, cfg: LossConfig):
     col, row = int(gx), int(gy)
     assert (row, col) == (1, 0)
     out = head(1, 1, rows, cols)
-    out.requires_grad_(False)
     put(out, 0, 0, row, col, x=0.3, y=-0.2, w=0.1, h=-0.4, o=0.7)
     others = [(0, 0, r, c) for r in range(rows) for c in range(cols) if (r, c) != (row, col)]
     for k, (_, _, r, c) in enumerate(others):
-        put(out, 0, 0, r, c, o=-1.0 + 0.6 * k)            # unit boxes at cell centres: IoU < 0.6 with the face
+        put(out, 0, 0, r, c, o=-1.0 + 0.6 * k)            # anchor boxes at cell centres: IoU < 0.3 with the face
     weight = 2 - w * h
     expected = dict(
         xy=cfg.coord_scale * weight * ((sig(0.3) - (gx - col)) ** 2 + (sig(-0.2) - (gy - row)) ** 2),
-        wh=cfg.coord_scale * weight * ((0.1 - math.log(gw / 1.0)) ** 2 + (-0.4 - math.log(gh / 1.0)) ** 2),
+        wh=cfg.coord_scale * weight * ((0.1 - math.log(gw / AW)) ** 2 + (-0.4 - math.log(gh / AH)) ** 2),
         obj=cfg.obj_scale * (sig(0.7) - 1) ** 2,
         noobj=cfg.noobj_scale * noobj_sum(out, 1, {(0, 0, row, col)}),
     )
     assert expected['noobj'] > 0.2   # the other cells contribute: the noobj term is not vacuous
     out.requires_grad_(True)
-    loss = check(out, [[0, cx, cy, w, h]], [[1.0, 1.0]], expected, cfg)
+    loss = check(out, [[0, cx, cy, w, h]], [[AW, AH]], expected, cfg)
     loss.backward()
     # d loss / d tw of the responsible anchor, by hand
     g_tw = float(out.grad[0, head_channel(0, W), row, col])
-    assert g_tw == pytest.approx(cfg.coord_scale * weight * 2 * (0.1 - math.log(gw)), rel=1e-5)
+    assert g_tw == pytest.approx(cfg.coord_scale * weight * 2 * (0.1 - math.log(gw / AW)), rel=1e-5)
     g_to = float(out.grad[0, head_channel(0, O), row, col])
     assert g_to == pytest.approx(cfg.obj_scale * 2 * (sig(0.7) - 1) * sig(0.7) * (1 - sig(0.7)), rel=1e-5)
     r, c = others[0][2:]
@@ -97,7 +99,7 @@ def test_one_face_one_anchor(rows: int, cols: int, cfg: LossConfig):
 # --- two anchors, two images ------------------------------------------------------------------
 
 def test_two_anchors_best_shape_iou_and_batch_index():
-    anchors = [[0.5, 0.5], [2.0, 2.0]]
+    anchors = [[0.5, 0.5], [2.0, 1.5]]
     out = head(2, 2, 2, 2)
     k = 0
     for b in range(2):
@@ -106,7 +108,7 @@ def test_two_anchors_best_shape_iou_and_batch_index():
                 for c in range(2):
                     put(out, b, a, r, c, o=-3.0 + 0.25 * k)
                     k += 1
-    # face in image 1: grid box (1.5, 0.5, 1.8, 1.6) -> cell row 0, col 1; shape IoU 0.087 vs 0.72 -> anchor 1
+    # face in image 1: grid box (1.5, 0.5, 1.8, 1.6) -> cell row 0, col 1; shape IoU 0.087 vs 0.85 -> anchor 1
     face = [1, 0.75, 0.25, 0.9, 0.8]
     assert shape_iou(torch.tensor([[1.8, 1.6]]), torch.tensor(anchors)).argmax(1).item() == 1
     put(out, 1, 1, 0, 1, x=0.4, y=-0.3, w=-0.2, h=0.5)
@@ -114,7 +116,7 @@ def test_two_anchors_best_shape_iou_and_batch_index():
     weight = 2 - 0.9 * 0.8
     expected = dict(
         xy=weight * ((sig(0.4) - 0.5) ** 2 + (sig(-0.3) - 0.5) ** 2),
-        wh=weight * ((-0.2 - math.log(1.8 / 2.0)) ** 2 + (0.5 - math.log(1.6 / 2.0)) ** 2),
+        wh=weight * ((-0.2 - math.log(1.8 / 2.0)) ** 2 + (0.5 - math.log(1.6 / 1.5)) ** 2),
         obj=5.0 * (sig(o_resp) - 1) ** 2,
         noobj=noobj_sum(out, 2, {(1, 1, 0, 1)}),
     )
@@ -207,8 +209,8 @@ def test_faces_in_different_cells_are_both_counted():
 def test_zero_faces_give_only_the_noobj_term():
     torch.manual_seed(0)
     out = (torch.randn(2, 10, 3, 3) * 2).requires_grad_(True)
-    loss = check(out.detach(), [], [[1.0, 1.0], [2.0, 2.0]],
-                 dict(xy=0.0, wh=0.0, obj=0.0, noobj=noobj_sum(out.detach(), 2, set()) / 2))
+    check(out.detach(), [], [[1.0, 1.0], [2.0, 2.0]],
+          dict(xy=0.0, wh=0.0, obj=0.0, noobj=noobj_sum(out.detach(), 2, set()) / 2))
     loss, _ = region_loss(out, torch.zeros(0, 5), torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
     loss.backward()
     grad = out.grad.view(2, 2, VALUES_PER_ANCHOR, 3, 3)   # (B, A, 5, H, W)

@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, DataError, ImageError
 from ..fileio import atomic_open, atomic_write_text
-from ..imageio import IMAGE_EXTENSIONS, read_image_sized
+from ..imageio import IMAGE_EXTENSIONS, captured_stderr, read_image_sized
 from .detector import Detector, scale_boxes
 from .draw import VIDEO_CODECS, AtomicVideoWriter, draw_faces
 
@@ -148,20 +148,12 @@ class Sink:
             write_text(Path(self.target), ''.join(json.dumps(r) + '\n' for r in self.records))
 
 
-@contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own log lines (a failed open prints several) and restore the level after."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-
-
 def open_capture(source: int | Path) -> cv2.VideoCapture:
-    """cv2.VideoCapture of a camera index or a video file, opened quietly (check isOpened)."""
-    with quiet_opencv():
+    """cv2.VideoCapture of a camera index or a video file, opened quietly (check isOpened).
+
+    What OpenCV and FFmpeg print about a file they cannot open is dropped: the caller reports it.
+    """
+    with captured_stderr():
         return cv2.VideoCapture(source if isinstance(source, int) else str(source))
 
 

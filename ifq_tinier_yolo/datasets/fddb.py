@@ -23,6 +23,7 @@ from ..errors import DataError
 ELLIPSE_COLUMNS = ('ra', 'rb', 'angle', 'cx', 'cy')
 RECT_DETECTION_COLUMNS = ('left', 'top', 'width', 'height', 'score')
 ELLIPSE_DETECTION_COLUMNS = ELLIPSE_COLUMNS + ('score',)
+FOUND_CHARS = 80   # longest piece of the file quoted in an error
 
 
 class ListEntry(NamedTuple):
@@ -54,6 +55,11 @@ def _lines(path: Path) -> list[str]:
     return lines
 
 
+def _quote(text: str) -> str:
+    """repr of a piece of the file for an error message, cut to FOUND_CHARS characters."""
+    return repr(text if len(text) <= FOUND_CHARS else text[:FOUND_CHARS] + '...')
+
+
 def _error(path: Path, line: int, expected: str, found: str) -> DataError:
     return DataError(f'{path}:{line}: expected {expected}, found {found}')
 
@@ -75,7 +81,7 @@ def list_entries(path: str | Path) -> list[ListEntry]:
         if not text:
             continue
         if len(text.split()) != 1:
-            raise _error(path, number, 'one image name per line (names have no spaces)', repr(text))
+            raise _error(path, number, 'one image name per line (names have no spaces)', _quote(text))
         entries.append(ListEntry(text, path, number))
     return entries
 
@@ -98,19 +104,19 @@ def _parse_region(path: Path, number: int, text: str, columns: Sequence[str],
             hint = ' (rectangles have 5 numbers, ellipses 6: check --ellipse)'
         elif len(fields) == 1:
             hint = ' (is the count above too large?)'
-        raise _error(path, number, expected, f'{len(fields)} fields {text!r}{hint}')
+        raise _error(path, number, expected, f'{len(fields)} fields {_quote(text)}{hint}')
     values = []
     for column, field in zip(columns, fields):
         try:
             value = float(field)
         except ValueError:
-            raise _error(path, number, f'a number for {column} ({what})', repr(field)) from None
+            raise _error(path, number, f'a number for {column} ({what})', _quote(field)) from None
         if not math.isfinite(value):
-            raise _error(path, number, f'a finite number for {column} ({what})', repr(field))
+            raise _error(path, number, f'a finite number for {column} ({what})', _quote(field))
         values.append(value)
     for column, field, value in zip(columns, fields, values):
         if column in ('ra', 'rb', 'width', 'height') and value < 0:
-            raise _error(path, number, f'{column} >= 0 ({what})', repr(field))
+            raise _error(path, number, f'{column} >= 0 ({what})', _quote(field))
     return values
 
 
@@ -130,19 +136,22 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         name_line, name = i + 1, lines[i]
         if len(name.split()) != 1:
             hint = ' (the count of the previous image is too small)' if _is_number_row(name) else ''
-            raise _error(path, name_line, 'an image name (names have no spaces)', f'{name!r}{hint}')
+            raise _error(path, name_line, 'an image name (names have no spaces)', f'{_quote(name)}{hint}')
         i += 1
         if i == len(lines) or not lines[i]:
-            raise _error(path, min(i + 1, len(lines)), f'the region count of image {name!r}',
+            raise _error(path, min(i + 1, len(lines)), f'the region count of image {_quote(name)}',
                          'end of file' if i == len(lines) else 'a blank line')
         text = lines[i]
-        if not (text.isascii() and text.isdigit()):
-            raise _error(path, i + 1, f'the region count of image {name!r} (an integer >= 0)', repr(text))
-        count = int(text)
+        try:
+            count = int(text) if text.isascii() and text.isdigit() else -1
+        except ValueError:   # more digits than int() converts (4300)
+            count = -1
+        if count < 0:
+            raise _error(path, i + 1, f'the region count of image {_quote(name)} (an integer >= 0)', _quote(text))
         i += 1
         rows = []
         for k in range(count):
-            what = f'region {k + 1} of {count} of image {name!r}'
+            what = f'region {k + 1} of {count} of image {_quote(name)}'
             if i == len(lines) or not lines[i]:
                 raise _error(path, min(i + 1, len(lines)),
                              f'{len(columns)} numbers `{" ".join(columns)}` ({what})',
@@ -179,17 +188,17 @@ def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: st
     for k, block in enumerate(blocks):
         if k == len(entries):
             raise _error(block.path, block.line,
-                         f'the end of the {what} (the lists name {len(entries)} images)', f'image {block.name!r}')
+                         f'the end of the {what} (the lists name {len(entries)} images)', f'image {_quote(block.name)}')
         entry = entries[k]
         if block.name != entry.name and block.name != entry.name + suffix:
             raise _error(block.path, block.line,
-                         f'image {entry.name!r} ({entry.path}:{entry.line}; blocks must follow the list order)',
-                         f'{block.name!r}')
+                         f'image {_quote(entry.name)} ({entry.path}:{entry.line}; blocks must follow the list order)',
+                         _quote(block.name))
         regions.append(block.regions)
         last = block
     if len(regions) < len(entries):
         entry = entries[len(regions)]
-        expected = f'expected a block for image {entry.name!r} ({entry.path}:{entry.line})'
+        expected = f'expected a block for image {_quote(entry.name)} ({entry.path}:{entry.line})'
         if last is None:
             raise DataError(f'{", ".join(map(str, files))}:1: {expected}, found no image block in the {what}')
         raise DataError(f'{last.path}:{last.line}: {expected} after this one, found the end of the {what} '

@@ -1,7 +1,7 @@
 """YOLOv2 region decoding (darknet): head output -> boxes and scores in network pixels.
 
-`decode_float` is the float reference, used by the torch backend and as the bound for the
-fixed-point decoder of the integer engine.
+`decode_float` is the float reference, used by the torch backend and as the bound for
+`decode_fixed`, the integer engine's decoder (fixed point and lookup tables, no float).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def decode_float(head: np.ndarray, anchors: np.ndarray, stride: int,
 
 # --- fixed-point decoding (the integer engine) --------------------------------------------
 # head integer h -> requantized r = h * out_scale in 2**-16 -> sigmoid / exp by interpolated
-# lookup tables -> boxes in 2**-4 network pixels. The tables are constants, sampled once at
+# lookup tables -> boxes in 2**-8 network pixels. The tables are constants, sampled once at
 # import (a device would hold them in ROM); no float touches the per-image data.
 REQUANT_FRAC_BITS = 16        # requantized head values: units of 2**-16
 LUT_STEP_BITS = 8             # tables sample the value axis every 2**-8
@@ -39,8 +39,8 @@ SIGMOID_RANGE = (-16, 16)     # sigmoid table domain; beyond it sigmoid is withi
 EXP_RANGE = (-16, 10)         # exp table domain; 10 is decode_float's clamp of tw, th
 SCORE_FRAC_BITS = 16          # sigmoid table values (scores, cell offsets): units of 2**-16
 EXP_FRAC_BITS = 16            # exp table values: units of 2**-16
-BOX_FRAC_BITS = 4             # fixed-point boxes: units of 2**-4 network pixels
-BOX_LIMIT = 1 << 20           # box coordinates saturate at +-2**20 network pixels (NMS products fit int64)
+BOX_FRAC_BITS = 8             # fixed-point boxes: units of 2**-8 network pixels
+BOX_LIMIT = 1 << 14           # box coordinates saturate at +-2**14 network pixels (NMS products fit int64)
 MAX_ANCHOR_CELLS = 64         # exp * anchor * stride stays below 2**63 for anchors < 64 cells
 MAX_STRIDE = 64               # and strides <= 64
 
@@ -87,7 +87,7 @@ def score_threshold_q(conf: float) -> int:
 def decode_fixed(head: np.ndarray, anchors_q16: np.ndarray, stride: int, out_multiplier: int,
                  out_shift: int, conf_q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """int32 head (A*5, H, W), anchors int64 (A, 2) in 2**-16 cells -> (boxes int64 (N, 4) x1, y1,
-    x2, y2 in 2**-4 network pixels, scores int64 (N,) in 2**-16, objectness int64 (N,) head
+    x2, y2 in 2**-8 network pixels, scores int64 (N,) in 2**-16, objectness int64 (N,) head
     integers, which rank exactly as the float scores) for sigmoid(objectness) >= conf_q."""
     if anchors_q16.max(initial=0) >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS or not 0 < stride <= MAX_STRIDE:
         raise ValueError(f'anchors must be below {MAX_ANCHOR_CELLS} cells and stride at most {MAX_STRIDE}')

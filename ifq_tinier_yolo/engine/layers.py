@@ -18,9 +18,12 @@ CODE_BITS = 2               # activation codes 0..3
 CODES_PER_BYTE = 8 // CODE_BITS
 CODE_MASK = (1 << CODE_BITS) - 1
 
-# Winograd F(2x2, 3x3) matrices; WINO_G2 = 2 * G keeps the filter transform integral
-WINO_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.int64)
+# Winograd F(2x2, 3x3): B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]] is applied by hand
+# below; WINO_G2 = 2 * G keeps the filter transform integral; WINO_AA = A^T (x) A^T maps the 16
+# transformed products of a tile to its 2x2 outputs
 WINO_G2 = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], dtype=np.int64)
+WINO_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float32)
+WINO_AA = np.kron(WINO_AT, WINO_AT)   # (4, 16): row 2u+v gives output (u, v)
 WINO_GAIN = 4               # outputs come out multiplied by 2 * 2 (WINO_G2 on both axes)
 WINO_TILE = 2               # output tile side
 
@@ -57,9 +60,9 @@ def im2col_gemm(x: np.ndarray, wt: np.ndarray, kernel: int, stride: int) -> np.n
     return (wt @ cols.T).reshape(wt.shape[0], b, ho, wo)                   # (O, B, Ho, Wo)
 
 
-def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
-    """uint8 (B, H, W, C), filters float32 (16, C, O) -> [Y00, Y01, Y10, Y11], each float32
-    (B, ceil(H/2), ceil(W/2), O): Y_uv[b, i, j] = WINO_GAIN * acc[b, 2i+u, 2j+v] (stride 1, pad 1)."""
+def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """uint8 (B, H, W, C), filters float32 (16, C, O) -> float32 Y (4, B, ceil(H/2), ceil(W/2), O)
+    with Y[2u+v, b, i, j] = WINO_GAIN * acc[b, 2i+u, 2j+v] (3x3 conv, stride 1, zero pad 1)."""
     b, h, w, c = x.shape
     th, tw = -(-h // WINO_TILE), -(-w // WINO_TILE)
     xp = np.zeros((b, 2 * th + 2, 2 * tw + 2, c), dtype=np.float32)
@@ -74,20 +77,14 @@ def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> list[np.ndarray]:
         np.subtract(cols[2], cols[1], out=v[4 * a + 2])
         np.subtract(cols[1], cols[3], out=v[4 * a + 3])
     m = np.matmul(v.reshape(16, b * th * tw, c), u)                       # (16, N, O)
-    p0 = [m[b_] + m[4 + b_] + m[8 + b_] for b_ in range(4)]               # A^T along the rows
-    p1 = [m[4 + b_] - m[8 + b_] - m[12 + b_] for b_ in range(4)]
-    shape = (b, th, tw, u.shape[2])
-    return [(p[0] + p[1] + p[2]).reshape(shape) if v_ == 0 else (p[1] - p[2] - p[3]).reshape(shape)
-            for p in (p0, p1) for v_ in (0, 1)]
+    return (WINO_AA @ m.reshape(16, -1)).reshape(4, b, th, tw, u.shape[2])   # A^T M A
 
 
-def interleave_tiles(tiles: list[np.ndarray], h: int, w: int) -> np.ndarray:
-    """[T00, T01, T10, T11] each (B, th, tw, O) -> (B, h, w, O) with T_uv at (2i+u, 2j+v)."""
-    b, th, tw, o = tiles[0].shape
-    out = np.empty((b, th, 2, tw, 2, o), dtype=tiles[0].dtype)
-    for k, t in enumerate(tiles):
-        out[:, :, k // 2, :, k % 2] = t
-    return out.reshape(b, 2 * th, 2 * tw, o)[:, :h, :w]                   # (B, h, w, O)
+def interleave_tiles(tiles: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(4, B, th, tw, O), tile 2u+v holding outputs (2i+u, 2j+v) -> (B, h, w, O), cropped."""
+    _, b, th, tw, o = tiles.shape
+    out = tiles.reshape(2, 2, b, th, tw, o).transpose(2, 3, 0, 4, 1, 5)   # (B, th, 2, tw, 2, O)
+    return out.reshape(b, 2 * th, 2 * tw, o)[:, :h, :w]                   # (B, h, w, O), a copy
 
 
 def maxpool2(acc: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..netdef import LayerSpec
+from .decode import MAX_ANCHOR_CELLS, MAX_STRIDE
 from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
 
 MAGIC = b'IFQTYOLO'
@@ -34,6 +35,7 @@ CRC = struct.Struct('<I')
 KINDS = ('first', 'hidden', 'head')   # kind code = index
 NAME_BYTES = 16                       # layer names: ASCII, at most 15 characters, NUL padded
 MAX_LAYERS, MAX_ANCHORS, MAX_CHANNELS = 64, 64, 1 << 15
+MAX_INPUT_SIZE = 4096                 # default input side in pixels (the canvas alone is 48 MiB)
 ALIGN = 4                             # sections are padded to multiples of 4 bytes
 
 
@@ -207,6 +209,12 @@ def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
         model.check()
     except ValueError as e:
         raise r.fail(f'invalid model: {e}') from None
+    # limits of the engine beyond model.check: the decoder's fixed-point range, and a canvas that fits memory
+    if int(anchors.max()) >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS or model.stride > MAX_STRIDE:
+        raise r.fail(f'invalid model: anchors must be below {MAX_ANCHOR_CELLS} grid cells and the total stride '
+                     f'at most {MAX_STRIDE} (found {model.anchors.max():g} cells, stride {model.stride})')
+    if size > MAX_INPUT_SIZE:
+        raise r.fail(f'invalid model: input size {size} is over {MAX_INPUT_SIZE} pixels')
     return model
 
 

@@ -21,7 +21,7 @@ from .. import netdef
 from ..errors import ConfigError, ImageError
 from . import layers as L
 from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, decode_fixed, score_threshold_q
-from .model import IntegerModel, IntLayer, input_max, weight_max
+from .model import N_THRESHOLDS, IntegerModel, IntLayer, input_max, weight_max
 from .modelfile import read
 from .nms import nms
 from .preprocess import letterbox, unletterbox_boxes
@@ -57,10 +57,10 @@ def _prepare_layer(layer: IntLayer) -> Step:
     gain_bound = L.WINO_GAIN * (layer.acc_bound + 1)
     if s.kind == 'hidden' and s.kernel == 3 and s.stride == 1 and max(wino_bound, gain_bound) < L.FLOAT32_EXACT:
         method, gain, mat = 'winograd', L.WINO_GAIN, L.winograd_filters(w.astype(np.int8))
-        view = (3, s.out_ch)                                             # NHWC tiles: channels last
+        view = (N_THRESHOLDS, s.out_ch)                                  # NHWC tiles: channels last
     else:
         method = 'head' if s.kind == 'head' else 'im2col'
-        gain, view = 1, (3, s.out_ch, 1, 1, 1)                           # (O, B, H, W) accumulators
+        gain, view = 1, (N_THRESHOLDS, s.out_ch, 1, 1, 1)                # (O, B, H, W) accumulators
         mat = w.transpose(0, 2, 3, 1).reshape(s.out_ch, -1)             # (O, k*k*I), columns (ky, kx, c)
         if method == 'head':
             mat = mat.T                                                  # (I, O)
@@ -110,12 +110,11 @@ def _check_canvases(model: IntegerModel, canvases: np.ndarray) -> None:
 def _conv_step(step: Step, x: np.ndarray) -> np.ndarray:
     """uint8 codes or pixels (B, H, W, C) -> uint8 codes (B, H', W', O) of one first/hidden layer."""
     if step.method == 'winograd':
-        tiles = L.winograd_conv3x3(x, step.weights)                      # 4 x (B, H/2, W/2, O), gain 4
+        tiles = L.winograd_conv3x3(x, step.weights)                      # (4, B, H/2, W/2, O), gain 4
         if not step.pool:
-            codes = [L.threshold_codes(t, step.thresholds) for t in tiles]
-            return L.interleave_tiles(codes, x.shape[1], x.shape[2])
+            return L.interleave_tiles(L.threshold_codes(tiles, step.thresholds), x.shape[1], x.shape[2])
         h2, w2 = x.shape[1] // 2, x.shape[2] // 2
-        acc = np.maximum(np.maximum(tiles[0], tiles[1]), np.maximum(tiles[2], tiles[3]))[:, :h2, :w2]
+        acc = tiles.max(axis=0)[:, :h2, :w2]                             # a tile is a pool window
         if step.post_signs is not None:
             acc = acc * step.post_signs
         return L.threshold_codes(acc, step.thresholds)

@@ -25,6 +25,7 @@ THRESHOLDS = 1000
 GT_FILE = 'wider_face_val.mat'
 SETTING_FILE = 'wider_{}_val.mat'
 PRED_COLUMNS = ('x', 'y', 'w', 'h', 'score')
+MESSAGE_CHARS = 120   # longest quoted piece of a library's error message
 
 
 class WiderGroundTruth(NamedTuple):
@@ -39,8 +40,9 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict:
                         f'{", ".join(SETTING_FILE.format(s) for s in SETTINGS)} in --gt)')
     try:
         mat = scipy.io.loadmat(str(path))
-    except (ValueError, OSError, TypeError) as e:
-        raise DataError(f'{path}: not a readable MATLAB file ({e})') from None
+    except Exception as e:  # scipy raises many types (MatReadError, ValueError, zlib.error, ...) for a damaged file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:MESSAGE_CHARS]
+        raise DataError(f'{path}: not a readable MATLAB file ({first})') from None
     missing = [k for k in keys if k not in mat]
     if missing:
         raise DataError(f'{path}: not a WIDER FACE ground-truth file (no {", ".join(missing)})')

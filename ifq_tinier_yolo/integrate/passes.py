@@ -43,7 +43,7 @@ class LayerDesc:
     w_scale: np.ndarray                     # float32 (O,) or (1,): value of one weight unit
     in_scale: float                         # value of one input unit: 1/255 (pixels) or HWGQ_STEP (codes)
     bn: BatchNorm | None = None             # first / hidden layers
-    affine: tuple[np.ndarray, ...] | None = None   # float32 (acc_scale, bn_scale, bn_shift), each (O,), as torch computes them
+    affine: tuple[np.ndarray, ...] | None = None   # float32 (acc_scale, bn_scale, bn_shift) (O,) as torch has them
     head_bias: np.ndarray | None = None     # head: float32 integer-valued, then int32
     out_scale: float | None = None          # head: float32 value of one head unit
     acc_bound: int | None = None            # worst-case |accumulator|
@@ -73,7 +73,7 @@ def _fail(layer: LayerDesc, why: str) -> ConversionError:
 
 def _map(net: NetDesc, fn: Callable[[LayerDesc], LayerDesc], kinds: tuple[str, ...]) -> NetDesc:
     """Apply fn to the layers of the given kinds, keep the others."""
-    return replace(net, layers=tuple(fn(l) if l.spec.kind in kinds else l for l in net.layers))
+    return replace(net, layers=tuple(fn(ld) if ld.spec.kind in kinds else ld for ld in net.layers))
 
 
 def convert_weights_to_integers(net: NetDesc) -> NetDesc:
@@ -272,17 +272,17 @@ def run_passes(net: NetDesc, passes: tuple[Pass, ...]) -> NetDesc:
 def to_integer_model(net: NetDesc) -> IntegerModel:
     """A fully converted description -> the engine's IntegerModel (ConversionError if incomplete)."""
     layers = []
-    for l in net.layers:
-        if l.weights.dtype != np.int8:
-            raise _fail(l, 'weights not converted to integers')
-        if l.spec.kind == 'head':
-            if l.head_bias is None or l.head_bias.dtype != np.int32 or l.out_multiplier is None:
-                raise _fail(l, 'head bias or output scale not converted')
-            layers.append(IntLayer(l.spec, l.in_ch, l.weights, bias=l.head_bias))
+    for ld in net.layers:
+        if ld.weights.dtype != np.int8:
+            raise _fail(ld, 'weights not converted to integers')
+        if ld.spec.kind == 'head':
+            if ld.head_bias is None or ld.head_bias.dtype != np.int32 or ld.out_multiplier is None:
+                raise _fail(ld, 'head bias or output scale not converted')
+            layers.append(IntLayer(ld.spec, ld.in_ch, ld.weights, bias=ld.head_bias))
         else:
-            if l.thresholds is None or l.thresholds.dtype not in (np.int16, np.int32):
-                raise _fail(l, 'thresholds not computed and narrowed')
-            layers.append(IntLayer(l.spec, l.in_ch, l.weights, l.thresholds, l.signs))
+            if ld.thresholds is None or ld.thresholds.dtype not in (np.int16, np.int32):
+                raise _fail(ld, 'thresholds not computed and narrowed')
+            layers.append(IntLayer(ld.spec, ld.in_ch, ld.weights, ld.thresholds, ld.signs))
     head = net.layers[-1]
     anchors = np.round(np.asarray(net.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
     model = IntegerModel(tuple(layers), anchors, net.input_size, head.out_multiplier, head.out_shift,

@@ -17,6 +17,7 @@ from ..engine import modelfile as fmt
 from ..engine import runtime
 from ..engine.layers import CODES_PER_BYTE
 from ..engine.model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
+from ..errors import ConfigError, ModelFileError
 from ..netdef import LayerSpec
 
 FLOAT_BYTES = 4
@@ -120,12 +121,17 @@ def report_lines(model: IntegerModel, size: int) -> list[str]:
 
 def cli_report(args: argparse.Namespace) -> int:
     """`report [--model M.ifq] [--img-size S] [--table]`: prints the table and the size lines."""
-    model = placeholder_model() if getattr(args, 'table', False) else runtime.load_model(args.model)
+    if getattr(args, 'table', False):
+        model = placeholder_model()
+    elif not args.model.is_file():
+        raise ModelFileError(f'{args.model}: no such model file (convert a checkpoint first, or use '
+                             f'report --table for the netdef layer table)')
+    else:
+        model = runtime.load_model(args.model)
     size = args.img_size or model.input_size
     try:
         netdef.check_input_size(size, model.specs)
     except ValueError as e:
-        from ..errors import ConfigError
         raise ConfigError(f'img_size: {e}') from None
     print('\n'.join(report_lines(model, size)))
     return 0

@@ -68,15 +68,19 @@ def float_detections(net: TinierYolo, model: IntegerModel, head: np.ndarray, con
 
 def matched(a: np.ndarray, b: np.ndarray) -> int:
     """Greedy one-to-one matches between (N, 4) and (M, 4) boxes with IoU >= MATCH_IOU."""
-    used, count = np.zeros(len(b), dtype=bool), 0
-    for box in a:
-        iw = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
-        ih = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
-        inter = iw * ih
-        union = (box[2] - box[0]) * (box[3] - box[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-        iou = np.where(used, -1.0, inter / np.maximum(union, 1e-12))
-        if len(b) and iou.max() >= MATCH_IOU:
-            used[int(iou.argmax())] = True
+    if not len(a) or not len(b):
+        return 0
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih                                                      # (N, M)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    count = 0
+    for row in iou:                                                      # a in its (score) order
+        j = int(row.argmax())
+        if row[j] >= MATCH_IOU:
+            iou[:, j] = -1.0                                             # b[j] is taken
             count += 1
     return count
 
@@ -113,6 +117,7 @@ class Tally:
 
 def cli_verify(args: argparse.Namespace) -> int:
     """`verify --model M.ifq --checkpoint C.pt IMAGE_OR_DIR...`: prints `bit-exact K/N`."""
+    torch.set_num_threads(1)   # torch's idle OpenMP workers would otherwise starve numpy's BLAS threads
     model = runtime.load_model(args.model)
     net = model_from_checkpoint(load_checkpoint(args.checkpoint), quant='hwgq', path=args.checkpoint)
     if net.layers != model.specs:

@@ -1,0 +1,119 @@
+"""Fixed-point YOLOv2 decoding against the float reference decoder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ifq_tinier_yolo.engine import decode as D
+from ifq_tinier_yolo.engine.nms import nms
+from ifq_tinier_yolo.netdef import ANCHORS
+
+NMS_NUM, NMS_DEN = 450, 1000
+STRIDE = 16
+OUT_SCALE = 0.0021                        # a typical head scale (int8 weights on 2-bit codes)
+BOX_ONE = 1 << D.BOX_FRAC_BITS
+SCORE_ONE = 1 << D.SCORE_FRAC_BITS
+
+
+def fixed_scale(scale: float) -> tuple[int, int]:
+    """(multiplier, shift) of a float32 scale, as requantize_out_scale makes them."""
+    mant, exp = np.frexp(np.float64(np.float32(scale)))
+    return int(mant * 2.0 ** 31), 31 - int(exp)
+
+
+def random_head(seed: int, grid: int = 13) -> tuple[np.ndarray, float, int, int]:
+    """An int32 head of realistic values: offsets ~N(0, 1.5), sizes U(-2.5, 2.5), objectness U(-8, 5)."""
+    rng = np.random.default_rng(seed)
+    mult, shift = fixed_scale(OUT_SCALE)
+    scale = mult * 2.0 ** -shift
+    v = np.empty((len(ANCHORS), 5, grid, grid))
+    v[:, :2] = rng.normal(0, 1.5, (len(ANCHORS), 2, grid, grid))
+    v[:, 2:4] = rng.uniform(-2.5, 2.5, (len(ANCHORS), 2, grid, grid))
+    v[:, 4] = rng.uniform(-8, 5, (len(ANCHORS), grid, grid))
+    head = np.round(v / scale).astype(np.int32).reshape(-1, grid, grid)    # (A*5, H, W)
+    return head, scale, mult, shift
+
+
+def anchors_q16() -> np.ndarray:
+    return np.round(np.asarray(ANCHORS) * 65536).astype(np.int64)
+
+
+def test_round_shift_rounds_half_up():
+    x = np.array([3, -3, 5, -5, 4, -4, 6], dtype=np.int64)
+    assert D.round_shift(x, 1).tolist() == [2, -1, 3, -2, 2, -2, 3]
+    assert D.round_shift(np.array([7], np.int64), 2).tolist() == [2]
+
+
+def test_requantize_is_the_rounded_product():
+    mult, shift = fixed_scale(OUT_SCALE)
+    h = np.arange(-100000, 100000, 37, dtype=np.int64)
+    exact = h * mult / 2.0 ** (shift - 16)                               # float64 is exact here
+    assert np.array_equal(D.requantize(h, mult, shift), np.floor(exact + 0.5).astype(np.int64))
+
+
+def test_lookup_tables_are_accurate():
+    r = np.arange(-20 << 16, 20 << 16, 97, dtype=np.int64)                # 2**-16 units
+    v = r / 65536.0
+    sig = D.lut_lookup(r, D.SIGMOID_LUT, *D.SIGMOID_RANGE) / SCORE_ONE
+    assert np.abs(sig - 1 / (1 + np.exp(-v))).max() < 2.0 ** -15
+    inside = (v >= D.EXP_RANGE[0]) & (v <= D.EXP_RANGE[1])
+    ex = D.lut_lookup(r, D.EXP_LUT, *D.EXP_RANGE) / (1 << D.EXP_FRAC_BITS)
+    ref = np.exp(np.clip(v, *D.EXP_RANGE))
+    assert (np.abs(ex - ref) <= 1e-5 * ref + 2.0 ** -16)[inside].all()
+    top = D.EXP_LUT[-1] / (1 << D.EXP_FRAC_BITS)                          # exp(10): decode_float's clamp
+    assert (ex[v > 10] == top).all() and ex.max() == top
+
+
+@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('conf', [0.05, 0.3])
+def test_decode_fixed_matches_decode_float(seed, conf):
+    """Same candidates, boxes within 1 px (in fact 0.25), same faces kept by NMS."""
+    head, scale, mult, shift = random_head(seed)
+    fboxes, fscores = D.decode_float(head * scale, np.asarray(ANCHORS), STRIDE, conf)
+    qboxes, qscores, obj = D.decode_fixed(head, anchors_q16(), STRIDE, mult, shift, D.score_threshold_q(conf))
+    assert qboxes.dtype == np.int64 and qboxes.shape[1] == 4 and qscores.dtype == np.int64
+    near = np.abs(fscores - conf) < 2.0 ** -14                           # would be a tie at the threshold
+    assert not near.any(), 'a score sits on the threshold: pick other seeds'
+    assert len(qboxes) == len(fboxes) > 0
+    assert np.abs(qboxes / BOX_ONE - fboxes).max() <= 0.25
+    assert np.abs(qscores / SCORE_ONE - fscores).max() < 2.0 ** -15
+    keep_f = nms(fboxes, fscores, NMS_NUM, NMS_DEN)
+    keep_q = nms(qboxes, obj, NMS_NUM, NMS_DEN)
+    assert keep_q.tolist() == keep_f.tolist()
+
+
+def test_objectness_ranks_as_the_float_scores():
+    head, scale, mult, shift = random_head(9)
+    _, fscores = D.decode_float(head * scale, np.asarray(ANCHORS), STRIDE, 0.01)
+    _, _, obj = D.decode_fixed(head, anchors_q16(), STRIDE, mult, shift, D.score_threshold_q(0.01))
+    assert np.array_equal(np.argsort(-obj, kind='stable'), np.argsort(-fscores, kind='stable'))
+
+
+def test_empty_result_keeps_shapes_and_dtypes():
+    head, _, mult, shift = random_head(1)
+    boxes, scores, obj = D.decode_fixed(head, anchors_q16(), STRIDE, mult, shift, D.score_threshold_q(1.0) + 1)
+    assert boxes.shape == (0, 4) and boxes.dtype == np.int64 and scores.shape == (0,) and obj.shape == (0,)
+
+
+def test_rejects_anchors_that_could_overflow():
+    head, _, mult, shift = random_head(1)
+    with pytest.raises(ValueError, match='anchors'):
+        D.decode_fixed(head, anchors_q16() * 1000, STRIDE, mult, shift, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tx=st.floats(-30, 30), tw=st.floats(-30, 30), obj=st.floats(-30, 30),
+       scale=st.sampled_from([0.0021, 0.0137, 0.0004]))
+def test_single_cell_property(tx, tw, obj, scale):
+    """Any single candidate decodes within 1 px of the float decoder (boxes up to ~1000 px)."""
+    mult, shift = fixed_scale(scale)
+    s = mult * 2.0 ** -shift
+    head = np.zeros((5, 1, 1), dtype=np.int32)
+    head[:, 0, 0] = np.round(np.array([tx, tx, min(tw, 3.0), min(tw, 3.0), obj]) / s)
+    fb, fs = D.decode_float(head * s, np.array([[1.381, 1.747]]), STRIDE, 0.0)
+    qb, qs, _ = D.decode_fixed(head, np.array([[90505, 114491]]), STRIDE, mult, shift, 0)
+    assert len(fb) == len(qb) == 1
+    assert np.abs(qb / BOX_ONE - fb).max() <= 1.0
+    assert abs(qs[0] / SCORE_ONE - fs[0]) < 2.0 ** -15
