@@ -2,9 +2,10 @@
 
 Targets: the WIDER annotation reader, the FDDB fold-list / ellipse / detection readers (and the
 evaluation that consumes what they accept), the WIDER prediction-file reader, the image reader,
-and the `.ifq` model loader (and the engine on any model it accepts). The only exception allowed out of them is one of the project's own
-(`IfqError` subclasses), with a one-line message naming the file. Each test prints how many
-cases it ran (`pytest -s` or `-rP` shows them).
+and the `.ifq` model loader (and the engine on any model it accepts). The only exception
+allowed out of them is one of the project's own (`IfqError` subclasses), with a one-line
+message naming the file. Each test prints how many cases it ran (`pytest -s` or `-rP` shows
+them); IFQ_FUZZ_EXAMPLES sets the number per property.
 """
 from __future__ import annotations
 

@@ -94,6 +94,11 @@ def corrupt(data: bytes, at: float, xor: int = 0x55, n: int = 3) -> bytes:
     return bytes(out)
 
 
+def damaged(ext: str) -> bytes:
+    """A 80x60 noise image encoded as `ext`, three bytes in its middle xor-ed."""
+    return corrupt(encoded(ext, noise((60, 80, 3))), 0.5)
+
+
 def folder(name: str, files: dict[str, str] | None = None):
     def build(t: Path, m: Models) -> None:
         (t / name).mkdir()
@@ -250,6 +255,9 @@ FDDB_EVAL = ('fddb', 'eval', '--annotations', '{t}/fddb/ell.txt', '--detections'
              '--list', '{t}/fddb/list.txt', '--images', '{t}/fddb/images', '--out', '{t}/fddb/roc/r-')
 TRAIN = ('train', '--wider-root', '{t}/wider', '--epochs', '1', '--batch', '1', '--img-size', IMG_SIZE,
          '--no-val', '--workers', '0')
+WIDER_EVAL = ('wider', 'eval', '--pred', '{t}/pred', '--gt', '{t}/gt')
+CONVERT = ('convert', '{t}/x.pt', '--out', '{t}/x.ifq')
+DETECT_TORCH = ('detect', '{t}/a.jpg', '--backend', 'torch', '--model', '{t}/x.pt')
 WIDER_NAME = '13--Interview/no_face_crop.jpg'
 
 
@@ -271,9 +279,9 @@ CASES: list[Case] = [
          detect('{t}/cut.jpg'), '{t}/cut.jpg: truncated JPEG file', 'skipped'),
     Case('truncated PNG', write('cut.png', lambda: encoded('.png', noise((60, 80, 3)))[:-20]),
          detect('{t}/cut.png'), '{t}/cut.png: truncated PNG file', 'skipped'),
-    Case('PNG with damaged pixel data (CRC error)', write('crc.png', lambda: corrupt(encoded('.png', noise((60, 80, 3))), 0.5)),
+    Case('PNG with damaged pixel data (CRC error)', write('crc.png', lambda: damaged('.png')),
          detect('{t}/crc.png'), '{t}/crc.png: not a readable image (libpng error', 'skipped'),
-    Case('JPEG with damaged scan data (decodable)', write('bad.jpg', lambda: corrupt(encoded('.jpg', noise((60, 80, 3))), 0.5)),
+    Case('JPEG with damaged scan data (decodable)', write('bad.jpg', lambda: damaged('.jpg')),
          detect_plain('{t}/bad.jpg'), '"width": 80, "height": 60', 'ok'),
     Case('text file named .jpg', write('text.jpg', 'hello, I am text\n'), detect('{t}/text.jpg'),
          '{t}/text.jpg: not a readable image (corrupt, truncated or another format)', 'skipped'),
@@ -331,7 +339,7 @@ CASES: list[Case] = [
     Case('WIDER control character in a path', wider(set_line(15, '13--Interview/no\x00face.jpg')), STATS,
          ANN + ":16: expected an image path of printable characters, found '13--Interview/no\\x00face.jpg'"),
     Case('WIDER missing image', wider(drop_image=WIDER_NAME), STATS,
-         ANN + ':16: expected an existing image file {t}/wider/WIDER_train/images/' + WIDER_NAME + ', found no such file'),
+         ANN + f':16: expected an existing image file {{t}}/wider/WIDER_train/images/{WIDER_NAME}, found no such file'),
     Case('WIDER truncated after a count', wider(cut_after(2)), STATS,
          ANN + ':2: expected face row 1 of 4'),
     Case('WIDER binary annotation file', both(wider(), write(ANN[4:], b'\x89PNG\r\n\x1a\n\x00\xff')), STATS,
@@ -373,10 +381,10 @@ CASES: list[Case] = [
     Case('FDDB files with CRLF line endings', fddb(newline='\r\n'), FDDB_EVAL, 'images 2\nfaces 2\n', 'ok'),
 
     # WIDER evaluation files
-    Case('WIDER ground truth that is not a MATLAB file', both(wider_gt('0_a\n0\n'), write('gt/wider_face_val.mat', 'hello')),
-         ('wider', 'eval', '--pred', '{t}/pred', '--gt', '{t}/gt'), '{t}/gt/wider_face_val.mat: not a readable MATLAB file'),
-    Case('WIDER prediction file with a wrong count', wider_gt('0_a\n3\n10 10 40 40 0.9\n'),
-         ('wider', 'eval', '--pred', '{t}/pred', '--gt', '{t}/gt'),
+    Case('WIDER ground truth that is not a MATLAB file',
+         both(wider_gt('0_a\n0\n'), write('gt/wider_face_val.mat', 'hello')), WIDER_EVAL,
+         '{t}/gt/wider_face_val.mat: not a readable MATLAB file'),
+    Case('WIDER prediction file with a wrong count', wider_gt('0_a\n3\n10 10 40 40 0.9\n'), WIDER_EVAL,
          '{t}/pred/0--Parade/0_a.txt:2: expected 3 box lines after the count, found 1'),
 
     # model files (.ifq), each through detect and report
@@ -399,25 +407,25 @@ CASES: list[Case] = [
 
     # checkpoints that are not ours
     Case('foreign checkpoint (detect --backend torch)', both(A_JPG, torch_file('x.pt', foreign_state)),
-         ('detect', '{t}/a.jpg', '--backend', 'torch', '--model', '{t}/x.pt'), '{t}/x.pt: not an ifq-tinier-yolo checkpoint'),
-    Case('foreign checkpoint (convert)', torch_file('x.pt', foreign_state), ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'),
+         DETECT_TORCH, '{t}/x.pt: not an ifq-tinier-yolo checkpoint'),
+    Case('foreign checkpoint (convert)', torch_file('x.pt', foreign_state), CONVERT,
          '{t}/x.pt: not an ifq-tinier-yolo checkpoint'),
     Case('foreign last.pt (train --resume)', both(wider(), torch_file('run/last.pt', foreign_state)),
          TRAIN + ('--out', '{t}/run', '--resume'), '{t}/run/last.pt: not an ifq-tinier-yolo checkpoint'),
     Case('foreign checkpoint (train --init)', both(wider(), torch_file('x.pt', foreign_state)),
          TRAIN + ('--out', '{t}/run', '--init', '{t}/x.pt'), '{t}/x.pt: not an ifq-tinier-yolo checkpoint'),
     Case('pickled module as checkpoint (convert)', torch_file('x.pt', lambda: torch.nn.Linear(2, 2)),
-         ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'),
+         CONVERT,
          '{t}/x.pt: not a plain checkpoint: it holds a torch.nn.modules.linear.Linear object'),
-    Case('text file as checkpoint (convert)', write('x.pt', 'hello\n'), ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'),
+    Case('text file as checkpoint (convert)', write('x.pt', 'hello\n'), CONVERT,
          '{t}/x.pt: not a PyTorch checkpoint (neither a zip archive nor a pickle)'),
     Case('truncated checkpoint (convert)', checkpoint_file('x.pt', lambda d: d[:len(d) // 2]),
-         ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'), '{t}/x.pt: damaged checkpoint archive (truncated'),
+         CONVERT, '{t}/x.pt: damaged checkpoint archive (truncated'),
     Case('checkpoint with one bit flipped (detect --backend torch)', both(A_JPG, checkpoint_file('x.pt', flip_bit)),
-         ('detect', '{t}/a.jpg', '--backend', 'torch', '--model', '{t}/x.pt'), '{t}/x.pt: damaged checkpoint'),
+         DETECT_TORCH, '{t}/x.pt: damaged checkpoint'),
     Case('checkpoint of a newer version (convert)', torch_file('x.pt', lambda: {'format': FORMAT, 'version': 2}),
-         ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'), '{t}/x.pt: checkpoint version 2, this program reads 1'),
-    Case('float checkpoint (convert)', our_checkpoint('x.pt', quant='float'), ('convert', '{t}/x.pt', '--out', '{t}/x.ifq'),
+         CONVERT, '{t}/x.pt: checkpoint version 2, this program reads 1'),
+    Case('float checkpoint (convert)', our_checkpoint('x.pt', quant='float'), CONVERT,
          "{t}/x.pt: trained with quant='float'; convert needs a hwgq network"),
     Case('convert --out under a file', write('file', 'x'), ('convert', '{pt}', '--out', '{t}/file/x.ifq'),
          '{t}/file/x.ifq: cannot create its folder ({t}/file: '),
@@ -473,9 +481,10 @@ def test_the_table_covers_the_issue():
     for words in ('missing path', 'zero-byte image', 'truncated JPEG', 'text file named .jpg', '1x1 image',
                   '10000x10000 image', 'grayscale PNG', 'RGBA PNG', '16-bit PNG', 'image folder with no images',
                   'WIDER face count too small', 'WIDER non-integer', 'WIDER negative face size',
-                  'WIDER path outside the root', 'WIDER missing image', 'WIDER CRLF', 'FDDB list and ellipse file disagree',
-                  'FDDB detection file out of order', 'model file truncated (detect)', 'model file truncated (report)',
-                  'one bit flipped (detect)', 'one bit flipped (report)', 'wrong magic (detect)', 'wrong magic (report)',
+                  'WIDER path outside the root', 'WIDER missing image', 'WIDER CRLF',
+                  'FDDB list and ellipse file disagree', 'FDDB detection file out of order',
+                  'model file truncated (detect)', 'model file truncated (report)', 'one bit flipped (detect)',
+                  'one bit flipped (report)', 'wrong magic (detect)', 'wrong magic (report)',
                   'newer format version (detect)', 'newer format version (report)', 'zero bytes (detect)',
                   'zero bytes (report)', 'foreign checkpoint (detect --backend torch)', 'foreign checkpoint (convert)',
                   'foreign last.pt (train --resume)', 'foreign checkpoint (train --init)'):

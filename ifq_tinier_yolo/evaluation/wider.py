@@ -26,6 +26,7 @@ GT_FILE = 'wider_face_val.mat'
 SETTING_FILE = 'wider_{}_val.mat'
 PRED_COLUMNS = ('x', 'y', 'w', 'h', 'score')
 MESSAGE_CHARS = 120   # longest quoted piece of a library's error message
+FOUND_CHARS = 80      # longest piece of a prediction file quoted in an error
 
 
 class WiderGroundTruth(NamedTuple):
@@ -85,6 +86,11 @@ def load_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     return WiderGroundTruth(dict(zip(keys, boxes)), keep)
 
 
+def _quote(text: str) -> str:
+    """repr of a piece of the file for an error message, cut to FOUND_CHARS characters."""
+    return repr(text if len(text) <= FOUND_CHARS else text[:FOUND_CHARS] + '...')
+
+
 def read_prediction_file(path: Path) -> np.ndarray:
     """Boxes of one submission file (name, count, `x y w h score` lines) as float64 (K, 5)."""
     try:
@@ -101,11 +107,12 @@ def read_prediction_file(path: Path) -> np.ndarray:
     if stem.lower().endswith('.jpg'):
         stem = stem[:-4]
     if stem != path.stem:
-        raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), found {lines[0]!r}')
+        raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), found {_quote(lines[0])}')
+    count = len(lines) - 2   # what the count must be; compared as text, so no digit limit applies
     if not (lines[1].isascii() and lines[1].isdigit()):
-        raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {lines[1]!r}')
-    count = int(lines[1])
-    if len(lines) - 2 != count:
+        raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {_quote(lines[1])}')
+    if lines[1].lstrip('0') != str(count).lstrip('0'):
+        count = int(lines[1]) if len(lines[1]) <= COUNT_DIGITS else lines[1]
         raise DataError(f'{path}:2: expected {count} box lines after the count, found {len(lines) - 2}')
     rows = []
     for number, line in enumerate(lines[2:], start=3):
@@ -115,7 +122,7 @@ def read_prediction_file(path: Path) -> np.ndarray:
         except ValueError:
             row = []
         if len(row) != len(PRED_COLUMNS) or not all(map(math.isfinite, row)):
-            raise DataError(f'{path}:{number}: expected 5 numbers `x y w h score`, found {line!r}')
+            raise DataError(f'{path}:{number}: expected 5 numbers `x y w h score`, found {_quote(line)}')
         rows.append(row)
     return np.array(rows, dtype=np.float64).reshape(count, len(PRED_COLUMNS))
 
