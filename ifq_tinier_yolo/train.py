@@ -166,10 +166,9 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     main_proc = rank == 0
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main_proc else (lambda msg: None)
     torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f'--out {out}: exists and is not a folder')
     last_path, best_path, metrics_path = out / 'last.pt', out / 'best.pt', out / 'metrics.jsonl'
-    if main_proc:
-        remove_stale_temps(out)
 
     items = read_wider(wider_root, 'train', min_size=cfg.min_face)
     if cfg.max_images:
@@ -206,6 +205,9 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     opt = make_optimizer(model, cfg)
     if ckpt is not None:
         opt.load_state_dict(ckpt['optimizer'])
+    out.mkdir(parents=True, exist_ok=True)   # only now: a refused checkpoint leaves no folder
+    if main_proc:
+        remove_stale_temps(out)
     model.to(device)
     net = DistributedDataParallel(model) if world > 1 else model
     anchors = torch.tensor(model.anchors, dtype=torch.float32, device=device)

@@ -9,6 +9,7 @@ them); IFQ_FUZZ_EXAMPLES sets the number per property.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import struct
@@ -402,3 +403,18 @@ def test_model_loader_field_values(tiny_ifq_bytes: bytes, record_property):
     report(f'.ifq loader, extreme header/table fields with a valid CRC ({loaded[0]} loaded and ran)',
            counter[0], record_property)
     assert counter[0] >= EXAMPLES
+
+
+def test_model_loader_deeply_nested_metadata(tiny_ifq_bytes: bytes):
+    """Regression: metadata JSON nested 60000 deep made json.loads raise RecursionError, not ModelFileError."""
+    model = dataclasses.replace(fmt.from_bytes(tiny_ifq_bytes), metadata='{}')
+    body = fmt.to_bytes(model)[:-fmt.CRC.size]
+    block = struct.pack('<I', 2) + b'{}' + bytes(2)   # the metadata block closes the payload
+    assert body.endswith(block)
+    nested = b'[' * 60000
+    payload = body[fmt.HEADER.size:-len(block)] + struct.pack('<I', len(nested)) + nested
+    header = fmt.HEADER.pack(fmt.MAGIC, fmt.VERSION, 0, len(payload))
+    data = header + payload + fmt.CRC.pack(zlib.crc32(header + payload))
+    with pytest.raises(IfqError) as e:
+        fmt.from_bytes(data, SOURCE)
+    check_error(e.value, f'{SOURCE}: ')

@@ -40,6 +40,7 @@ def assert_same(a: IntegerModel, b: IntegerModel) -> None:
     assert a.specs == b.specs and a.input_size == b.input_size and a.separated == b.separated
     assert (a.out_multiplier, a.out_shift) == (b.out_multiplier, b.out_shift)
     assert np.array_equal(a.anchors_q16, b.anchors_q16) and b.anchors_q16.dtype == np.int64
+    assert a.metadata == b.metadata
     for la, lb in zip(a.layers, b.layers):
         assert la.in_ch == lb.in_ch
         for name in ('weights', 'thresholds', 'signs', 'bias'):
@@ -66,6 +67,8 @@ def with_crc(body: bytes) -> bytes:
 
 
 def test_round_trip(model, tmp_path):
+    from dataclasses import replace
+    model = replace(model, metadata='{"config":{"lr":0.002},"conversion":"integrated","note":"f\u00fcr"}')
     path = tmp_path / 'sub' / 'model.ifq'
     n = save(model, path)
     assert n == path.stat().st_size == file_bytes(model)
@@ -159,6 +162,9 @@ def test_crafted_invalid_contents_with_valid_crc(model, data, tmp_path):
     bad = bytearray(body)
     bad[sec2:sec2 + 4] = struct.pack('<I', 10 ** 6)                # section length past the end
     assert 'malformed section header' in load_error(with_crc(bytes(bad)), tmp_path)
+    assert body.endswith(struct.pack('<I', 2) + b'{}\0\0')        # the metadata ends the payload
+    bad = body[:-8] + struct.pack('<I', 3) + b'[1]\0'              # valid JSON, not an object
+    assert 'JSON object' in load_error(with_crc(bytes(bad)), tmp_path)
 
 
 def test_missing_file(tmp_path):

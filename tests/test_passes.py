@@ -107,6 +107,31 @@ def test_compose_thresholds_exhaustive(tiny_net):
     assert out.layers[-1].thresholds is None                                         # the head has none
 
 
+def test_compose_thresholds_against_the_torch_block(torch_one_thread_module):
+    """A 1x1 torch ConvBlock with edge-case BatchNorm, fed every accumulator value it can produce."""
+    import torch
+    from ifq_tinier_yolo.model.tinier_yolo import ConvBlock
+    block = ConvBlock(LayerSpec('blk', 'hidden', 6, 1, 1), 8, 'hwgq').eval()
+    with torch.no_grad():
+        block.conv.weight.copy_(torch.tensor([1.0, -1, 1, -1, 1, 1, -1, 1]).repeat(6, 1).view(6, 8, 1, 1) * 0.3)
+        block.bn.weight.copy_(torch.tensor([1.3, -0.7, 0.0, 2.0, -1.0, 0.9]))      # negative and zero gamma
+        block.bn.bias.copy_(torch.tensor([0.1, 0.4, 1.0, -0.2, 0.0, 0.807]))
+        block.bn.running_mean.copy_(torch.tensor([0.5, -0.3, 0.0, 0.2, 1.0, 0.0]))
+        block.bn.running_var.copy_(torch.tensor([1.0, 0.5, 1.0, 0.0, 2.0, 3.0]))   # a zero variance
+    # every code pattern of 8 channels (5 weights +1, 3 weights -1): every accumulator in [-9, 15]
+    codes = torch.tensor(np.indices((4,) * 8).reshape(8, -1).T, dtype=torch.float32)   # (65536, 8)
+    x = codes.T.reshape(1, 8, 256, 256)
+    want = block(x).detach().numpy()[0].reshape(6, -1)                   # torch codes (6, 65536)
+    acc = block.accumulate(x).detach().numpy()[0].reshape(6, -1).astype(np.int64)
+    w, w_scale = block.int_weights()
+    net = P.NetDesc((P.LayerDesc(block.spec, 8, w.detach().numpy(), w_scale.detach().numpy(), 0.538,
+                                 affine=tuple(t.detach().numpy() for t in block.post_affine())),),
+                    ANCHORS, 32, CUTS)
+    layer = compose(net)
+    assert np.array_equal(int_codes(layer.thresholds, layer.signs, acc), want)
+    assert set(np.unique(acc).tolist()) == set(range(-9, 16))
+
+
 def test_compose_thresholds_on_a_threshold():
     """Accumulators exactly on a cut: z == cut is not above it (strict >)."""
     t1 = CUTS[1]

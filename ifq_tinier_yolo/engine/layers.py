@@ -14,6 +14,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 FLOAT32_EXACT = 1 << 24     # integers below this magnitude add and multiply exactly in float32
+INT8_MAX = 127
+MIN_CONTIGUOUS_RUN = 16     # im2col copies kx*C-value runs when at least this long, else strided rows
 CODE_BITS = 2               # activation codes 0..3
 CODES_PER_BYTE = 8 // CODE_BITS
 CODE_MASK = (1 << CODE_BITS) - 1
@@ -29,8 +31,11 @@ WINO_TILE = 2               # output tile side
 
 
 def winograd_bound(in_ch: int, in_max: int, w_max: int) -> int:
-    """Largest |value| inside Winograd F(2x2,3x3) (transforms, GEMM partial sums, 4x outputs)."""
+    """Largest |value| inside Winograd F(2x2,3x3) (GEMM partial sums, 4x outputs); the input
+    transform, held in int8, must also fit: 4 * in_max <= 127, else the bound is infinite."""
     v_max = 4 * in_max                    # B^T d B: at most 2 x 2 inputs with signs +-1
+    if v_max > INT8_MAX:
+        return FLOAT32_EXACT
     u_max = 9 * w_max                     # G2 g G2^T: row sums of |G2| are at most 3
     return 9 * in_ch * v_max * u_max      # A^T M A adds at most 3 x 3 GEMM outputs
 
@@ -53,11 +58,19 @@ def im2col_gemm(x: np.ndarray, wt: np.ndarray, kernel: int, stride: int) -> np.n
     xp = np.zeros((b, h + 2 * p, w + 2 * p, c), dtype=np.uint8)
     xp[:, p:p + h, p:p + w] = x
     sb, sh, sw, sc = xp.strides
-    # (B, Ho, Wo, ky, kx*C): the innermost kx*C values are contiguous in xp
-    view = as_strided(xp, (b, ho, wo, kernel, kernel * c), (sb, stride * sh, stride * sw, sh, sc))
-    cols = np.empty((b * ho * wo, kernel * kernel * c), dtype=wt.dtype)   # (B*Ho*Wo, k*k*C)
-    cols.reshape(view.shape)[...] = view
-    return (wt @ cols.T).reshape(wt.shape[0], b, ho, wo)                   # (O, B, Ho, Wo)
+    if kernel * c >= MIN_CONTIGUOUS_RUN:
+        # rows (B, Ho, Wo) x columns (ky, kx*C): copies runs of kx*C contiguous values
+        view = as_strided(xp, (b, ho, wo, kernel, kernel * c), (sb, stride * sh, stride * sw, sh, sc))
+        cols = np.empty((b * ho * wo, kernel * kernel * c), dtype=wt.dtype)   # (B*Ho*Wo, k*k*C)
+        cols.reshape(view.shape)[...] = view
+        acc = wt @ cols.T
+    else:
+        # few channels (the image): rows (ky, kx, c) x columns (B, Ho, Wo) copy long strided runs
+        view = as_strided(xp, (kernel, kernel, c, b, ho, wo), (sh, sw, sc, sb, stride * sh, stride * sw))
+        cols = np.empty((kernel * kernel * c, b * ho * wo), dtype=wt.dtype)   # (k*k*C, B*Ho*Wo)
+        cols.reshape(view.shape)[...] = view
+        acc = wt @ cols
+    return acc.reshape(wt.shape[0], b, ho, wo)                             # (O, B, Ho, Wo)
 
 
 def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -65,18 +78,19 @@ def winograd_conv3x3(x: np.ndarray, u: np.ndarray) -> np.ndarray:
     with Y[2u+v, b, i, j] = WINO_GAIN * acc[b, 2i+u, 2j+v] (3x3 conv, stride 1, zero pad 1)."""
     b, h, w, c = x.shape
     th, tw = -(-h // WINO_TILE), -(-w // WINO_TILE)
-    xp = np.zeros((b, 2 * th + 2, 2 * tw + 2, c), dtype=np.float32)
+    # B^T d B in int8: codes 0..3 give |values| <= 12 (winograd_bound), a quarter of the traffic
+    xp = np.zeros((b, 2 * th + 2, 2 * tw + 2, c), dtype=np.int8)
     xp[:, 1:h + 1, 1:w + 1] = x
     rows = [xp[:, a:a + 2 * th:2] for a in range(4)]                      # 4 x (B, th, 2tw+2, C)
     t_rows = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
-    v = np.empty((16, b, th, tw, c), dtype=np.float32)                     # B^T d B per tile
+    v = np.empty((16, b, th, tw, c), dtype=np.int8)                        # B^T d B per tile
     for a, t in enumerate(t_rows):
         cols = [t[:, :, k:k + 2 * tw:2] for k in range(4)]                # 4 x (B, th, tw, C)
         np.subtract(cols[0], cols[2], out=v[4 * a])
         np.add(cols[1], cols[2], out=v[4 * a + 1])
         np.subtract(cols[2], cols[1], out=v[4 * a + 2])
         np.subtract(cols[1], cols[3], out=v[4 * a + 3])
-    m = np.matmul(v.reshape(16, b * th * tw, c), u)                       # (16, N, O)
+    m = np.matmul(v.reshape(16, b * th * tw, c).astype(np.float32), u)    # (16, N, O)
     return (WINO_AA @ m.reshape(16, -1)).reshape(4, b, th, tw, u.shape[2])   # A^T M A
 
 

@@ -63,6 +63,7 @@ class IntegerModel:
     out_multiplier: int       # head value = (acc + bias) * out_multiplier * 2**-out_shift
     out_shift: int
     separated: bool = False   # True: made by the separated (lossy) conversion, for comparison
+    metadata: str = '{}'      # JSON object: provenance (training config, checkpoint, conversion)
 
     @property
     def specs(self) -> tuple[LayerSpec, ...]:

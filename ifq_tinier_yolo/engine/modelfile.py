@@ -4,7 +4,7 @@ docs/MODEL_FORMAT.md is the specification; this module is its one implementation
 all integers little-endian:
 
     header  16 B   magic 'IFQTYOLO', u16 version, u16 flags, u32 payload length P
-    payload P  B   description, anchors, layer table, one section per layer
+    payload P  B   description, anchors, layer table, one section per layer, metadata (JSON)
     crc     4 B    u32 CRC-32 (zlib / IEEE 802.3) of header + payload
 
 Every length and shape is checked on reading; any defect raises ModelFileError with a
@@ -12,6 +12,7 @@ one-line message naming the file.
 """
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -37,6 +38,7 @@ NAME_BYTES = 16                       # layer names: ASCII, at most 15 character
 MAX_LAYERS, MAX_ANCHORS, MAX_CHANNELS = 64, 64, 1 << 15
 MAX_INPUT_SIZE = 4096                 # default input side in pixels (the canvas alone is 48 MiB)
 ALIGN = 4                             # sections are padded to multiples of 4 bytes
+MAX_METADATA = 1 << 16                # bytes of UTF-8 JSON provenance
 
 
 def _padding(n: int) -> int:
@@ -84,6 +86,10 @@ def to_bytes(model: IntegerModel) -> bytes:
         parts.append(LAYER_ROW.pack(name, KINDS.index(s.kind), s.kernel, s.stride, s.pool,
                                     layer.in_ch, s.out_ch))
     parts += [_section(layer) for layer in model.layers]
+    meta = model.metadata.encode('utf-8')
+    if len(meta) > MAX_METADATA or not isinstance(json.loads(meta), dict):
+        raise ValueError(f'metadata must be a JSON object of at most {MAX_METADATA} bytes')
+    parts += [struct.pack('<I', len(meta)), meta, bytes(_padding(len(meta)))]
     payload = b''.join(parts)
     header = HEADER.pack(MAGIC, VERSION, FLAG_SEPARATED if model.separated else 0, len(payload))
     return header + payload + CRC.pack(zlib.crc32(header + payload))
@@ -169,6 +175,24 @@ def _read_section(r: _Reader, spec: LayerSpec, in_ch: int) -> IntLayer:
     return layer
 
 
+def _read_metadata(r: _Reader) -> str:
+    """The metadata block: u32 length, UTF-8 JSON object, zero padding to 4 bytes."""
+    (n,) = r.unpack(struct.Struct('<I'), 'metadata length')
+    if n > MAX_METADATA:
+        raise r.fail(f'metadata of {n} bytes exceeds {MAX_METADATA}')
+    raw = r.take(n, 'metadata')
+    if any(r.take(_padding(n), 'metadata padding')):
+        raise r.fail('metadata padding is not zero')
+    try:
+        text = raw.decode('utf-8')
+        ok = isinstance(json.loads(text), dict)
+    except (UnicodeDecodeError, ValueError, RecursionError):   # RecursionError: JSON nested too deep
+        ok = False
+    if not ok:
+        raise r.fail('metadata is not a UTF-8 JSON object')
+    return text
+
+
 def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
     """Parse and check a whole `.ifq` file image; ModelFileError with a one-line message otherwise."""
     if not data:
@@ -202,9 +226,11 @@ def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
     anchors = r.array('<i4', (n_anchors, 2), 'anchors').astype(np.int64)
     rows = _read_table(r, n_layers)
     layers = tuple(_read_section(r, spec, in_ch) for spec, in_ch in rows)
+    metadata = _read_metadata(r)
     if r.pos != body_end:
-        raise r.fail(f'{body_end - r.pos} bytes of payload after the last layer')
-    model = IntegerModel(layers, anchors, size, mult, shift, separated=bool(flags & FLAG_SEPARATED))
+        raise r.fail(f'{body_end - r.pos} bytes of payload after the metadata')
+    model = IntegerModel(layers, anchors, size, mult, shift, separated=bool(flags & FLAG_SEPARATED),
+                         metadata=metadata)
     try:
         model.check()
     except ValueError as e:

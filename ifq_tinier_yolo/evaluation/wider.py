@@ -27,6 +27,7 @@ SETTING_FILE = 'wider_{}_val.mat'
 PRED_COLUMNS = ('x', 'y', 'w', 'h', 'score')
 MESSAGE_CHARS = 120   # longest quoted piece of a library's error message
 FOUND_CHARS = 80      # longest piece of a prediction file quoted in an error
+COUNT_DIGITS = 18     # a box count has at most this many digits (int() refuses over 4300)
 
 
 class WiderGroundTruth(NamedTuple):
@@ -107,12 +108,12 @@ def read_prediction_file(path: Path) -> np.ndarray:
     if stem.lower().endswith('.jpg'):
         stem = stem[:-4]
     if stem != path.stem:
-        raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), found {_quote(lines[0])}')
-    count = len(lines) - 2   # what the count must be; compared as text, so no digit limit applies
-    if not (lines[1].isascii() and lines[1].isdigit()):
+        raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), '
+                        f'found {_quote(lines[0])}')
+    if not (lines[1].isascii() and lines[1].isdigit()) or len(lines[1]) > COUNT_DIGITS:
         raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {_quote(lines[1])}')
-    if lines[1].lstrip('0') != str(count).lstrip('0'):
-        count = int(lines[1]) if len(lines[1]) <= COUNT_DIGITS else lines[1]
+    count = int(lines[1])
+    if len(lines) - 2 != count:
         raise DataError(f'{path}:2: expected {count} box lines after the count, found {len(lines) - 2}')
     rows = []
     for number, line in enumerate(lines[2:], start=3):

@@ -10,13 +10,15 @@ the head's integer parameters), so that the passes reproduce it bit for bit.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import netdef
+from .. import __version__, netdef
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine.model import IntegerModel
 from ..errors import ConversionError
@@ -70,7 +72,12 @@ def convert(ckpt_path: str | Path, separated: bool = False, img_size: int | None
         raise ConversionError(f'{ckpt_path}: trained with quant={ckpt.get("quant")!r}; convert needs a '
                               f'hwgq network (fine-tune it with train --quant hwgq --init {ckpt_path})')
     model = model_from_checkpoint(ckpt, quant='hwgq', path=ckpt_path)
-    return convert_model(model, img_size or int(ckpt.get('img_size', netdef.INPUT_SIZE)), separated)
+    size = img_size or int(ckpt.get('img_size', netdef.INPUT_SIZE))
+    meta = dict(producer=f'ifq-tinier-yolo {__version__}', checkpoint=Path(ckpt_path).name,
+                conversion='separated' if separated else 'integrated', trained_img_size=ckpt.get('img_size'),
+                epoch=ckpt.get('epoch'), config=ckpt.get('config', {}))
+    return replace(convert_model(model, size, separated),
+                   metadata=json.dumps(meta, sort_keys=True, separators=(',', ':'), default=str))
 
 
 @torch.no_grad()

@@ -108,7 +108,8 @@ def report_lines(model: IntegerModel, size: int) -> list[str]:
     tiny = tiny_yolo_bytes()
     mem = feature_memory(model.specs, size)
     lines = table_lines(model, size)
-    lines += [f'model bytes {n_bytes}',
+    lines += [f'conversion {"separated" if model.separated else "integrated"}',
+              f'model bytes {n_bytes}',
               f'float32 parameter bytes of the same network {fl} ({fl / n_bytes:.1f}x the model)',
               f'Tiny-YOLO float32 bytes {tiny} ({tiny / n_bytes:.0f}x the model)',
               f'input {size}x{size}',

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import netdef
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine import runtime
 from ..engine.decode import BOX_FRAC_BITS, decode_fixed, decode_float, score_threshold_q
 from ..engine.model import IntegerModel
 from ..engine.nms import nms
 from ..engine.preprocess import letterbox
-from ..errors import ImageError, ModelFileError
+from ..errors import ConfigError, ImageError, ModelFileError
 from ..imageio import IMAGE_EXTENSIONS, read_image
 from ..model.predict import to_input
 from ..model.tinier_yolo import TinierYolo
@@ -44,10 +45,10 @@ def collect_images(sources: list[Path]) -> list[Path]:
 
 
 def torch_head(net: TinierYolo, canvas: np.ndarray) -> np.ndarray:
-    """The torch network's integer head (A*5, H, W) as int64, for one uint8 canvas."""
+    """The torch network's head accumulators (A*5, H, W) as float64 (integer-valued), for one canvas."""
     with torch.no_grad():
         head = net.head_integers(to_input([canvas]))[0].numpy()          # float32 integers
-    return head.astype(np.int64)
+    return head.astype(np.float64)
 
 
 def engine_detections(model: IntegerModel, head: np.ndarray, conf: float, nms_iou: float) -> np.ndarray:
@@ -96,12 +97,13 @@ class Tally:
     max_abs_diff: int = 0
 
     def add(self, head: np.ndarray, ref: np.ndarray, dets: np.ndarray, ref_dets: np.ndarray) -> bool:
-        diff = np.abs(head.astype(np.int64) - ref)
+        """Count one image: int32 engine head vs float64 torch head, and their detections."""
+        diff = np.abs(head.astype(np.float64) - ref)                     # exact: both below 2**31
         ok = not diff.any()
         self.exact += ok
         self.values_differ += int(np.count_nonzero(diff))
         self.values += diff.size
-        self.max_abs_diff = max(self.max_abs_diff, int(diff.max(initial=0)))
+        self.max_abs_diff = max(self.max_abs_diff, int(np.ceil(diff.max(initial=0))))
         m = matched(ref_dets, dets)
         self.det_match += m
         self.det_union += len(ref_dets) + len(dets) - m
@@ -123,6 +125,10 @@ def cli_verify(args: argparse.Namespace) -> int:
     if net.layers != model.specs:
         raise ModelFileError(f'{args.model} and {args.checkpoint} describe different layer tables')
     size = args.img_size or model.input_size
+    try:
+        netdef.check_input_size(size, model.specs)
+    except ValueError as e:
+        raise ConfigError(f'img_size: {e}') from None
     compare = getattr(args, 'compare_separated', False)
     conf, nms_iou = getattr(args, 'conf', 0.3), getattr(args, 'nms', 0.45)
     others = {'separated ': convert_model(net, size, separated=True)} if compare else {}
@@ -148,7 +154,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     print(f'bit-exact {tallies[""].exact}/{len(images)}')
     if compare:
         for prefix, tally in tallies.items():
-            kind = prefix.strip() or 'integrated'
+            kind = prefix.strip() or ('model' if model.separated else 'integrated')
             print(f'{kind} bit-exact {tally.exact}/{len(images)}')
             for line in tally.lines(f'{kind} '):
                 print(line)
