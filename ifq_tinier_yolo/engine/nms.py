@@ -25,3 +25,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int) -> np
         union = area[i] + area[rest] - inter
         order = rest[inter * iou_den <= iou_num * union]
     return np.asarray(keep, dtype=np.int64)
+
+
+IOU_DEN = 1000   # a user's IoU threshold becomes the integer ratio round(iou * IOU_DEN) / IOU_DEN
+
+
+def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """`nms` with a user IoU threshold in [0, 1], turned into an integer ratio (no float compare)."""
+    return nms(boxes, scores, round(iou * IOU_DEN), IOU_DEN)

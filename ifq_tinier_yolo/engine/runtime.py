@@ -23,10 +23,9 @@ from . import layers as L
 from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, decode_fixed, score_threshold_q
 from .model import N_THRESHOLDS, IntegerModel, IntLayer, input_max, weight_max
 from .modelfile import read
-from .nms import nms
+from .nms import nms_at
 from .preprocess import letterbox, unletterbox_boxes
 
-NMS_DEN = 1000          # NMS IoU thresholds are integer ratios num / NMS_DEN (as model.predict)
 DETECTION_COLUMNS = 5   # x, y, w, h, score
 
 
@@ -180,7 +179,7 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
     boxes_q, scores_q, objectness = decode_fixed(head, model.anchors_q16, model.stride,
                                                  model.out_multiplier, model.out_shift,
                                                  score_threshold_q(conf))
-    keep = nms(boxes_q, objectness, round(nms_iou * NMS_DEN), NMS_DEN)
+    keep = nms_at(boxes_q, objectness, nms_iou)
     boxes = boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS)     # network pixels, float from here
     b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
     scores = scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS)

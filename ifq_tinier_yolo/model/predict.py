@@ -6,12 +6,9 @@ import torch
 
 from .. import netdef
 from ..engine.decode import decode_float
-from ..engine.nms import nms
+from ..engine.nms import nms_at
 from ..engine.preprocess import letterbox, unletterbox_boxes
 from .tinier_yolo import TinierYolo
-
-NMS_DEN = 1000   # NMS thresholds are handled as integer ratios num / NMS_DEN
-
 
 def to_input(canvases: list[np.ndarray]) -> torch.Tensor:
     """uint8 (S, S, 3) BGR canvases -> float (B, 3, S, S) pixel values, as the network reads them."""
@@ -30,7 +27,7 @@ def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, con
     results = []
     for out, im, (_, scale, px, py) in zip(head, images, boxed):
         boxes, scores = decode_float(out, anchors, stride, conf)
-        keep = nms(boxes, scores, round(nms_iou * NMS_DEN), NMS_DEN)
+        keep = nms_at(boxes, scores, nms_iou)
         b = unletterbox_boxes(boxes[keep], scale, px, py, im.shape[1], im.shape[0])
         results.append(np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores[keep]]))
     return results
