@@ -178,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.handler.split(':')
     try:
-        try:
-            handler = getattr(importlib.import_module(module_name), func_name)
-        except (ImportError, AttributeError) as e:
-            if args.debug:
-                raise
-            print(f'error: command not available yet ({e})', file=sys.stderr)
-            return 2
+        handler = getattr(importlib.import_module(module_name), func_name)
         return int(handler(args) or 0)
+    except ModuleNotFoundError as e:   # e.g. `train` on an engine-only install without torch
+        if args.debug or (e.name or '').startswith('ifq_tinier_yolo'):
+            raise
+        print(f'error: this command needs the Python package {e.name!r}: '
+              f'pip install -r requirements.txt', file=sys.stderr)
+        return 1
     except IfqError as e:
         if args.debug:
             raise

@@ -1,0 +1,58 @@
+"""The layer table: derived numbers, checks that name the layer, round trip as plain data."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ifq_tinier_yolo import netdef
+from ifq_tinier_yolo.netdef import LayerSpec
+
+
+def test_default_table_geometry():
+    assert netdef.total_stride() == 16
+    assert netdef.grid_size(416) == 26 and netdef.grid_size(320) == 20
+    assert netdef.in_channels()[0] == 3
+    assert netdef.in_channels()[1:] == [layer.out_ch for layer in netdef.LAYERS[:-1]]
+    assert netdef.LAYERS[-1].out_ch == len(netdef.ANCHORS) * netdef.VALUES_PER_ANCHOR
+
+
+def test_head_channel_layout_is_anchor_major():
+    seen = {netdef.head_channel(a, f) for a in range(len(netdef.ANCHORS))
+            for f in range(netdef.VALUES_PER_ANCHOR)}
+    assert seen == set(range(netdef.LAYERS[-1].out_ch))
+    assert netdef.head_channel(1, netdef.OBJECTNESS_FIELD) == netdef.VALUES_PER_ANCHOR + 4
+
+
+def test_binary_weight_budget():
+    chans = netdef.in_channels()
+    bits = sum(l.out_ch * c * l.kernel ** 2 for l, c in zip(netdef.LAYERS, chans) if l.kind == 'hidden')
+    assert bits / 8 < 246_000   # the packed hidden weights alone fit the paper's model size
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda t: (dataclasses.replace(t[0], kernel=2),) + t[1:], 'layer conv1: kernel 2'),
+    (lambda t: t[:2] + (dataclasses.replace(t[2], pool=3),) + t[3:], 'layer conv3: pool'),
+    (lambda t: t[:-1] + (dataclasses.replace(t[-1], out_ch=24),), 'layer head: 24 channels'),
+    (lambda t: t[:-1] + (dataclasses.replace(t[-1], kernel=3),), 'layer head: the head must be a 1x1'),
+    (lambda t: t[:1] + (dataclasses.replace(t[1], kind='first'),) + t[2:], 'layer conv2: only hidden'),
+    (lambda t: t[1:], 'must start with a first layer'),
+])
+def test_bad_tables_name_the_layer(change, message):
+    with pytest.raises(ValueError, match=message):
+        netdef.check_layers(change(netdef.LAYERS))
+
+
+def test_input_size_must_be_a_multiple_of_the_stride():
+    netdef.check_input_size(416)
+    for bad in (0, 100, -16):
+        with pytest.raises(ValueError, match='multiple of 16'):
+            netdef.check_input_size(bad)
+
+
+def test_table_round_trips_as_plain_data():
+    assert netdef.layers_from_list(netdef.layers_to_list()) == netdef.LAYERS
+    with pytest.raises(ValueError, match='malformed layer table'):
+        netdef.layers_from_list([{'name': 'x'}])
+    assert LayerSpec('a', 'hidden', 8, 3, 1).weight_bits == 1
+    assert LayerSpec('a', 'head', 8, 1, 1).weight_bits == 8

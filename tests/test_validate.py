@@ -1,0 +1,46 @@
+"""Training validation: the dev benchmark built from WIDER val equals the reference FDDB fold."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo.datasets.fddb import read_fold
+from ifq_tinier_yolo.validate import DevBenchmark, wider_boxes_to_ellipses
+
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+REF = SHARED / 'reference' / 'fddb' / 'FDDB-folds'
+
+
+def test_box_to_ellipse_puts_the_major_axis_first():
+    e = wider_boxes_to_ellipses(np.array([[10, 20, 30, 40], [0, 0, 50, 20]], dtype=np.float32))
+    np.testing.assert_allclose(e[0], [20, 15, 1.570796, 25, 40])   # tall: vertical major axis
+    np.testing.assert_allclose(e[1], [25, 10, 0.0, 25, 10])        # wide: horizontal
+    assert wider_boxes_to_ellipses(np.zeros((0, 4))).shape == (0, 5)
+
+
+@pytest.fixture(scope='module')
+def bench() -> DevBenchmark:
+    if not (REF / 'FDDB-fold-01.txt').is_file() or not (SHARED / 'data' / 'wider').is_dir():
+        pytest.skip(f'reference dev benchmark not found under {SHARED}')
+    return DevBenchmark(SHARED / 'data' / 'wider')
+
+
+def test_dev_benchmark_matches_the_reference_fold(bench: DevBenchmark):
+    ref = read_fold(REF / 'FDDB-fold-01.txt', REF / 'FDDB-fold-01-ellipseList.txt')
+    assert [name for name, _ in ref] == [n.removesuffix('.jpg') for n in bench.names]
+    assert sum(len(e) for e in bench.ellipses) == sum(len(e) for _, e in ref) == 540
+    for (_, want), got in zip(ref, bench.ellipses):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_perfect_detections_score_one_and_none_score_zero(bench: DevBenchmark):
+    boxes = []
+    for e in bench.ellipses:   # back from ellipses to the WIDER boxes, score 1
+        tall = e[:, 2] > 0
+        w = np.where(tall, 2 * e[:, 1], 2 * e[:, 0])
+        h = np.where(tall, 2 * e[:, 0], 2 * e[:, 1])
+        boxes.append(np.column_stack([e[:, 3] - w / 2, e[:, 4] - h / 2, w, h, np.ones(len(e))]))
+    assert bench.score(boxes)['tpr@100fp'] > 0.99
+    assert bench.score([np.zeros((0, 5))] * len(bench.images))['tpr@100fp'] == 0.0
