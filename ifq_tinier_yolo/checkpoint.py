@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict (loadable with `torch.load(weights_only=True)`):
   format 'ifq-tinier-yolo-checkpoint', version, quant ('float' | 'hwgq'), layers (netdef
-  table as a list of dicts), anchors, img_size, config (training config dict), model
+  table as a list of dicts), anchors, img_size (the input side to run it at: the validation
+  size, not the training crop), config (training config dict), model
   (state_dict), and for resuming: optimizer, epoch (completed epochs), best, step.
 """
 from __future__ import annotations

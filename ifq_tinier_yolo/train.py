@@ -266,10 +266,10 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             extra = dict(optimizer=opt.state_dict(), epoch=epoch + 1, best=best, step=step)
             # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
             if improved:
-                save_checkpoint(best_path, model, cfg.img_size, dataclasses.asdict(cfg), **extra)
+                save_checkpoint(best_path, model, cfg.val_size, dataclasses.asdict(cfg), **extra)
             rows.append(row)
             atomic_write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
-            save_checkpoint(last_path, model, cfg.img_size, dataclasses.asdict(cfg), **extra)
+            save_checkpoint(last_path, model, cfg.val_size, dataclasses.asdict(cfg), **extra)
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()

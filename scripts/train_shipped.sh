@@ -19,5 +19,5 @@ $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq1 --quant hwgq
     --init runs/float1/last.pt --epochs "$HWGQ_EPOCHS" --img-size 320 --batch 16 --lr 1e-3 \
     --warmup 0.5 $(resume runs/hwgq1)
 # 3. ship: weights-only checkpoint and the integer model
-$PY scripts/export_weights.py runs/hwgq1/best.pt weights/ifq_tinier_yolo.pt
-$PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq
+$PY scripts/export_weights.py runs/hwgq2/best.pt weights/ifq_tinier_yolo.pt --img-size 512
+$PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq --img-size 512
