@@ -1,0 +1,54 @@
+"""The shipped model: it loads, matches its checkpoint bit for bit, and finds the demo faces."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo.cli import DEFAULT_CHECKPOINT, DEFAULT_MODEL
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.preprocess import letterbox
+from ifq_tinier_yolo.imageio import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / 'data' / 'samples'
+HOPPER_FACE = (180, 120, 355, 335)   # x1, y1, x2, y2 of the portrait's face, by eye
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason=f'no shipped model at {DEFAULT_MODEL}')
+
+
+def iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_demo_command_finds_grace_hopper():
+    proc = subprocess.run([sys.executable, '-m', 'ifq_tinier_yolo', 'detect', 'data/samples/grace_hopper.jpg',
+                           '--json', '-'], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [record] = [json.loads(line) for line in proc.stdout.splitlines()]
+    best = record['faces'][0]
+    box = (best['x'], best['y'], best['x'] + best['w'], best['y'] + best['h'])
+    assert iou(box, HOPPER_FACE) > 0.5
+
+
+def test_shipped_files_agree_bit_for_bit(torch_one_thread):
+    from ifq_tinier_yolo.checkpoint import load_checkpoint, model_from_checkpoint
+    from ifq_tinier_yolo.model.predict import to_input
+    model = runtime.load_model(DEFAULT_MODEL)
+    net = model_from_checkpoint(load_checkpoint(DEFAULT_CHECKPOINT))
+    size = model.input_size
+    for path in sorted(SAMPLES.iterdir()):
+        canvas = letterbox(read_image(path), size)[0]
+        want = net.head_integers(to_input([canvas]))[0].numpy()
+        np.testing.assert_array_equal(runtime.run(model, canvas), want.astype(np.int64))
+
+
+def test_shipped_model_fits_the_paper_budget():
+    assert DEFAULT_MODEL.stat().st_size <= 246_000
