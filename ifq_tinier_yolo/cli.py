@@ -15,6 +15,7 @@ from .errors import IfqError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / 'weights' / 'ifq_tinier_yolo.ifq'
 DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')
+DEFAULT_CONF = 0.5   # detect / webcam score threshold: the shipped model's part-of-face boxes score below it
 
 
 def _add(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     # detect / webcam
     p = _add(sub, 'detect', 'ifq_tinier_yolo.apps.detect:cli_detect', 'detect faces in images, folders and videos')
     p.add_argument('sources', nargs='+', type=Path, metavar='SOURCE')
-    _detection_flags(p, conf=0.3)
+    _detection_flags(p, conf=DEFAULT_CONF)
     p.add_argument('--out', type=Path, default=None, help='write annotated copies here')
     p.add_argument('--json', default=None, metavar='FILE|-',
                    help='write JSON lines to FILE or stdout (-); without --json and --out: stdout')
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='skip inputs whose outputs exist (annotated copy in --out, record in --json FILE)')
     p = _add(sub, 'webcam', 'ifq_tinier_yolo.apps.webcam:cli_webcam', 'live detection from a camera or a video')
     p.add_argument('--camera', default='0', help='camera index or a video path standing in for a camera')
-    _detection_flags(p, conf=0.3)
+    _detection_flags(p, conf=DEFAULT_CONF)
     p.add_argument('--out', type=Path, default=None, help='write the annotated video here (headless)')
     p.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: until the end or q)')
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cli import DEFAULT_CHECKPOINT, DEFAULT_MODEL
+from ..cli import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..imageio import to_bgr8
 
@@ -114,7 +114,7 @@ class Detector:
         self.img_size = img_size      # network input side in pixels; None: the model's own
 
     @classmethod
-    def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = 0.3,
+    def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = DEFAULT_CONF,
              nms: float = 0.45, img_size: int | None = None) -> Detector:
         """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq."""
         if not 0.0 <= conf <= 1.0:
