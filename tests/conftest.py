@@ -94,3 +94,10 @@ def tiny_ifq_bytes() -> bytes:
     data = fmt.to_bytes(convert_model(random_quant_network(tiny, anchors, seed=5, calib_size=16), 32))
     torch.set_num_threads(before)
     return data
+
+
+@pytest.fixture(scope='session')
+def torch_flags(random_checkpoint: Path) -> list[str]:
+    """CLI flags running `random_checkpoint` on the torch backend on a small input; conf 0 keeps every
+    box NMS keeps, so the box checks have boxes to check."""
+    return ['--backend', 'torch', '--model', str(random_checkpoint), '--img-size', '64', '--conf', '0']

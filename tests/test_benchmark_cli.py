@@ -6,14 +6,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from ifq_tinier_yolo.apps.benchmark import stretch_boxes
-from ifq_tinier_yolo.checkpoint import save_checkpoint
-from ifq_tinier_yolo.cli import main
 from ifq_tinier_yolo.datasets.fddb import read_detections
 from ifq_tinier_yolo.evaluation.wider import read_prediction_file
-from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+
+from cli_helpers import run
 
 FOLD_1 = ['2002/08/11/big/img_591', '2002/08/26/big/img_265', '2003/01/01/big/img_missing']
 FOLD_2 = ['2002/07/19/big/img_130']
@@ -23,23 +21,8 @@ SIZES = {FOLD_1[0]: (60, 40), FOLD_1[1]: (32, 48), FOLD_2[0]: (50, 50)}   # (wid
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
-@pytest.fixture(scope='module')
-def torch_flags(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Flags running a random-weight hwgq checkpoint on a small input."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random.pt'
-    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
-    return ['--backend', 'torch', '--model', str(path), '--img-size', '64', '--conf', '0']
-
-
 def noise(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-
-
-def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture

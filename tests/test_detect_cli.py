@@ -10,43 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from ifq_tinier_yolo.checkpoint import save_checkpoint
-from ifq_tinier_yolo.cli import main
-from ifq_tinier_yolo.integrate.convert import convert
-from ifq_tinier_yolo.integrate.modelfile import save
-from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+from cli_helpers import VIDEO_FRAMES, count_frames, make_video, run
 
 ROOT = Path(__file__).resolve().parents[1]
-VIDEO_FRAMES = 10
 FACE_KEYS = ['x', 'y', 'w', 'h', 'score']
 
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
-
-
-@pytest.fixture(scope='module')
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight hwgq checkpoint (detections are arbitrary but deterministic)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random.pt'
-    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
-    return path
-
-
-@pytest.fixture(scope='module')
-def ifq_path(model_path: Path) -> Path:
-    """The random checkpoint converted to an integer model."""
-    path = model_path.with_suffix('.ifq')
-    save(convert(model_path), path)
-    return path
-
-
-@pytest.fixture(scope='module')
-def torch_flags(model_path: Path) -> list[str]:
-    # conf 0: every box NMS keeps, so the box checks have boxes to check
-    return ['--backend', 'torch', '--model', str(model_path), '--img-size', '64', '--conf', '0']
 
 
 def noise(shape: tuple[int, ...], dtype=np.uint8, high: int = 256) -> np.ndarray:
@@ -57,29 +28,6 @@ def write(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), image)
     return path
-
-
-def make_video(path: Path, frames: int = VIDEO_FRAMES, size: int = 64) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (size, size))
-    for k in range(frames):
-        writer.write(noise((size, size, 3)) // (k + 1))
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
-def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def check_record(rec: dict, width: int, height: int, video: bool = False) -> None:
@@ -112,27 +60,28 @@ def test_single_image_json_stdout(capsys, tmp_path: Path, torch_flags: list[str]
     assert 'images/s' in err
 
 
-def test_integer_backend_is_the_default(capsys, tmp_path: Path, ifq_path: Path):
+def detect_without_backend(capsys, tmp_path: Path, model: Path) -> dict:
+    """`detect` of one image with `--model` and no `--backend`: the one record, checked."""
     image = write(tmp_path / 'one.jpg', noise((48, 80, 3)))
-    rc, out, _ = run(capsys, 'detect', str(image), '--model', str(ifq_path), '--img-size', '64', '--conf', '0')
+    rc, out, _ = run(capsys, 'detect', str(image), '--model', str(model), '--img-size', '64', '--conf', '0')
     assert rc == 0
     [rec] = records(out)
     check_record(rec, 80, 48)
-    assert rec['faces']
+    return rec
 
 
-def test_pt_model_on_the_int_backend_says_which_flag(capsys, tmp_path: Path, model_path: Path):
+def test_integer_backend_is_the_default(capsys, tmp_path: Path, random_ifq: Path):
+    assert detect_without_backend(capsys, tmp_path, random_ifq)['faces']
+
+
+def test_pt_model_on_the_int_backend_says_which_flag(capsys, tmp_path: Path, random_checkpoint: Path):
     image = write(tmp_path / 'one.jpg', noise((20, 20, 3)))
-    rc, out, err = run(capsys, 'detect', str(image), '--model', str(model_path), '--backend', 'int')
+    rc, out, err = run(capsys, 'detect', str(image), '--model', str(random_checkpoint), '--backend', 'int')
     assert rc == 1 and out == '' and '--backend torch' in err and err.count('\n') == 1
 
 
-def test_backend_follows_the_model_suffix(capsys, tmp_path: Path, model_path: Path):
-    image = write(tmp_path / 'one.jpg', noise((48, 80, 3)))
-    rc, out, _ = run(capsys, 'detect', str(image), '--model', str(model_path), '--img-size', '64', '--conf', '0')
-    assert rc == 0
-    [rec] = records(out)
-    check_record(rec, 80, 48)
+def test_backend_follows_the_model_suffix(capsys, tmp_path: Path, random_checkpoint: Path):
+    detect_without_backend(capsys, tmp_path, random_checkpoint)
 
 
 def test_no_json_no_out_prints_records(capsys, tmp_path: Path, torch_flags: list[str]):
@@ -265,14 +214,14 @@ def test_skip_existing_rejects_a_foreign_json_file(capsys, tmp_path: Path, torch
     assert rc == 1 and err.startswith(f'error: {jsonl}:2: not a detect JSON record')
 
 
-def test_module_entry_point_has_no_traceback(tmp_path: Path, ifq_path: Path):
+def test_module_entry_point_has_no_traceback(tmp_path: Path, random_ifq: Path):
     folder = tmp_path / 'mixed'
     write(folder / 'good.jpg', noise((40, 40, 3)))
     (folder / 'empty.jpg').write_bytes(b'')
     (folder / 'text.png').write_text('hello')
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
     proc = subprocess.run([sys.executable, '-m', 'ifq_tinier_yolo', 'detect', str(folder), '--json', '-',
-                           '--model', str(ifq_path), '--img-size', '64'],
+                           '--model', str(random_ifq), '--img-size', '64'],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 1
     assert 'Traceback' not in proc.stderr

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ifq_tinier_yolo import Detector, Face
 from ifq_tinier_yolo.apps import detector as detector_module
 from ifq_tinier_yolo.apps.detector import resolve_model, scale_boxes
-from ifq_tinier_yolo.checkpoint import save_checkpoint
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
-from ifq_tinier_yolo.integrate.convert import convert
-from ifq_tinier_yolo.integrate.modelfile import save
-from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
 IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
 
@@ -26,30 +21,13 @@ pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight hwgq checkpoint (detections are arbitrary but deterministic)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random.pt'
-    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
-    return path
+def detector(random_checkpoint: Path) -> Detector:
+    return Detector.load(random_checkpoint, conf=0.0, img_size=IMG_SIZE)
 
 
 @pytest.fixture(scope='module')
-def ifq_path(model_path: Path) -> Path:
-    """The random checkpoint converted to an integer model."""
-    path = model_path.with_suffix('.ifq')
-    save(convert(model_path), path)
-    return path
-
-
-@pytest.fixture(scope='module')
-def detector(model_path: Path) -> Detector:
-    return Detector.load(model_path, conf=0.0, img_size=IMG_SIZE)
-
-
-@pytest.fixture(scope='module')
-def detector_int(ifq_path: Path) -> Detector:
-    return Detector.load(ifq_path, conf=0.0, img_size=IMG_SIZE)
+def detector_int(random_ifq: Path) -> Detector:
+    return Detector.load(random_ifq, conf=0.0, img_size=IMG_SIZE)
 
 
 def noise(shape: tuple[int, ...], dtype=np.uint8, high: int = 256) -> np.ndarray:
@@ -72,8 +50,8 @@ def test_face_is_a_frozen_dataclass():
         face.x = 0.0
 
 
-def test_pt_file_selects_torch_backend(detector: Detector, model_path: Path):
-    assert detector.backend == 'torch' and detector.path == model_path
+def test_pt_file_selects_torch_backend(detector: Detector, random_checkpoint: Path):
+    assert detector.backend == 'torch' and detector.path == random_checkpoint
 
 
 def test_detect_array_shape_order_and_range(detector: Detector):
@@ -92,8 +70,8 @@ def test_detect_returns_faces_matching_array(detector: Detector):
     np.testing.assert_allclose([dataclasses.astuple(f) for f in faces], boxes)
 
 
-def test_no_faces_is_an_empty_float_array(model_path: Path):
-    strict = Detector.load(model_path, conf=1.0, img_size=IMG_SIZE)
+def test_no_faces_is_an_empty_float_array(random_checkpoint: Path):
+    strict = Detector.load(random_checkpoint, conf=1.0, img_size=IMG_SIZE)
     boxes = strict.detect_array(noise((32, 32, 3)))
     assert boxes.shape == (0, 5) and boxes.dtype == np.float64
     assert strict.detect(noise((32, 32, 3))) == []
@@ -129,15 +107,15 @@ def test_missing_default_model_says_where(monkeypatch: pytest.MonkeyPatch, tmp_p
         Detector.load(backend='torch')
 
 
-def test_model_file_errors(tmp_path: Path, model_path: Path):
+def test_model_file_errors(tmp_path: Path, random_checkpoint: Path):
     with pytest.raises(ModelFileError, match='no such model file'):
         Detector.load(tmp_path / 'absent.pt')
     with pytest.raises(ConfigError, match='unknown model file type'):
         Detector.load(tmp_path / 'model.onnx')
     with pytest.raises(ConfigError, match='--backend torch'):
-        resolve_model(model_path, 'int')
+        resolve_model(random_checkpoint, 'int')
     with pytest.raises(ConfigError, match='unknown backend'):
-        resolve_model(model_path, 'cuda')
+        resolve_model(random_checkpoint, 'cuda')
     junk = tmp_path / 'junk.pt'
     junk.write_bytes(b'not a checkpoint')
     with pytest.raises(ModelFileError, match='junk.pt'):
@@ -146,9 +124,9 @@ def test_model_file_errors(tmp_path: Path, model_path: Path):
 
 @pytest.mark.parametrize('kwargs, match', [({'conf': 1.5}, 'conf'), ({'nms': 0.0}, 'nms'),
                                            ({'img_size': 100}, 'multiple of 16'), ({'img_size': -32}, 'img_size')])
-def test_bad_settings(model_path: Path, kwargs: dict, match: str):
+def test_bad_settings(random_checkpoint: Path, kwargs: dict, match: str):
     with pytest.raises(ConfigError, match=match):
-        Detector.load(model_path, **kwargs)
+        Detector.load(random_checkpoint, **kwargs)
 
 
 def test_not_an_array(detector: Detector):
@@ -166,10 +144,11 @@ def test_ifq_file_runs_on_the_integer_engine(detector_int: Detector):
     assert_inside(detector_int.detect_array(noise((10, 9000))), 9000, 10)
 
 
-def test_integer_backend_never_imports_torch(ifq_path: Path):
+def test_integer_backend_never_imports_torch(random_ifq: Path):
     code = ('import sys, numpy as np\n'
             'from ifq_tinier_yolo import Detector\n'
-            f'faces = Detector.load({str(ifq_path)!r}, conf=0.0, img_size=64).detect(np.zeros((40, 60, 3), np.uint8))\n'
+            f'detector = Detector.load({str(random_ifq)!r}, conf=0.0, img_size=64)\n'
+            'faces = detector.detect(np.zeros((40, 60, 3), np.uint8))\n'
             'assert faces and "torch" not in sys.modules, "torch imported"\n')
     subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).resolve().parents[1])
 

@@ -338,33 +338,29 @@ def with_fresh_crc(data: bytes) -> bytes:
     return body + fmt.CRC.pack(zlib.crc32(body))
 
 
-def test_model_loader_random_bytes(record_property):
+def fuzz_loader(strategy, name: str, record_property) -> None:
+    """Load every file `strategy` draws (at least EXAMPLES of them) and report how many."""
     counter, loaded = [0], [0]
 
     @FUZZ
-    @given(data=st.binary(max_size=2048) | st.binary(max_size=600).map(lambda b: fmt.MAGIC + b))
+    @given(data=strategy)
     def prop(data: bytes) -> None:
         counter[0] += 1
         load(data, loaded)
 
     prop()
-    report('.ifq loader, random bytes', counter[0], record_property)
+    report(name, counter[0], record_property)
     assert counter[0] >= EXAMPLES
+
+
+def test_model_loader_random_bytes(record_property):
+    fuzz_loader(st.binary(max_size=2048) | st.binary(max_size=600).map(lambda b: fmt.MAGIC + b),
+                '.ifq loader, random bytes', record_property)
 
 
 def test_model_loader_mutated_files(tiny_ifq_bytes: bytes, record_property):
     fmt.from_bytes(tiny_ifq_bytes)   # the seed itself is valid
-    counter, loaded = [0], [0]
-
-    @FUZZ
-    @given(data=mutated_bytes(tiny_ifq_bytes))
-    def prop(data: bytes) -> None:
-        counter[0] += 1
-        load(data, loaded)
-
-    prop()
-    report('.ifq loader, mutated files', counter[0], record_property)
-    assert counter[0] >= EXAMPLES
+    fuzz_loader(mutated_bytes(tiny_ifq_bytes), '.ifq loader, mutated files', record_property)
 
 
 def test_model_loader_mutated_payloads_with_valid_crc(tiny_ifq_bytes: bytes, record_property):

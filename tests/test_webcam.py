@@ -9,54 +9,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from ifq_tinier_yolo.apps import webcam
 from ifq_tinier_yolo.apps.webcam import LatestFrame, iter_frames
-from ifq_tinier_yolo.checkpoint import save_checkpoint
-from ifq_tinier_yolo.cli import main
-from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
-VIDEO_FRAMES = 10
+from cli_helpers import VIDEO_FRAMES, count_frames, make_video, run
 
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
-def torch_flags(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Flags running a random-weight hwgq checkpoint on a small input."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('model') / 'random.pt'
-    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
-    return ['--backend', 'torch', '--model', str(path), '--img-size', '64', '--conf', '0']
-
-
-@pytest.fixture(scope='module')
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 10-frame 64x64 MJPG .avi."""
-    path = tmp_path_factory.mktemp('video') / 'clip.avi'
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 64))
-    rng = np.random.default_rng(0)
-    for _ in range(VIDEO_FRAMES):
-        writer.write(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
-def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return make_video(tmp_path_factory.mktemp('video') / 'clip.avi', VIDEO_FRAMES)
 
 
 @pytest.mark.parametrize('suffix', ['.mp4', '.avi'])
