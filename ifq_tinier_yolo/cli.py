@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--bf16', action='store_true', help='bfloat16 autocast on CPU (faster on AMX CPUs)')
     p.add_argument('--time-limit', type=float, default=0, help='stop cleanly after this many minutes (0: none)')
+    p.add_argument('--stop-after', type=int, default=0,
+                   help='stop cleanly after this epoch, keeping the schedule of --epochs (0: run all)')
     p.add_argument('--no-val', action='store_true', help='skip the per-epoch validation')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                    help='override training config fields (see train.TrainConfig)')

@@ -160,8 +160,13 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 
 
 def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
-          init: Path | None = None, validate: bool = True, time_limit_min: float = 0) -> dict[str, Any]:
-    """Train; returns the last metrics row. Writes out/last.pt, out/best.pt, out/metrics.jsonl."""
+          init: Path | None = None, validate: bool = True, time_limit_min: float = 0,
+          stop_after: int = 0) -> dict[str, Any]:
+    """Train; returns the last metrics row. Writes out/last.pt, out/best.pt, out/metrics.jsonl.
+
+    `time_limit_min` and `stop_after` (an epoch number) pause the run at an epoch boundary
+    without changing its schedule, so `--resume` later continues it exactly.
+    """
     rank, world, device = setup_distributed()
     main_proc = rank == 0
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if main_proc else (lambda msg: None)
@@ -273,8 +278,12 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()
-        if time_limit_min and time.time() - t_start > time_limit_min * 60 and epoch + 1 < cfg.epochs:
-            log(f'time limit reached after epoch {epoch + 1}; resume with --resume')
+        out_of_time = bool(time_limit_min) and time.time() - t_start > time_limit_min * 60
+        stop = torch.tensor(float(out_of_time or (stop_after and epoch + 1 >= stop_after)))
+        if world > 1:   # rank 0's clock decides for everyone, or the others would wait forever
+            dist.broadcast(stop, 0)
+        if stop.item() and epoch + 1 < cfg.epochs:
+            log(f'stopped after epoch {epoch + 1} of {cfg.epochs}; continue with --resume')
             break
     if world > 1:
         dist.destroy_process_group()
@@ -285,5 +294,5 @@ def cli_train(args) -> int:
     """`train` subcommand."""
     cfg = config_from_args(args)
     train(args.wider_root, args.out, cfg, resume=args.resume, init=args.init,
-          validate=not args.no_val, time_limit_min=args.time_limit)
+          validate=not args.no_val, time_limit_min=args.time_limit, stop_after=args.stop_after)
     return 0

@@ -265,12 +265,13 @@ def test_validation_each_epoch_keeps_best_pt(shared_wider: Path, tmp_path: Path)
     assert best['epoch'] == next(r['epoch'] for r in rows if r['tpr@100fp'] == best['best'])
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Path, tmp_path: Path, capsys):
+@pytest.mark.parametrize('pause', [('--time-limit', '1e-9'), ('--stop-after', '1')], ids=['time-limit', 'stop-after'])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Path, tmp_path: Path, capsys, pause):
     full, parts = tmp_path / 'full', tmp_path / 'parts'
     assert main(train_argv(fixture_wider, full)) == 0
-    # the first of 2 epochs, then stop (the time limit is already spent after epoch 1)
-    assert main(train_argv(fixture_wider, parts, '--time-limit', '1e-9')) == 0
-    assert 'time limit reached after epoch 1' in capsys.readouterr().err
+    # the first of 2 epochs, then stop (a spent time limit, or --stop-after 1)
+    assert main(train_argv(fixture_wider, parts, *pause)) == 0
+    assert 'stopped after epoch 1 of 2' in capsys.readouterr().err
     first = load_checkpoint(parts / 'last.pt')
     assert first['epoch'] == 1 and len(metrics(parts / 'metrics.jsonl')) == 1
     assert main(train_argv(fixture_wider, parts, '--resume')) == 0
