@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f'error: {one_line(str(e))}', file=sys.stderr)
         return 1
+    except BrokenPipeError:   # stdout closed early (`... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:   # a file the command had to write or read: permissions, a file in the way, a full disk
         if args.debug:
             raise

@@ -42,3 +42,13 @@ def test_a_missing_dependency_is_named_in_one_line(tmp_path: Path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("error: this command needs the Python package 'torch': "
                                    "pip install -r requirements.txt")
+
+
+def test_closed_stdout_stops_quietly():
+    # `... | head -1`: no 'error: Broken pipe' line, the Unix status for SIGPIPE
+    proc = subprocess.Popen([sys.executable, '-m', 'ifq_tinier_yolo', 'report', '--table'], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141) and 'error' not in err and 'Traceback' not in err
