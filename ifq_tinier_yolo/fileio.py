@@ -47,3 +47,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a whole text file atomically (UTF-8, newlines as given)."""
     with atomic_open(path, 'w', encoding='utf-8') as f:
         f.write(text)
+
+
+def read_bytes(path: str | Path, error: type[Exception], what: str) -> bytes:
+    """The whole file; raises `error('PATH: no such WHAT')` or `error('PATH: cannot read (...)')`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f'{path}: no such {what}')
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise error(f'{path}: cannot read ({e.strerror or e})') from None

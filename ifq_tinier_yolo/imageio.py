@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
+from .fileio import read_bytes
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm', '.ppm')
 MAX_SIDE = 8192   # larger images are shrunk on read, not refused
@@ -118,13 +119,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_image_sized(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
     """(`read_image(path)`, (width, height) of the file itself, before any shrinking to MAX_SIDE)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f'{path}: no such image file')
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f'{path}: cannot read ({e.strerror or e})') from None
+    data = read_bytes(path, ImageError, 'image file')
     if not data:
         raise ImageError(f'{path}: empty file')
     image = decode_image(data, str(path))

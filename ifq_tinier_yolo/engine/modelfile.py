@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..fileio import read_bytes
 from ..netdef import LayerSpec
 from .decode import MAX_ANCHOR_CELLS, MAX_STRIDE
 from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
@@ -246,11 +247,4 @@ def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
 
 def read(path: str | Path) -> IntegerModel:
     """Load an `.ifq` file (ModelFileError if missing, unreadable or invalid)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f'{path}: no such model file')
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelFileError(f'{path}: cannot read ({e.strerror})') from None
-    return from_bytes(data, str(path))
+    return from_bytes(read_bytes(path, ModelFileError, 'model file'), str(path))
