@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets.wider import read_wider
-from .evaluation.fddb import score_detections, tpr_at_fp
+from .evaluation.fddb import Roc, score_detections, tpr_at_fp
 from .imageio import read_image
 from .model.predict import detect_batch
 from .model.tinier_yolo import TinierYolo
@@ -53,10 +53,14 @@ class DevBenchmark:
             out += detect_batch(model, self.images[i:i + BATCH], img_size, VAL_CONF, VAL_NMS)
         return out
 
+    def roc(self, detections: list[np.ndarray]) -> Roc:
+        """The FDDB ROC of per-image (N, 5) x, y, w, h, score detections."""
+        sizes = [(im.shape[1], im.shape[0]) for im in self.images]
+        return score_detections(self.ellipses, detections, sizes)
+
     def score(self, detections: list[np.ndarray]) -> dict[str, float]:
         """Discrete TPR at 50/100/500 FP and continuous TPR at 100 FP."""
-        sizes = [(im.shape[1], im.shape[0]) for im in self.images]
-        roc = score_detections(self.ellipses, detections, sizes)
+        roc = self.roc(detections)
         row = {f'tpr@{fp}fp': round(tpr_at_fp(roc.disc, fp), 4) for fp in (50, 100, 500)}
         row['cont_tpr@100fp'] = round(tpr_at_fp(roc.cont, 100), 4)
         return row

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ifq_tinier_yolo import Detector                                  # noqa: E402
+from ifq_tinier_yolo.evaluation.fddb import tpr_at_fp                   # noqa: E402
 from ifq_tinier_yolo.evaluation.wider import evaluate_wider, load_ground_truth  # noqa: E402
+from ifq_tinier_yolo.fileio import atomic_open                         # noqa: E402
 from ifq_tinier_yolo.validate import DevBenchmark                      # noqa: E402
 
 LOW_CONF = 0.01   # low thresholds: the ROC and AP need the whole score range
@@ -63,6 +65,7 @@ def main() -> int:
                     help='our model files (.ifq integer engine, .pt torch); repeat for several')
     ap.add_argument('--size', type=int, default=416, help='longer image side given to every detector')
     ap.add_argument('--max-images', type=int, default=0)
+    ap.add_argument('--plot', type=Path, default=None, help='write the discrete ROCs of all detectors to this PNG')
     args = ap.parse_args()
 
     bench = DevBenchmark(args.wider_root, args.max_images)
@@ -82,13 +85,37 @@ def main() -> int:
           f'{sum(len(e) for e in bench.ellipses)} faces in the FDDB-style benchmark')
     print('| detector | TPR@100FP (FDDB disc.) | easy AP | medium AP | hard AP | model bytes | ms/image |')
     print('| --- | --- | --- | --- | --- | --- | --- |')
+    curves = []
     for name, detector, nbytes in contenders:
         dets, ms = run(detector, images)
-        tpr = bench.score(dets)['tpr@100fp']
+        roc = bench.roc(dets)
+        curves.append((name, roc.disc))
+        tpr = tpr_at_fp(roc.disc, 100)
         aps = evaluate_wider(dict(zip(keys, dets)), gt)
         print(f'| {name} | {tpr:.3f} | {aps["easy"]:.3f} | {aps["medium"]:.3f} | '
               f'{aps["hard"]:.3f} | {nbytes:,} | {ms:.1f} |', flush=True)
+    if args.plot:
+        plot_rocs(curves, args.plot, f'dev benchmark, longer side {args.size} px')
+        print(f'wrote {args.plot}')
     return 0
+
+
+def plot_rocs(curves: list[tuple[str, np.ndarray]], path: Path, title: str) -> None:
+    """Discrete ROCs (rows TPR, FP, threshold) of several detectors in one PNG."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, disc in curves:
+        order = np.argsort(disc[:, 1], kind='stable')
+        ax.plot(disc[order, 1], disc[order, 0], label=name)
+    ax.set(xlim=(0, 1000), ylim=(0, 1), xlabel='false positives', ylabel='true positive rate (discrete)', title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc='lower right')
+    fig.tight_layout()
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=100)
+    plt.close(fig)
 
 
 if __name__ == '__main__':
