@@ -17,6 +17,10 @@ $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/float1 --quant flo
 $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq1 --quant hwgq \
     --init runs/float1/last.pt --epochs 14 --img-size 320 --batch 16 --lr 1e-3 --warmup 0.5 \
     $(resume runs/hwgq1)
-# 3. ship: the best validation epoch, run at 512 px, weights only, and the integer model
-$PY scripts/export_weights.py runs/hwgq1/best.pt weights/ifq_tinier_yolo.pt --img-size 512
+# 3. a second HWGQ schedule from the best epoch of the first, lower peak learning rate
+$PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq2 --quant hwgq \
+    --init runs/hwgq1/best.pt --epochs 14 --img-size 320 --batch 16 --lr 6e-4 --warmup 0.3 \
+    $(resume runs/hwgq2)
+# 4. ship: the best validation epoch, run at 512 px, weights only, and the integer model
+$PY scripts/export_weights.py runs/hwgq2/best.pt weights/ifq_tinier_yolo.pt --img-size 512
 $PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq
