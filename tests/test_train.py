@@ -234,7 +234,9 @@ def test_acceptance_command_on_real_wider(shared_wider: Path, tmp_path: Path, ca
     raw = torch.load(run / 'last.pt', map_location='cpu', weights_only=True)
     ckpt = load_checkpoint(run / 'last.pt')
     assert raw.keys() == ckpt.keys()
-    assert (ckpt['epoch'], ckpt['step'], ckpt['quant'], ckpt['img_size']) == (1, 2, 'hwgq', 128)
+    # img_size records the size to run the model at (the validation size), not the training crop
+    assert (ckpt['epoch'], ckpt['step'], ckpt['quant'], ckpt['img_size']) == (1, 2, 'hwgq', 416)
+    assert ckpt['config']['img_size'] == 128
     assert ckpt['config']['max_images'] == 16 and ckpt['config']['batch'] == 8
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
