@@ -175,13 +175,19 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
             or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
         raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
     canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-    head = run(model, canvas)
+    boxes, scores = decode_head(model, run(model, canvas), conf, nms_iou)
+    b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
+    out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
+    return out.reshape(-1, DETECTION_COLUMNS)
+
+
+def decode_head(model: IntegerModel, head: np.ndarray, conf: float,
+                nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """int32 head (A*5, H, W) -> fixed-point decode + integer NMS -> (float64 (N, 4) x1, y1, x2, y2
+    in network pixels, float64 (N,) scores), best first; float only for the returned values."""
     boxes_q, scores_q, objectness = decode_fixed(head, model.anchors_q16, model.stride,
                                                  model.out_multiplier, model.out_shift,
                                                  score_threshold_q(conf))
     keep = nms_at(boxes_q, objectness, nms_iou)
-    boxes = boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS)     # network pixels, float from here
-    b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
-    scores = scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS)
-    out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
-    return out.reshape(-1, DETECTION_COLUMNS)
+    return (boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS),
+            scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS))

@@ -20,13 +20,11 @@ import torch
 from .. import netdef
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine import runtime
-from ..engine.decode import BOX_FRAC_BITS, decode_fixed, decode_float, score_threshold_q
 from ..engine.model import IntegerModel
-from ..engine.nms import nms_at
 from ..engine.preprocess import letterbox
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..imageio import IMAGE_EXTENSIONS, read_image
-from ..model.predict import to_input
+from ..model.predict import decode_nms_float, to_input
 from ..model.tinier_yolo import TinierYolo
 from .convert import convert_model
 
@@ -53,18 +51,14 @@ def torch_head(net: TinierYolo, canvas: np.ndarray) -> np.ndarray:
 
 def engine_detections(model: IntegerModel, head: np.ndarray, conf: float, nms_iou: float) -> np.ndarray:
     """Fixed-point decode + integer NMS of an int32 head -> float64 (N, 4) boxes in network pixels."""
-    boxes, _, objectness = decode_fixed(head, model.anchors_q16, model.stride, model.out_multiplier,
-                                        model.out_shift, score_threshold_q(conf))
-    keep = nms_at(boxes, objectness, nms_iou)
-    return boxes[keep].astype(np.float64) / (1 << BOX_FRAC_BITS)
+    return runtime.decode_head(model, head, conf, nms_iou)[0]
 
 
 def float_detections(net: TinierYolo, model: IntegerModel, head: np.ndarray, conf: float,
                      nms_iou: float) -> np.ndarray:
     """What the torch path reports: float decode of head * out_scale + NMS -> (N, 4) network pixels."""
     value = head.astype(np.float32) * np.float32(model.out_scale)       # as the float head computes
-    boxes, scores = decode_float(value, np.asarray(net.anchors, dtype=np.float64), model.stride, conf)
-    return boxes[nms_at(boxes, scores, nms_iou)]
+    return decode_nms_float(value, net.anchors, model.stride, conf, nms_iou)[0]
 
 
 def matched(a: np.ndarray, b: np.ndarray) -> int:
