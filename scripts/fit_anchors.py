@@ -15,22 +15,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ifq_tinier_yolo import netdef  # noqa: E402
 from ifq_tinier_yolo.datasets.wider import read_wider  # noqa: E402
 from ifq_tinier_yolo.imageio import image_size  # noqa: E402
+from ifq_tinier_yolo.model.loss import shape_iou  # noqa: E402
 
 MAX_ITERATIONS = 300
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'wider'
 
 
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """float (N, 2), (K, 2) sizes -> (N, K) IoU of boxes sharing a centre."""
-    inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
-    union = (wh[:, 0] * wh[:, 1])[:, None] + (anchors[:, 0] * anchors[:, 1])[None, :] - inter
-    return inter / union
+    """float (N, 2), (K, 2) sizes -> (N, K) IoU of boxes sharing a centre (the loss's shape_iou)."""
+    return shape_iou(torch.from_numpy(wh), torch.from_numpy(anchors)).numpy()
 
 
 def iou_kmeans(wh: np.ndarray, k: int, restarts: int, seed: int) -> tuple[np.ndarray, float]:
