@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import IfqError
+from .netdef import PYRAMID_LEVELS
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / 'weights' / 'ifq_tinier_yolo.ifq'
 DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')
@@ -36,6 +37,9 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
                         '(default: from the --model suffix, int without --model)')
     p.add_argument('--img-size', type=int, default=None,
                    help='network input side in pixels (default: the model\'s)')
+    p.add_argument('--levels', type=int, default=PYRAMID_LEVELS,
+                   help='image pyramid levels: 1 runs the network once; each further level runs it again '
+                        'at half the input side for faces larger than its receptive field')
     p.add_argument('--conf', type=float, default=conf, help='score threshold')
     p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold')
 

@@ -91,6 +91,33 @@ def in_channels(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
     return chans
 
 
+def receptive_field(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
+    """Input pixels one head output sees (side of its square window)."""
+    rf, jump = 1, 1
+    for layer in layers:
+        rf += (layer.kernel - 1) * jump
+        jump *= layer.stride
+        if layer.pool:
+            rf += (layer.pool - 1) * jump
+            jump *= layer.pool
+    return rf
+
+
+# --- image pyramid at inference -----------------------------------------------------------
+# The trunk sees receptive_field() = 103 px, so a face much larger than that is only seen in
+# parts. Each further pyramid level runs the network at half the previous input side and keeps
+# only boxes of at least PYRAMID_MIN_CELLS grid cells: small faces are better seen at full size.
+PYRAMID_LEVELS = 2                # default number of input sizes (1: a single pass)
+PYRAMID_MIN_CELLS = 2             # smallest box side (longer side, grid cells) kept by levels after the first
+
+
+def pyramid_sizes(img_size: int, levels: int = PYRAMID_LEVELS,
+                  layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
+    """Input sides of the pyramid levels: img_size, then halved and rounded to the total stride."""
+    s = total_stride(layers)
+    return [max(s, round(img_size / 2**k / s) * s) for k in range(levels)]
+
+
 def check_layers(layers: tuple[LayerSpec, ...] = LAYERS,
                  anchors: tuple[tuple[float, float], ...] = ANCHORS) -> None:
     """Check derived numbers of the table; raise ValueError naming the layer."""

@@ -117,3 +117,22 @@ def test_single_cell_property(tx, tw, obj, scale):
     assert len(fb) == len(qb) == 1
     assert np.abs(qb / BOX_ONE - fb).max() <= 1.0
     assert abs(qs[0] / SCORE_ONE - fs[0]) < 2.0 ** -15
+
+
+def test_nms_containment_removes_boxes_inside_a_better_one():
+    boxes = np.array([[0, 0, 100, 100],      # the face
+                      [10, 10, 60, 60],      # a part of it: all inside, IoU 0.25
+                      [80, 80, 130, 130],    # overlaps it by 16% of its own area
+                      [200, 0, 260, 60]])    # elsewhere
+    scores = np.array([0.9, 0.95, 0.5, 0.4])
+    # plain NMS keeps all four (no IoU above 0.45); the part scores highest, so it comes first
+    np.testing.assert_array_equal(nms(boxes, scores, 450, 1000), [1, 0, 2, 3])
+    # containment only removes a box inside a *better* one: the part outranks the face here
+    np.testing.assert_array_equal(nms(boxes, scores, 450, 1000, contain_num=800), [1, 0, 2, 3])
+    scores[1] = 0.8
+    np.testing.assert_array_equal(nms(boxes, scores, 450, 1000, contain_num=800), [0, 2, 3])
+    # the threshold is strict: exactly 16% inside is kept at 0.16, removed just below
+    np.testing.assert_array_equal(nms(boxes, scores, 450, 1000, contain_num=160), [0, 2, 3])
+    np.testing.assert_array_equal(nms(boxes, scores, 450, 1000, contain_num=159), [0, 3])
+    # float boxes give the same answer
+    np.testing.assert_array_equal(nms(boxes.astype(float) + 0.5, scores, 450, 1000, contain_num=800), [0, 2, 3])

@@ -159,3 +159,38 @@ def test_importing_the_apps_does_not_import_torch():
             'import ifq_tinier_yolo.apps.detect, ifq_tinier_yolo.apps.webcam, ifq_tinier_yolo.apps.benchmark\n'
             'assert "torch" not in sys.modules, "torch imported"\n')
     subprocess.run([sys.executable, '-c', code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_merge_levels_keeps_big_boxes_from_coarse_levels():
+    from ifq_tinier_yolo.apps.detector import merge_levels
+    fine = np.array([[10.0, 10, 20, 20, 0.9],       # a small face, only the fine level sees it
+                     [300, 100, 60, 60, 0.7],       # a part of the big face below
+                     [500, 500, 100, 100, 0.6]])    # seen at both levels
+    # coarse level at input 256 for a 1024 px image: a box needs 2 cells = 32 input px = 128 image px
+    coarse = np.array([[12.0, 12, 16, 16, 0.99],    # too small for this level: dropped
+                       [250, 50, 200, 240, 0.95],   # the big face, 50 x 60 input px
+                       [495, 505, 130, 127, 0.8],   # 32.5 input px: kept, duplicate of the fine box
+                       [700, 700, 127, 127, 0.5]])  # 31.75 input px: dropped
+    out = merge_levels([fine, coarse], [512, 256], 1024, 16, 0.45)
+    np.testing.assert_array_equal(out, [coarse[1], fine[0], coarse[2]])
+    # one level: only NMS with containment
+    np.testing.assert_array_equal(merge_levels([fine], [512], 1024, 16, 0.45), fine)
+
+
+@pytest.mark.parametrize('backend_fixture', ['detector', 'detector_int'])
+def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, request: pytest.FixtureRequest):
+    from ifq_tinier_yolo.apps.detector import merge_levels
+    one = request.getfixturevalue(backend_fixture)
+    pyramid = Detector.load(one.path, conf=0.0, img_size=IMG_SIZE, levels=3)
+    assert pyramid.sizes == [64, 32, 16] and one.sizes == [64, 32]
+    image = noise((48, 80, 3))
+    levels = [Detector.load(one.path, conf=0.0, img_size=s, levels=1).detect_array(image) for s in pyramid.sizes]
+    want = merge_levels(levels, pyramid.sizes, 80, 16, 0.45)
+    got = pyramid.detect_array(image)
+    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+
+
+@pytest.mark.parametrize('levels', [0, 5, 1.5])
+def test_bad_pyramid_levels(random_ifq: Path, levels):
+    with pytest.raises(ConfigError, match='levels'):
+        Detector.load(random_ifq, levels=levels)

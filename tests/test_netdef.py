@@ -56,3 +56,21 @@ def test_table_round_trips_as_plain_data():
         netdef.layers_from_list([{'name': 'x'}])
     assert LayerSpec('a', 'hidden', 8, 3, 1).weight_bits == 1
     assert LayerSpec('a', 'head', 8, 1, 1).weight_bits == 8
+
+
+def test_receptive_field_of_the_table():
+    # conv1 3/2: 3 px; conv2 3/2: +2*2; conv3 3/2: +2*4; conv4 3: +2*8; pool 2/2: +1*8;
+    # conv5 3: +2*16; conv6 3: +2*16; head 1x1: +0
+    assert netdef.receptive_field() == 3 + 4 + 8 + 16 + 8 + 32 + 32 == 103
+    plain = (LayerSpec('a', 'first', 4, 3, 1), LayerSpec('b', 'hidden', 4, 5, 1),
+             LayerSpec('h', 'head', 25, 1, 1))
+    assert netdef.receptive_field(plain) == 7
+
+
+@pytest.mark.parametrize('size, levels, want', [(512, 2, [512, 256]), (576, 3, [576, 288, 144]),
+                                                (416, 2, [416, 208]), (400, 2, [400, 192]),
+                                                (32, 3, [32, 16, 16]), (512, 1, [512])])
+def test_pyramid_sizes_halve_on_the_stride(size: int, levels: int, want: list[int]):
+    sizes = netdef.pyramid_sizes(size, levels)
+    assert sizes == want
+    assert all(s % netdef.total_stride() == 0 for s in sizes)

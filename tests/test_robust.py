@@ -305,6 +305,7 @@ CASES: list[Case] = [
     Case('empty folder', folder('empty'), detect('{t}/empty'), '{t}/empty: no images in this folder or below'),
     Case('text file named .mp4', write('fake.mp4', 'not a video'), detect('{t}/fake.mp4'),
          '{t}/fake.mp4: cannot open as a video', 'skipped'),
+    Case('--levels 0', A_JPG, detect('{t}/a.jpg', '--levels', '0'), 'levels 0 must be an integer from 1 to 4'),
     Case('--out under a file', both(A_JPG, write('file', 'x')),
          ('detect', '{t}/a.jpg', '--model', '{ifq}', '--img-size', IMG_SIZE, '--out', '{t}/file/ann'),
          '{t}/file'),

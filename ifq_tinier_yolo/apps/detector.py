@@ -12,17 +12,22 @@ from typing import Callable
 
 import numpy as np
 
+from .. import netdef
 from ..cli import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL
 from ..errors import ConfigError, ImageError, ModelFileError
+from ..engine.nms import nms_at
 from ..imageio import to_bgr8
 
 BACKENDS = ('int', 'torch')
 BACKEND_OF_SUFFIX = {'.ifq': 'int', '.pt': 'torch'}
 DEFAULT_PATH = {'int': DEFAULT_MODEL, 'torch': DEFAULT_CHECKPOINT}
 COLUMNS = ('x', 'y', 'w', 'h', 'score')   # columns of every (N, 5) detection array
+# A box lying this much (fraction of its area) inside a better one is a part of that face: a
+# small-receptive-field level fires on the eyes or mouth of a face it cannot see whole.
+CONTAIN = 0.8
 
-# (uint8 (H, W, 3) BGR image, conf, nms IoU) -> float64 (N, 5) x, y, w, h, score in its pixels
-RunFn = Callable[[np.ndarray, float, float], np.ndarray]
+# (uint8 (H, W, 3) BGR image, conf, nms IoU, input side) -> float64 (N, 5) x, y, w, h, score in its pixels
+RunFn = Callable[[np.ndarray, float, float, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -72,67 +77,103 @@ def resolve_model(path: str | Path | None, backend: str | None) -> tuple[Path, s
     return path, inferred
 
 
-def _load_int(path: Path, img_size: int | None) -> RunFn:
-    """The integer engine on an .ifq model (numpy only; imported here so the torch path never loads it)."""
+def _load_int(path: Path) -> tuple[RunFn, int, tuple[netdef.LayerSpec, ...]]:
+    """The integer engine on an .ifq model (numpy only; imported here so the torch path never loads it).
+
+    Returns the run function, the model's input side and its layer table.
+    """
     from ..engine import runtime
 
     model = runtime.load_model(path)
 
-    def run(image: np.ndarray, conf: float, nms: float) -> np.ndarray:
-        return runtime.detect(model, image, conf, nms, img_size=img_size)
-    return run
+    def run(image: np.ndarray, conf: float, nms: float, size: int) -> np.ndarray:
+        return runtime.detect(model, image, conf, nms, img_size=size)
+    return run, model.input_size, model.specs
 
 
-def _load_torch(path: Path, img_size: int | None) -> RunFn:
-    """The quantization network of a .pt checkpoint, in eval mode (imports torch)."""
-    from .. import netdef
+def _load_torch(path: Path) -> tuple[RunFn, int, tuple[netdef.LayerSpec, ...]]:
+    """The quantization network of a .pt checkpoint, in eval mode (imports torch); as `_load_int`."""
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..model.predict import detect_batch
 
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path=path)
-    size = img_size or int(ckpt.get('img_size', netdef.INPUT_SIZE))
-    try:
-        netdef.check_input_size(size, model.layers)
-    except ValueError as e:
-        raise ConfigError(f'img_size: {e}') from None
 
-    def run(image: np.ndarray, conf: float, nms: float) -> np.ndarray:
+    def run(image: np.ndarray, conf: float, nms: float, size: int) -> np.ndarray:
         return detect_batch(model, [image], size, conf, nms)[0]
-    return run
+    return run, int(ckpt.get('img_size', netdef.INPUT_SIZE)), model.layers
+
+
+def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
+                 nms: float) -> np.ndarray:
+    """Detections (N, 5) of each pyramid level in original pixels -> one set, best first.
+
+    Levels after the first keep only boxes of at least netdef.PYRAMID_MIN_CELLS grid cells at
+    their own input size. NMS then removes faces found at two levels, and boxes lying inside a
+    better one (CONTAIN), since those are parts of a face.
+    """
+    parts = [levels[0]]
+    for dets, size in zip(levels[1:], sizes[1:]):
+        cells = np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
+        parts.append(dets[cells >= netdef.PYRAMID_MIN_CELLS])
+    dets = np.concatenate(parts)
+    keep = nms_at(np.column_stack([dets[:, :2], dets[:, :2] + dets[:, 2:4]]), dets[:, 4], nms, CONTAIN)
+    return dets[keep]
 
 
 class Detector:
     """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
 
-    def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, img_size: int | None):
+    def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
+                 stride: int):
         self._run = run
         self.path = path              # the model file
         self.backend = backend        # 'int' or 'torch'
         self.conf = conf              # score threshold in [0, 1]
         self.nms = nms                # NMS IoU threshold in (0, 1]
-        self.img_size = img_size      # network input side in pixels; None: the model's own
+        self.sizes = sizes            # network input side of each pyramid level, pixels
+        self.stride = stride          # input pixels per grid cell
+
+    @property
+    def img_size(self) -> int:
+        """Input side of the first (full-resolution) pyramid level."""
+        return self.sizes[0]
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = DEFAULT_CONF,
-             nms: float = 0.45, img_size: int | None = None) -> Detector:
-        """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq."""
+             nms: float = 0.45, img_size: int | None = None,
+             levels: int = netdef.PYRAMID_LEVELS) -> Detector:
+        """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq.
+
+        img_size None runs the model at its own input size; `levels` > 1 adds pyramid levels at
+        half, quarter... that size for faces larger than the network's receptive field.
+        """
         if not 0.0 <= conf <= 1.0:
             raise ConfigError(f'conf {conf} must lie in [0, 1]')
         if not 0.0 < nms <= 1.0:
             raise ConfigError(f'nms {nms} must lie in (0, 1]')
         if img_size is not None and img_size <= 0:
             raise ConfigError(f'img_size {img_size} must be a positive number of pixels')
+        if not isinstance(levels, int) or not 1 <= levels <= 4:
+            raise ConfigError(f'levels {levels} must be an integer from 1 to 4')
         path, backend = resolve_model(path, backend)
-        run = _load_int(path, img_size) if backend == 'int' else _load_torch(path, img_size)
-        return cls(run, path, backend, conf, nms, img_size)
+        run, model_size, layers = _load_int(path) if backend == 'int' else _load_torch(path)
+        size = img_size or model_size
+        try:
+            netdef.check_input_size(size, layers)
+        except ValueError as e:
+            raise ConfigError(f'img_size: {e}') from None
+        return cls(run, path, backend, conf, nms, netdef.pyramid_sizes(size, levels, layers),
+                   netdef.total_stride(layers))
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
         if not isinstance(image, np.ndarray):
             raise ImageError(f'expected an image as a numpy array, got {type(image).__name__}')
         bgr = to_bgr8(image)   # no copy for uint8 BGR; shrinks sides over imageio.MAX_SIDE
-        boxes = np.asarray(self._run(bgr, self.conf, self.nms), dtype=np.float64).reshape(-1, len(COLUMNS))
+        levels = [np.asarray(self._run(bgr, self.conf, self.nms, size), dtype=np.float64).reshape(-1, len(COLUMNS))
+                  for size in self.sizes]
+        boxes = merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms)
         boxes = scale_boxes(boxes, (bgr.shape[1], bgr.shape[0]), (image.shape[1], image.shape[0]))
         return boxes[np.argsort(-boxes[:, 4], kind='stable')]
 
@@ -142,4 +183,4 @@ class Detector:
 
     def __repr__(self) -> str:
         return (f'Detector(path={str(self.path)!r}, backend={self.backend!r}, conf={self.conf}, '
-                f'nms={self.nms}, img_size={self.img_size})')
+                f'nms={self.nms}, sizes={self.sizes})')

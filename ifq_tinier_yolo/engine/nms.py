@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
+        contain_num: int | None = None) -> np.ndarray:
     """Indices kept by greedy NMS, best score first (ties: lower index first).
 
     boxes: (N, 4) x1, y1, x2, y2 (integers or floats; areas use x2 - x1). A box is suppressed
     when IoU > iou_num / iou_den with a kept box, tested by cross-multiplication
-    (inter * den > num * union) so integer boxes need no division and no float.
+    (inter * den > num * union) so integer boxes need no division and no float; with
+    contain_num, also when more than contain_num / iou_den of its own area lies inside a kept box.
     """
     order = np.lexsort((np.arange(len(scores)), -scores))
     boxes = boxes.astype(np.int64) if np.issubdtype(boxes.dtype, np.integer) else boxes.astype(np.float64)
@@ -23,13 +25,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int) -> np
         ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
         inter = np.maximum(iw, 0) * np.maximum(ih, 0)
         union = area[i] + area[rest] - inter
-        order = rest[inter * iou_den <= iou_num * union]
+        keep_rest = inter * iou_den <= iou_num * union
+        if contain_num is not None:
+            keep_rest &= inter * iou_den <= contain_num * area[rest]
+        order = rest[keep_rest]
     return np.asarray(keep, dtype=np.int64)
 
 
 IOU_DEN = 1000   # a user's IoU threshold becomes the integer ratio round(iou * IOU_DEN) / IOU_DEN
 
 
-def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """`nms` with a user IoU threshold in [0, 1], turned into an integer ratio (no float compare)."""
-    return nms(boxes, scores, round(iou * IOU_DEN), IOU_DEN)
+def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float | None = None) -> np.ndarray:
+    """`nms` with a user IoU threshold (and containment threshold) in [0, 1], turned into integer ratios."""
+    return nms(boxes, scores, round(iou * IOU_DEN), IOU_DEN,
+               None if contain is None else round(contain * IOU_DEN))
