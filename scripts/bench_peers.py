@@ -23,6 +23,7 @@ from ifq_tinier_yolo import Detector                                  # noqa: E4
 from ifq_tinier_yolo.evaluation.fddb import tpr_at_fp                   # noqa: E402
 from ifq_tinier_yolo.evaluation.wider import evaluate_wider, load_ground_truth  # noqa: E402
 from ifq_tinier_yolo.fileio import atomic_open                         # noqa: E402
+from ifq_tinier_yolo.netdef import PYRAMID_LEVELS                      # noqa: E402
 from ifq_tinier_yolo.validate import DevBenchmark                      # noqa: E402
 
 LOW_CONF = 0.01   # low thresholds: the ROC and AP need the whole score range
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument('--model', type=Path, action='append', default=None,
                     help='our model files (.ifq integer engine, .pt torch); repeat for several')
     ap.add_argument('--size', type=int, default=416, help='longer image side given to every detector')
+    ap.add_argument('--levels', type=int, nargs='+', default=[PYRAMID_LEVELS],
+                    help='image pyramid levels of our detectors; several give one row each')
     ap.add_argument('--max-images', type=int, default=0)
     ap.add_argument('--plot', type=Path, default=None, help='write the discrete ROCs of all detectors to this PNG')
     args = ap.parse_args()
@@ -74,8 +77,9 @@ def main() -> int:
     keys = [name.removesuffix('.jpg') for name in bench.names]
 
     models = args.model or [ROOT / 'weights' / 'ifq_tinier_yolo.ifq']
-    contenders = [(f'ours {m.name}', Detector.load(m, conf=LOW_CONF, img_size=args.size), m.stat().st_size)
-                  for m in models]
+    contenders = [(f'ours {m.name}' + (f' ({k} level{"s" * (k > 1)})' if len(args.levels) > 1 else ''),
+                   Detector.load(m, conf=LOW_CONF, img_size=args.size, levels=k), m.stat().st_size)
+                  for m in models for k in args.levels]
     if args.peer.is_file():
         contenders.append(('YuNet (OpenCV zoo)', YuNet(args.peer, args.size), args.peer.stat().st_size))
     else:
