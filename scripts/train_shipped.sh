@@ -21,6 +21,10 @@ $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq1 --quant hwgq
 $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq2 --quant hwgq \
     --init runs/hwgq1/best.pt --epochs 14 --img-size 320 --batch 16 --lr 6e-4 --warmup 0.3 \
     $(resume runs/hwgq2)
-# 4. ship: the best validation epoch, run at 512 px, weights only, and the integer model
-$PY scripts/export_weights.py runs/hwgq2/best.pt weights/ifq_tinier_yolo.pt --img-size 512
+# 4. a third, longer HWGQ schedule from the best epoch of the second, validated at 512 px
+$PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq3 --quant hwgq \
+    --init runs/hwgq2/best.pt --epochs 42 --img-size 320 --val-size 512 --batch 16 --lr 8e-4 --warmup 0.3 \
+    $(resume runs/hwgq3)
+# 5. ship: the best validation epoch, run at 512 px, weights only, and the integer model
+$PY scripts/export_weights.py runs/hwgq3/best.pt weights/ifq_tinier_yolo.pt --img-size 512
 $PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq
