@@ -173,9 +173,8 @@ class Detector:
         bgr = to_bgr8(image)   # no copy for uint8 BGR; shrinks sides over imageio.MAX_SIDE
         levels = [np.asarray(self._run(bgr, self.conf, self.nms, size), dtype=np.float64).reshape(-1, len(COLUMNS))
                   for size in self.sizes]
-        boxes = merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms)
-        boxes = scale_boxes(boxes, (bgr.shape[1], bgr.shape[0]), (image.shape[1], image.shape[0]))
-        return boxes[np.argsort(-boxes[:, 4], kind='stable')]
+        boxes = merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms)   # best first
+        return scale_boxes(boxes, (bgr.shape[1], bgr.shape[0]), (image.shape[1], image.shape[0]))
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Image array (BGR as OpenCV reads it) -> faces in its pixels, highest score first."""
