@@ -9,6 +9,7 @@ last completed epoch continues exactly.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import difflib
 import json
@@ -55,6 +56,7 @@ class TrainConfig:
     seed: int = 0                  # seeds data order, augmentation and initialisation
     bf16: bool = False             # bfloat16 autocast (CPU with AMX/AVX512-BF16, or GPU)
     grad_clip: float = 10.0        # max gradient norm
+    ema: float = 0.0               # weight EMA decay per step (0: off); validation and best.pt use the average
     coord_scale: float = 1.0       # region loss weights, see model.loss.LossConfig
     obj_scale: float = 5.0
     noobj_scale: float = 1.0
@@ -145,6 +147,28 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+class WeightEma:
+    """Exponential moving average of a model's state (weights and BatchNorm statistics).
+
+    Quantized training is noisy from step to step (binary weights flip sign); the average is the
+    model we validate and ship. The decay ramps up over the first steps of a run, as in TF's
+    ExponentialMovingAverage(num_updates), so an early average is not pinned to the initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in (state or model.state_dict()).items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].lerp_(v.detach(), 1 - d)
+            else:   # counters such as BatchNorm's num_batches_tracked
+                self.state[k].copy_(v)
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -200,6 +224,8 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         ckpt = load_checkpoint(last_path)
         check_resumable(ckpt, cfg, last_path)
         model = model_from_checkpoint(ckpt, cfg.quant, last_path)
+        if 'train_model' in ckpt:   # 'model' holds the weight average, this the raw weights
+            model.load_state_dict(ckpt['train_model'])
         start_epoch, best, step = int(ckpt['epoch']), float(ckpt['best']), int(ckpt['step'])
         log(f'resumed {last_path} at epoch {start_epoch}')
     elif init is not None:
@@ -215,6 +241,12 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         remove_stale_temps(out)
     model.to(device)
     net = DistributedDataParallel(model) if world > 1 else model
+    # `shown` is the model validated and saved: the weight average when there is one
+    ema, shown = None, model
+    if cfg.ema:
+        resumed_avg = ckpt['model'] if ckpt is not None and 'train_model' in ckpt else None
+        ema, shown = WeightEma(model, cfg.ema, resumed_avg), copy.deepcopy(model)
+        ema.state = {k: v.to(device) for k, v in ema.state.items()}
     anchors = torch.tensor(model.anchors, dtype=torch.float32, device=device)
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou)
     total_steps, warmup_steps = cfg.epochs * len(loader), max(1, round(cfg.warmup * len(loader)))
@@ -252,6 +284,8 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update(model, step)
             step += 1
             for k, v in dict(loss=loss.item(), **parts).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -262,19 +296,23 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
                    images_per_s=round(n * cfg.batch / (time.time() - t_epoch), 2),
                    **{k: round(v / n, 5) for k, v in sums.items()})
         if main_proc:
+            if ema is not None:
+                shown.load_state_dict(ema.state)
             if val is not None:
-                model.eval()
-                row.update(val.evaluate(model, cfg.val_size))
+                shown.eval()
+                row.update(val.evaluate(shown, cfg.val_size))
             score = row.get('tpr@100fp', -row['loss'])
             improved = score > best
             best = max(best, score)
             extra = dict(optimizer=opt.state_dict(), epoch=epoch + 1, best=best, step=step)
+            if ema is not None:
+                extra['train_model'] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
             if improved:
-                save_checkpoint(best_path, model, cfg.val_size, dataclasses.asdict(cfg), **extra)
+                save_checkpoint(best_path, shown, cfg.val_size, dataclasses.asdict(cfg), **extra)
             rows.append(row)
             atomic_write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
-            save_checkpoint(last_path, model, cfg.val_size, dataclasses.asdict(cfg), **extra)
+            save_checkpoint(last_path, shown, cfg.val_size, dataclasses.asdict(cfg), **extra)
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()

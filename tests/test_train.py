@@ -267,24 +267,49 @@ def test_validation_each_epoch_keeps_best_pt(shared_wider: Path, tmp_path: Path)
     assert best['epoch'] == next(r['epoch'] for r in rows if r['tpr@100fp'] == best['best'])
 
 
+@pytest.mark.parametrize('ema', [(), ('--set', 'ema=0.9')], ids=['plain', 'ema'])
 @pytest.mark.parametrize('pause', [('--time-limit', '1e-9'), ('--stop-after', '1')], ids=['time-limit', 'stop-after'])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Path, tmp_path: Path, capsys, pause):
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Path, tmp_path: Path, capsys, pause, ema):
     full, parts = tmp_path / 'full', tmp_path / 'parts'
-    assert main(train_argv(fixture_wider, full)) == 0
+    assert main(train_argv(fixture_wider, full, *ema)) == 0
     # the first of 2 epochs, then stop (a spent time limit, or --stop-after 1)
-    assert main(train_argv(fixture_wider, parts, *pause)) == 0
+    assert main(train_argv(fixture_wider, parts, *pause, *ema)) == 0
     assert 'stopped after epoch 1 of 2' in capsys.readouterr().err
     first = load_checkpoint(parts / 'last.pt')
     assert first['epoch'] == 1 and len(metrics(parts / 'metrics.jsonl')) == 1
-    assert main(train_argv(fixture_wider, parts, '--resume')) == 0
+    assert main(train_argv(fixture_wider, parts, '--resume', *ema)) == 0
     assert 'resumed' in capsys.readouterr().err
 
-    final = load_checkpoint(parts / 'last.pt')
-    assert final['epoch'] == 2 and final['step'] == load_checkpoint(full / 'last.pt')['step'] == 6
-    assert_same_state(final['model'], state(full / 'last.pt'))
+    final, whole = load_checkpoint(parts / 'last.pt'), load_checkpoint(full / 'last.pt')
+    assert final['epoch'] == 2 and final['step'] == whole['step'] == 6
+    assert_same_state(final['model'], whole['model'])
     assert without_timing(metrics(parts / 'metrics.jsonl')) == without_timing(metrics(full / 'metrics.jsonl'))
     # not vacuous: the second epoch changed the weights
     assert not torch.equal(first['model']['blocks.2.conv.weight'], final['model']['blocks.2.conv.weight'])
+    if ema:   # the raw weights resume too, and the saved model is their average, not a copy
+        assert_same_state(final['train_model'], whole['train_model'])
+        assert not torch.equal(final['model']['blocks.2.conv.weight'], final['train_model']['blocks.2.conv.weight'])
+    else:
+        assert 'train_model' not in final
+
+
+def test_weight_ema_averages_float_state_and_copies_counters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = train_mod.WeightEma(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    # step 100: decay min(0.9, 101/110) = 0.9, so the average moves a tenth of the way
+    ema.update(model, 100)
+    torch.testing.assert_close(ema.state['0.weight'], start['0.weight'] + 0.1)
+    assert ema.state['1.num_batches_tracked'].item() == 7
+    # early steps ramp the decay: at step 0 it is 1/10, the average moves 90% of the way
+    ema0 = train_mod.WeightEma(torch.nn.Linear(1, 1), decay=0.999)
+    lin = torch.nn.Linear(1, 1)
+    ema0.state = {k: torch.zeros_like(v) for k, v in lin.state_dict().items()}
+    ema0.update(lin, 0)
+    torch.testing.assert_close(ema0.state['weight'], lin.weight.detach() * 0.9)
 
 
 def test_same_seed_same_weights_other_seed_other_weights(fixture_wider: Path, tmp_path: Path):
