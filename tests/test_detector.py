@@ -194,3 +194,35 @@ def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, req
 def test_bad_pyramid_levels(random_ifq: Path, levels):
     with pytest.raises(ConfigError, match='levels'):
         Detector.load(random_ifq, levels=levels)
+
+
+def test_fuse_mirrored_averages_matched_boxes_and_halves_lone_ones():
+    from ifq_tinier_yolo.apps.detector import fuse_mirrored
+    plain = np.array([[100.0, 100, 50, 50, 0.9],     # found by both passes
+                      [400, 400, 40, 40, 0.8],        # plain pass only: background texture
+                      [110, 110, 10, 10, 0.7]])       # inside the face: a part of it, removed
+    mirrored = np.array([[104.0, 98, 50, 54, 0.7],    # the same face (IoU 0.85)
+                         [10, 300, 30, 30, 0.6]])     # mirrored pass only
+    out = fuse_mirrored(plain, mirrored, 0.45)
+    np.testing.assert_allclose(out, [[102, 99, 50, 52, 0.8],
+                                     [400, 400, 40, 40, 0.4],
+                                     [10, 300, 30, 30, 0.3]])
+    # a pass with no boxes: every box keeps half its score
+    np.testing.assert_allclose(fuse_mirrored(plain[:2], plain[:0], 0.45), plain[:2] * [1, 1, 1, 1, 0.5])
+
+
+@pytest.mark.parametrize('backend_fixture', ['detector', 'detector_int'])
+def test_flip_detector_fuses_the_image_and_its_mirror(backend_fixture: str, request: pytest.FixtureRequest):
+    from ifq_tinier_yolo.apps.detector import fuse_mirrored
+    plain = request.getfixturevalue(backend_fixture)
+    conf = 0.02   # the random network scores about 0.01-0.03
+    flip = Detector.load(plain.path, conf=conf, img_size=IMG_SIZE, flip=True)
+    half = Detector.load(plain.path, conf=conf / 2, img_size=IMG_SIZE)
+    image = noise((48, 80, 3))
+    mirrored = half.detect_array(image[:, ::-1])
+    mirrored[:, 0] = 80 - mirrored[:, 0] - mirrored[:, 2]
+    want = fuse_mirrored(half.detect_array(image), mirrored, half.nms)
+    got = flip.detect_array(image)
+    assert len(want) > len(got) > 0   # not vacuous: the threshold applies to the fused scores
+    np.testing.assert_array_equal(got, want[want[:, 4] >= conf])
+    assert_inside(got, 80, 48)

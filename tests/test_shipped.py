@@ -33,9 +33,10 @@ def iou(a, b) -> float:
     return intersection(a, b) / (area(a) + area(b) - intersection(a, b))
 
 
-def test_demo_command_finds_grace_hopper():
+@pytest.mark.parametrize('extra', [[], ['--flip']], ids=['plain', 'flip'])
+def test_demo_command_finds_grace_hopper(extra: list[str]):
     proc = subprocess.run([sys.executable, '-m', 'ifq_tinier_yolo', 'detect', 'data/samples/grace_hopper.jpg',
-                           '--json', '-'], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           '--json', '-', *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     [record] = [json.loads(line) for line in proc.stdout.splitlines()]
     best = record['faces'][0]
