@@ -109,6 +109,11 @@ def receptive_field(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
 # only boxes of at least PYRAMID_MIN_CELLS grid cells: small faces are better seen at full size.
 PYRAMID_LEVELS = 2                # default number of input sizes (1: a single pass)
 PYRAMID_MIN_CELLS = 2             # smallest box side (longer side, grid cells) kept by levels after the first
+# The optional upscaled level (`--upscale`) runs the network at UPSCALE times the input side and
+# keeps only boxes of at most UPSCALE_MAX_CELLS cells: small faces get more pixels, while the
+# larger ones, seen better at full size, are not repeated with the larger input's false positives.
+UPSCALE = 4 / 3
+UPSCALE_MAX_CELLS = 3             # largest box side (longer side, grid cells) kept by the upscaled level
 
 
 def pyramid_sizes(img_size: int, levels: int = PYRAMID_LEVELS,
@@ -116,6 +121,12 @@ def pyramid_sizes(img_size: int, levels: int = PYRAMID_LEVELS,
     """Input sides of the pyramid levels: img_size, then halved and rounded to the total stride."""
     s = total_stride(layers)
     return [max(s, round(img_size / 2**k / s) * s) for k in range(levels)]
+
+
+def upscale_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS) -> int:
+    """Input side of the upscaled level: img_size * UPSCALE rounded to the total stride."""
+    s = total_stride(layers)
+    return round(img_size * UPSCALE / s) * s
 
 
 def check_layers(layers: tuple[LayerSpec, ...] = LAYERS,

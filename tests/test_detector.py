@@ -190,6 +190,33 @@ def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, req
     np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
 
 
+def test_merge_levels_keeps_small_boxes_from_the_upscaled_level():
+    from ifq_tinier_yolo.apps.detector import merge_levels
+    fine = np.array([[500.0, 500, 100, 100, 0.6]])
+    # upscaled level at input 768 for a 1024 px image: 3 cells = 48 input px = 64 image px
+    up = np.array([[10.0, 10, 20, 20, 0.9],        # a small face only the upscaled level sees: kept
+                   [200, 200, 64, 60, 0.5],         # exactly 3 cells: kept
+                   [700, 700, 65, 65, 0.95],        # just over 3 cells: dropped
+                   [505, 505, 95, 95, 0.55]])       # too large for this level: dropped, not a duplicate
+    out = merge_levels([fine], [576], 1024, 16, 0.45, upscaled=up, up_size=768)
+    np.testing.assert_array_equal(out, [up[0], fine[0], up[1]])
+
+
+@pytest.mark.parametrize('backend_fixture', ['detector', 'detector_int'])
+def test_upscale_detector_merges_its_single_level_runs(backend_fixture: str, request: pytest.FixtureRequest):
+    from ifq_tinier_yolo.apps.detector import merge_levels
+    one = request.getfixturevalue(backend_fixture)
+    up = Detector.load(one.path, conf=0.0, img_size=48, levels=2, upscale=True)
+    assert up.sizes == [48, 32] and up.up_size == 64
+    image = noise((48, 80, 3))
+    # each level's raw network output (decoding + NMS, before the pyramid merge)
+    runs = {s: np.asarray(one._run(image, 0.0, 0.45, s), dtype=np.float64) for s in (48, 32, 64)}
+    want = merge_levels([runs[48], runs[32]], [48, 32], 80, 16, 0.45, upscaled=runs[64], up_size=64)
+    got = up.detect_array(image)
+    assert len(got) > len(merge_levels([runs[48], runs[32]], [48, 32], 80, 16, 0.45))   # the extra level adds boxes
+    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+
+
 @pytest.mark.parametrize('levels', [0, 5, 1.5])
 def test_bad_pyramid_levels(random_ifq: Path, levels):
     with pytest.raises(ConfigError, match='levels'):

@@ -74,3 +74,8 @@ def test_pyramid_sizes_halve_on_the_stride(size: int, levels: int, want: list[in
     sizes = netdef.pyramid_sizes(size, levels)
     assert sizes == want
     assert all(s % netdef.total_stride() == 0 for s in sizes)
+
+
+@pytest.mark.parametrize('size, want', [(576, 768), (416, 560), (512, 688), (16, 16)])
+def test_upscale_size_is_four_thirds_on_the_stride(size: int, want: int):
+    assert netdef.upscale_size(size) == want

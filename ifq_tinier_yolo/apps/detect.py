@@ -40,8 +40,9 @@ class Source:
 
 
 def detector_from_args(args: argparse.Namespace) -> Detector:
-    """The Detector named by the shared detection flags (--model, --backend, --conf, --nms, --img-size, --levels, --flip)."""
-    return Detector.load(args.model, args.backend, args.conf, args.nms, args.img_size, args.levels, args.flip)
+    """The Detector named by the shared detection flags (--model, --backend, --conf, --nms, --img-size, --levels, --flip, --upscale)."""
+    return Detector.load(args.model, args.backend, args.conf, args.nms, args.img_size, args.levels, args.flip,
+                         args.upscale)
 
 
 def _annotated_name(rel: Path, video: bool) -> Path:

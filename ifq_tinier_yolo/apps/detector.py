@@ -107,17 +107,21 @@ def _load_torch(path: Path) -> tuple[RunFn, int, tuple[netdef.LayerSpec, ...]]:
 
 
 def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
-                 nms: float) -> np.ndarray:
+                 nms: float, upscaled: np.ndarray | None = None, up_size: int = 0) -> np.ndarray:
     """Detections (N, 5) of each pyramid level in original pixels -> one set, best first.
 
     Levels after the first keep only boxes of at least netdef.PYRAMID_MIN_CELLS grid cells at
-    their own input size. NMS then removes faces found at two levels, and boxes lying inside a
-    better one (CONTAIN), since those are parts of a face.
+    their own input size; the upscaled level (input side `up_size`), if given, only boxes of at
+    most netdef.UPSCALE_MAX_CELLS. NMS then removes faces found at two levels, and boxes lying
+    inside a better one (CONTAIN), since those are parts of a face.
     """
+    def cells(dets: np.ndarray, size: int) -> np.ndarray:
+        return np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
     parts = [levels[0]]
     for dets, size in zip(levels[1:], sizes[1:]):
-        cells = np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
-        parts.append(dets[cells >= netdef.PYRAMID_MIN_CELLS])
+        parts.append(dets[cells(dets, size) >= netdef.PYRAMID_MIN_CELLS])
+    if upscaled is not None:
+        parts.append(upscaled[cells(upscaled, up_size) <= netdef.UPSCALE_MAX_CELLS])
     dets = np.concatenate(parts)
     keep = nms_at(np.column_stack([dets[:, :2], dets[:, :2] + dets[:, 2:4]]), dets[:, 4], nms, CONTAIN)
     return dets[keep]
@@ -155,7 +159,7 @@ class Detector:
     """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
 
     def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
-                 stride: int, flip: bool = False):
+                 stride: int, flip: bool = False, up_size: int = 0):
         self._run = run
         self.path = path              # the model file
         self.backend = backend        # 'int' or 'torch'
@@ -164,6 +168,7 @@ class Detector:
         self.sizes = sizes            # network input side of each pyramid level, pixels
         self.stride = stride          # input pixels per grid cell
         self.flip = flip              # also run the mirror image and fuse (fuse_mirrored)
+        self.up_size = up_size        # input side of the upscaled level, 0: none
 
     @property
     def img_size(self) -> int:
@@ -173,12 +178,13 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = DEFAULT_CONF,
              nms: float = 0.45, img_size: int | None = None,
-             levels: int = netdef.PYRAMID_LEVELS, flip: bool = False) -> Detector:
+             levels: int = netdef.PYRAMID_LEVELS, flip: bool = False, upscale: bool = False) -> Detector:
         """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq.
 
         img_size None runs the model at its own input size; `levels` > 1 adds pyramid levels at
-        half, quarter... that size for faces larger than the network's receptive field; `flip`
-        also runs the mirror image (twice the time, fewer false positives).
+        half, quarter... that size for faces larger than the network's receptive field; `upscale`
+        adds a level at netdef.UPSCALE times that size for small faces; `flip` also runs the
+        mirror image (twice the time, fewer false positives).
         """
         if not 0.0 <= conf <= 1.0:
             raise ConfigError(f'conf {conf} must lie in [0, 1]')
@@ -196,13 +202,15 @@ class Detector:
         except ValueError as e:
             raise ConfigError(f'img_size: {e}') from None
         return cls(run, path, backend, conf, nms, netdef.pyramid_sizes(size, levels, layers),
-                   netdef.total_stride(layers), bool(flip))
+                   netdef.total_stride(layers), bool(flip), netdef.upscale_size(size, layers) if upscale else 0)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
-        levels = [np.asarray(self._run(bgr, conf, self.nms, size), dtype=np.float64).reshape(-1, len(COLUMNS))
-                  for size in self.sizes]
-        return merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms)
+        def run(size: int) -> np.ndarray:
+            return np.asarray(self._run(bgr, conf, self.nms, size), dtype=np.float64).reshape(-1, len(COLUMNS))
+        upscaled = run(self.up_size) if self.up_size else None
+        return merge_levels([run(size) for size in self.sizes], self.sizes, max(bgr.shape[:2]), self.stride,
+                            self.nms, upscaled, self.up_size)
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
@@ -227,4 +235,4 @@ class Detector:
 
     def __repr__(self) -> str:
         return (f'Detector(path={str(self.path)!r}, backend={self.backend!r}, conf={self.conf}, '
-                f'nms={self.nms}, sizes={self.sizes}, flip={self.flip})')
+                f'nms={self.nms}, sizes={self.sizes}, up_size={self.up_size}, flip={self.flip})')
