@@ -17,9 +17,9 @@ from .netdef import PYRAMID_LEVELS
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / 'weights' / 'ifq_tinier_yolo.ifq'
 DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')
-# detect / webcam score threshold. Shipped model on the dev benchmark: 0.6 finds 55% of the faces
-# with 0.9 false positives per image; 0.5 finds 57% with 1.5 (weights/README.md).
-DEFAULT_CONF = 0.6
+# detect / webcam score threshold. Shipped model on the dev benchmark: 0.7 finds 55% of the faces
+# with 0.8 false positives per image; 0.6 finds 57% with 1.4 (weights/README.md).
+DEFAULT_CONF = 0.7
 
 
 def _add(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:

@@ -67,6 +67,8 @@ def main() -> int:
     ap.add_argument('--size', type=int, default=416, help='longer image side given to every detector')
     ap.add_argument('--levels', type=int, nargs='+', default=[PYRAMID_LEVELS],
                     help='image pyramid levels of our detectors; several give one row each')
+    ap.add_argument('--upscale', action='store_true',
+                    help='add a row for each of our detectors with the upscaled level (Detector upscale)')
     ap.add_argument('--flip', action='store_true',
                     help='add a row for each of our detectors that also runs the mirror image (Detector flip)')
     ap.add_argument('--max-images', type=int, default=0)
@@ -80,9 +82,12 @@ def main() -> int:
 
     models = args.model or [ROOT / 'weights' / 'ifq_tinier_yolo.ifq']
     contenders = [(f'ours {m.name}' + (f' ({k} level{"s" * (k > 1)})' if len(args.levels) > 1 else '')
-                   + (' + mirror' if flip else ''),
-                   Detector.load(m, conf=LOW_CONF, img_size=args.size, levels=k, flip=flip), m.stat().st_size)
-                  for m in models for k in args.levels for flip in ((False, True) if args.flip else (False,))]
+                   + (' + upscale' if up else '') + (' + mirror' if flip else ''),
+                   Detector.load(m, conf=LOW_CONF, img_size=args.size, levels=k, flip=flip, upscale=up),
+                   m.stat().st_size)
+                  for m in models for k in args.levels
+                  for up in ((False, True) if args.upscale else (False,))
+                  for flip in ((False, True) if args.flip else (False,))]
     if args.peer.is_file():
         contenders.append(('YuNet (OpenCV zoo)', YuNet(args.peer, args.size), args.peer.stat().st_size))
     else:

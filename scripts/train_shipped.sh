@@ -25,6 +25,11 @@ $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq2 --quant hwgq
 $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq3 --quant hwgq \
     --init runs/hwgq2/best.pt --epochs 42 --img-size 320 --val-size 512 --batch 16 --lr 8e-4 --warmup 0.3 \
     $(resume runs/hwgq3)
-# 5. ship: the best validation epoch, run at 576 px, weights only, and the integer model
-$PY scripts/export_weights.py runs/hwgq3/best.pt weights/ifq_tinier_yolo.pt --img-size 576
+# 5. a fourth HWGQ schedule from the best epoch of the third, lower peak learning rate, with a
+#    weight moving average that is validated (at 576 px) and saved
+$PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq4 --quant hwgq \
+    --init runs/hwgq3/best.pt --epochs 32 --img-size 320 --val-size 576 --batch 16 --lr 4e-4 --warmup 0.3 \
+    --set ema=0.998 $(resume runs/hwgq4)
+# 6. ship: the best validation epoch, run at 576 px, weights only, and the integer model
+$PY scripts/export_weights.py runs/hwgq4/best.pt weights/ifq_tinier_yolo.pt --img-size 576
 $PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq
