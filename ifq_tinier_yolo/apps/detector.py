@@ -15,7 +15,7 @@ import numpy as np
 from .. import netdef
 from ..cli import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL
 from ..errors import ConfigError, ImageError, ModelFileError
-from ..engine.nms import nms_at
+from ..engine.nms import corners, iou_matrix, nms_at
 from ..imageio import to_bgr8
 
 BACKENDS = ('int', 'torch')
@@ -123,17 +123,7 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
     if upscaled is not None:
         parts.append(upscaled[cells(upscaled, up_size) <= netdef.UPSCALE_MAX_CELLS])
     dets = np.concatenate(parts)
-    keep = nms_at(np.column_stack([dets[:, :2], dets[:, :2] + dets[:, 2:4]]), dets[:, 4], nms, CONTAIN)
-    return dets[keep]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (N, M) of x, y, w, h boxes a (N, >=4) and b (M, >=4)."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, :2] + a[:, None, 2:4], b[None, :, :2] + b[None, :, 2:4])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return dets[nms_at(corners(dets), dets[:, 4], nms, CONTAIN)]
 
 
 def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.ndarray:
@@ -145,11 +135,11 @@ def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.nda
     image, background texture much less so, so the vote lowers false positives more than faces.
     """
     dets = np.concatenate([plain, mirrored])
-    keep = nms_at(np.column_stack([dets[:, :2], dets[:, :2] + dets[:, 2:4]]), dets[:, 4], nms, CONTAIN)
+    keep = nms_at(corners(dets), dets[:, 4], nms, CONTAIN)
     fused = dets[keep].copy()
     for i, k in enumerate(keep):
         other = mirrored if k < len(plain) else plain
-        iou = box_iou(dets[k:k + 1], other)[0]
+        iou = iou_matrix(corners(dets[k:k + 1]), corners(other))[0]
         j = int(iou.argmax()) if len(other) else -1
         fused[i] = (dets[k] + other[j]) / 2 if j >= 0 and iou[j] >= FLIP_MATCH_IOU else dets[k] * [1, 1, 1, 1, 0.5]
     return fused[np.argsort(-fused[:, 4], kind='stable')]

@@ -32,6 +32,20 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
     return np.asarray(keep, dtype=np.int64)
 
 
+def corners(xywh: np.ndarray) -> np.ndarray:
+    """(N, >=4) x, y, w, h -> (N, 4) x1, y1, x2, y2 with x2 = x + w."""
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (N, M) of float x1, y1, x2, y2 boxes a (N, 4) and b (M, 4); 0 where the union is empty."""
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+
+
 IOU_DEN = 1000   # a user's IoU threshold becomes the integer ratio round(iou * IOU_DEN) / IOU_DEN
 
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.io
 
+from ..engine.nms import corners
 from ..errors import ConfigError, DataError
 
 SETTINGS = ('easy', 'medium', 'hard')
@@ -167,18 +168,13 @@ def box_overlaps(boxes: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
 
 
-def _corners(xywh: np.ndarray) -> np.ndarray:
-    """(N, 4) x y w h -> x1 y1 x2 y2 with x2 = x + w, as the official tools convert."""
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
-
-
 def image_pr(pred: np.ndarray, gt: np.ndarray, kept: np.ndarray, iou: float) -> np.ndarray:
     """(THRESHOLDS, 2) proposals and recalled kept faces per threshold.
 
     pred (K, 5) x y w h score (normalised), gt (N, 4) x y w h, kept bool (N,): faces of the setting.
     """
     pred = pred[np.argsort(-pred[:, 4], kind='stable')]   # descending score, ties in file order
-    overlaps = box_overlaps(_corners(pred[:, :4]), _corners(gt))   # (K, N)
+    overlaps = box_overlaps(corners(pred), corners(gt))   # (K, N), x2 = x + w as the official tools convert
     recalled = np.zeros(len(gt), dtype=bool)
     proposal = np.ones(len(pred), dtype=bool)
     recall_after = np.zeros(len(pred))   # (K,) faces recalled by predictions 0..h

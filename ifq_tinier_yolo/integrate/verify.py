@@ -21,6 +21,7 @@ from .. import netdef
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..engine import runtime
 from ..engine.model import IntegerModel
+from ..engine.nms import iou_matrix
 from ..engine.preprocess import letterbox
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..imageio import IMAGE_EXTENSIONS, read_image
@@ -65,12 +66,7 @@ def matched(a: np.ndarray, b: np.ndarray) -> int:
     """Greedy one-to-one matches between (N, 4) and (M, 4) boxes with IoU >= MATCH_IOU."""
     if not len(a) or not len(b):
         return 0
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih                                                      # (N, M)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+    iou = iou_matrix(a.astype(np.float64), b.astype(np.float64))       # (N, M)
     count = 0
     for row in iou:                                                      # a in its (score) order
         j = int(row.argmax())
