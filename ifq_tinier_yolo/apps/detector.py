@@ -137,11 +137,15 @@ def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.nda
     dets = np.concatenate([plain, mirrored])
     keep = nms_at(corners(dets), dets[:, 4], nms, CONTAIN)
     fused = dets[keep].copy()
-    for i, k in enumerate(keep):
-        other = mirrored if k < len(plain) else plain
-        iou = iou_matrix(corners(dets[k:k + 1]), corners(other))[0]
-        j = int(iou.argmax()) if len(other) else -1
-        fused[i] = (dets[k] + other[j]) / 2 if j >= 0 and iou[j] >= FLIP_MATCH_IOU else dets[k] * [1, 1, 1, 1, 0.5]
+    from_plain = keep < len(plain)
+    for rows, other in ((from_plain, mirrored), (~from_plain, plain)):   # each kept box against the other pass
+        own = fused[rows]
+        iou = iou_matrix(corners(own), corners(other))
+        best = iou.argmax(axis=1) if len(other) else np.zeros(len(own), dtype=np.int64)
+        hit = iou[np.arange(len(own)), best] >= FLIP_MATCH_IOU if len(other) else np.zeros(len(own), dtype=bool)
+        own[hit] = (own[hit] + other[best[hit]]) / 2
+        own[~hit, 4] *= 0.5
+        fused[rows] = own
     return fused[np.argsort(-fused[:, 4], kind='stable')]
 
 
