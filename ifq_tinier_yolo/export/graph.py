@@ -1,0 +1,90 @@
+"""Shared by the ONNX and QONNX writers: reading the integer model, proving float32 exactness,
+folding the comparison signs, and a small node/initializer builder.
+
+Both graphs carry integers in float32 tensors (the only type every runtime convolves). That is
+exact while every product and partial sum is an integer below 2**24 (engine/layers.py,
+FLOAT32_EXACT), which `check_float32_exact` proves per layer from the worst-case accumulator.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..engine.layers import FLOAT32_EXACT
+from ..engine.model import IntegerModel, IntLayer
+from ..engine.modelfile import read
+from ..errors import ConversionError, ModelFileError
+
+ZIP_MAGIC = b'PK\x03\x04'   # torch.save writes a zip archive
+
+
+def read_integer_model(path: str | Path) -> IntegerModel:
+    """The `.ifq` model at `path`; ModelFileError (one line) for a float checkpoint or a damaged file."""
+    path = Path(path)
+    if path.is_file():
+        with path.open('rb') as f:
+            magic = f.read(len(ZIP_MAGIC))
+        if path.suffix.lower() == '.pt' or magic == ZIP_MAGIC:
+            raise ModelFileError(f'{path}: a float checkpoint, not an integer model; convert it first: '
+                                 f'python -m ifq_tinier_yolo convert {path} --out MODEL.ifq')
+    return read(path)
+
+
+def check_float32_exact(model: IntegerModel, bias_in_float: bool) -> None:
+    """ConversionError naming the first layer whose worst-case |accumulator| (plus |bias| when the
+    graph adds the bias in float32) reaches 2**24, where float32 stops holding every integer."""
+    for layer in model.layers:
+        bound = layer.acc_bound
+        if bias_in_float and layer.bias is not None:
+            bound += int(np.abs(layer.bias.astype(np.int64)).max(initial=0))
+        if bound >= FLOAT32_EXACT:
+            raise ConversionError(f'layer {layer.spec.name}: worst-case accumulator {bound} reaches 2**24; '
+                                  f'float32 tensors would not carry it exactly')
+
+
+def signed_weights(layer: IntLayer) -> tuple[np.ndarray, np.ndarray | None]:
+    """(float32 (O, I, k, k) weights, float32 (O,) signs to apply after the max-pool, or None).
+
+    sign * conv(w) = conv(sign * w), so without a pool the signs go into the weights (binary
+    weights stay +-1). A max-pool does not commute with a negative sign, so a pooled layer
+    with any negative sign keeps its weights and multiplies the pooled accumulators.
+    """
+    w = layer.weights.astype(np.float32)
+    if layer.signs is None:
+        return w, None
+    signs = layer.signs.astype(np.float32)
+    if not layer.spec.pool:
+        return w * signs[:, None, None, None], None
+    return w, (signs if (signs < 0).any() else None)
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; names are made unique by the caller's layer prefixes."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        """Add an initializer; returns its name."""
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, domain: str = '', **attrs) -> str:
+        """Add one single-output node named after its output; returns the output name."""
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, domain=domain or None, **attrs))
+        return output
+
+    def conv(self, x: str, prefix: str, layer: IntLayer, weights: np.ndarray) -> str:
+        """A 'same'-padded convolution without bias, as the layer table says."""
+        k, p = layer.spec.kernel, layer.spec.kernel // 2
+        w = self.const(f'{prefix}.weight', weights)
+        return self.node('Conv', [x, w], f'{prefix}.acc', kernel_shape=[k, k], pads=[p, p, p, p],
+                         strides=[layer.spec.stride] * 2)
+
+    def maxpool(self, x: str, prefix: str) -> str:
+        """2x2 stride-2 max-pool; ONNX's floor mode drops an odd last row/column like the engine."""
+        return self.node('MaxPool', [x], f'{prefix}.pool', kernel_shape=[2, 2], strides=[2, 2])
