@@ -18,6 +18,7 @@ from ..netdef import LayerSpec
 FORMAT = 'ifq-tinier-yolo-onnx'   # value of the 'ifq.format' key: marks our exports
 VERSION = 1                       # value of 'ifq.version'; a reader refuses other versions
 PREFIX = 'ifq.'
+INPUT = 'image'                   # the standard graph's input: uint8 (N, H, W, 3) BGR canvases
 
 
 @dataclass(frozen=True)

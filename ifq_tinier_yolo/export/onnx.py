@@ -20,10 +20,10 @@ from .. import netdef
 from ..engine.model import IntegerModel, IntLayer
 from . import meta
 from .graph import GraphBuilder, check_float32_exact, signed_weights
+from .meta import INPUT
 
 OPSET = 17              # Conv/MaxPool/Greater/Sum/Cast in this form since 13; ORT and OpenCV read 17
 IR_VERSION = 8          # the IR of opset 17: readers that refuse newer IRs still load the file
-INPUT = 'image'
 NHWC_TO_NCHW = [0, 3, 1, 2]
 
 
