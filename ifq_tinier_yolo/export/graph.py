@@ -8,6 +8,7 @@ FLOAT32_EXACT), which `check_float32_exact` proves per layer from the worst-case
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ from ..engine.modelfile import read
 from ..errors import ConversionError, ModelFileError
 
 ZIP_MAGIC = b'PK\x03\x04'   # torch.save writes a zip archive
+CHANNEL_AXIS = 1            # both graphs run NCHW
 
 
 def read_integer_model(path: str | Path) -> IntegerModel:
@@ -88,3 +90,29 @@ class GraphBuilder:
     def maxpool(self, x: str, prefix: str) -> str:
         """2x2 stride-2 max-pool; ONNX's floor mode drops an odd last row/column like the engine."""
         return self.node('MaxPool', [x], f'{prefix}.pool', kernel_shape=[2, 2], strides=[2, 2])
+
+
+# (builder, input tensor name, layer) -> output tensor name: how a graph writes one kind of layer
+Emitter = Callable[[GraphBuilder, str, IntLayer], str]
+
+
+def walk(g: GraphBuilder, model: IntegerModel, first_input: str, emit: dict[str, Emitter]) -> list[str]:
+    """Emit every layer of the table in order; returns the head output names (the graph outputs).
+
+    A layer reads the row above, or the channel concatenation of the layers its spec names in
+    `inputs` (tables with several heads); a kind without an emitter is refused by name.
+    """
+    tensors: dict[str, str] = {}
+    x, heads = first_input, []
+    for layer in model.layers:
+        s = layer.spec
+        names = getattr(s, 'inputs', ())          # absent from one-head tables: the row above
+        if names:
+            sources = [tensors[n] for n in names]
+            x = sources[0] if len(sources) == 1 else g.node('Concat', sources, f'{s.name}.in', axis=CHANNEL_AXIS)
+        if s.kind not in emit:
+            raise ConversionError(f'layer {s.name}: no graph form for a {s.kind!r} layer yet')
+        x = tensors[s.name] = emit[s.kind](g, x, layer)
+        if s.kind == 'head':
+            heads.append(x)
+    return heads

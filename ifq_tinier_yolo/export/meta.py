@@ -62,7 +62,8 @@ def from_props(props: dict[str, str], source: str) -> HeadParams:
     if props.get(PREFIX + 'version') != str(VERSION):
         raise ValueError(f'{source}: export version {props.get(PREFIX + "version")!r}, this program reads {VERSION}')
     try:
-        specs = tuple(LayerSpec(**row) for row in json.loads(props[PREFIX + 'layers']))
+        specs = tuple(LayerSpec(**{k: _tuples(v) for k, v in row.items()})
+                      for row in json.loads(props[PREFIX + 'layers']))
         anchors = np.array(json.loads(props[PREFIX + 'anchors_q16']), dtype=np.int64)
         frac = int(props[PREFIX + 'anchor_frac_bits'])
         params = HeadParams(specs, anchors, int(props[PREFIX + 'input_size']),
@@ -71,6 +72,11 @@ def from_props(props: dict[str, str], source: str) -> HeadParams:
         raise ValueError(f'{source}: malformed export metadata ({type(e).__name__}: {e})') from None
     _check(params, frac, source)
     return params
+
+
+def _tuples(value):
+    """JSON lists back to the tuples LayerSpec holds (asdict wrote tuples as lists)."""
+    return tuple(map(_tuples, value)) if isinstance(value, list) else value
 
 
 def _check(p: HeadParams, frac: int, source: str) -> None:

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from .. import netdef
 from ..engine.model import IntegerModel, IntLayer
 from . import meta
-from .graph import GraphBuilder, check_float32_exact, signed_weights
+from .graph import GraphBuilder, check_float32_exact, signed_weights, walk
 from .meta import INPUT
 
 OPSET = 17              # Conv/MaxPool/Greater/Sum/Cast in this form since 13; ORT and OpenCV read 17
@@ -59,6 +59,9 @@ def _head(g: GraphBuilder, x: str, layer: IntLayer) -> str:
     return g.node('Add', [acc, bias], prefix)
 
 
+EMIT = {'first': _hidden, 'hidden': _hidden, 'head': _head}
+
+
 def build(model: IntegerModel) -> onnx.ModelProto:
     """The ONNX graph of a checked integer model (ConversionError if float32 would not be exact)."""
     model.check()
@@ -66,20 +69,15 @@ def build(model: IntegerModel) -> onnx.ModelProto:
     g = GraphBuilder()
     x = g.node('Cast', [INPUT], 'pixels', to=TensorProto.FLOAT)
     x = g.node('Transpose', [x], 'pixels_nchw', perm=NHWC_TO_NCHW)        # (N, 3, H, W)
-    outputs = []
-    # walk the table: a head is a graph output and the trunk goes on from the last hidden layer
-    for layer in model.layers:
-        if layer.spec.kind == 'head':
-            outputs.append((_head(g, x, layer), layer.spec.out_ch))
-        else:
-            x = _hidden(g, x, layer)
+    heads = walk(g, model, x, EMIT)
+    channels = {layer.spec.name: layer.spec.out_ch for layer in model.layers}
     stride = model.stride
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo',
         [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ['batch', 'height', 'width', netdef.IN_CHANNELS])],
         [helper.make_tensor_value_info(name, TensorProto.INT32,
-                                       ['batch', ch, f'height/{stride}', f'width/{stride}'])
-         for name, ch in outputs],
+                                       ['batch', channels[name], f'height/{stride}', f'width/{stride}'])
+         for name in heads],
         g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)],
                               producer_name='ifq-tinier-yolo', doc_string=__doc__.split('\n')[0])

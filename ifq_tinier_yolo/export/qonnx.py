@@ -4,7 +4,7 @@
       -> per first/hidden layer: Conv (INT8 / BIPOLAR weights, signs folded) [-> MaxPool 2x2 -> Mul signs]
          -> MultiThreshold (C, 3) thresholds tau + 1, out_dtype UINT2
       -> head: Conv (INT8 weights) -> Add bias (INT32)
-    global_out  float32 (1, A*5, S/stride, S/stride), annotated INT32: engine.runtime.run's integers
+    head        float32 (1, A*5, S/stride, S/stride), annotated INT32: engine.runtime.run's integers
 
 MultiThreshold counts x >= t; the engine counts acc > tau. On integers acc > tau is
 acc >= tau + 1, so every threshold is written as tau + 1. Shapes are static (FINN needs them):
@@ -21,13 +21,13 @@ from .. import netdef
 from ..engine.model import IntegerModel, IntLayer
 from ..errors import ConfigError
 from . import meta
-from .graph import GraphBuilder, check_float32_exact, signed_weights
+from .graph import GraphBuilder, check_float32_exact, signed_weights, walk
 
 OPSET = 11                          # the standard opset qonnx and FINN prefer
 IR_VERSION = 6                      # the IR of opset 11
 QONNX_DOMAIN = 'qonnx.custom_op.general'
 QONNX_OPSET = 1
-INPUT, OUTPUT = 'global_in', 'global_out'   # the names qonnx's cleanup gives them anyway
+INPUT = 'global_in'                 # the name qonnx's cleanup gives it anyway (outputs become global_out)
 CODE_DTYPE = 'UINT2'                # 2-bit HWGQ codes 0..3
 WEIGHT_DTYPE = {'first': 'INT8', 'hidden': 'BIPOLAR', 'head': 'INT8'}
 
@@ -76,7 +76,12 @@ def _head(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
     g.dtypes[f'{prefix}.weight'] = WEIGHT_DTYPE['head']
     bias = g.const(f'{prefix}.bias', layer.bias.astype(np.float32).reshape(1, -1, 1, 1))
     g.dtypes[bias] = 'INT32'
-    return g.node('Add', [acc, bias], OUTPUT)
+    out = g.node('Add', [acc, bias], prefix)
+    g.dtypes[out] = 'INT32'
+    return out
+
+
+EMIT = {'first': _hidden, 'hidden': _hidden, 'head': _head}
 
 
 def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
@@ -89,15 +94,14 @@ def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
         raise ConfigError(f'img_size: {e}') from None
     check_float32_exact(model, bias_in_float=True)
     g = _QonnxBuilder()
-    x = INPUT
-    for layer in model.layers:
-        x = _head(g, x, layer) if layer.spec.kind == 'head' else _hidden(g, x, layer)
-    g.dtypes[INPUT], g.dtypes[OUTPUT] = 'UINT8', 'INT32'
+    g.dtypes[INPUT] = 'UINT8'
+    heads = walk(g, model, INPUT, EMIT)
+    channels = {layer.spec.name: layer.spec.out_ch for layer in model.layers}
     grid = size // model.stride
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo_qonnx',
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, netdef.IN_CHANNELS, size, size])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [1, model.layers[-1].spec.out_ch, grid, grid])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels[name], grid, grid]) for name in heads],
         g.initializers)
     graph.quantization_annotation.extend(g.annotations())
     proto = helper.make_model(graph, producer_name='ifq-tinier-yolo',

@@ -1,0 +1,254 @@
+"""ONNX / QONNX export (export/): graphs equal to the engine on small random models and the shipped
+model, the onnxruntime backend's detect contract, the CLI handler, bad inputs."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
+from ifq_tinier_yolo.errors import ConfigError, ConversionError, ImageError, ModelFileError
+from ifq_tinier_yolo.imageio import read_image
+from ifq_tinier_yolo.netdef import LayerSpec
+
+onnx = pytest.importorskip('onnx', reason='the export extra (pip install .[export]) is not installed')
+ort = pytest.importorskip('onnxruntime', reason='the export extra (pip install .[export]) is not installed')
+
+from ifq_tinier_yolo.export import backend, meta, qonnx as xq   # noqa: E402  (needs onnx)
+from ifq_tinier_yolo.export import onnx as xo                  # noqa: E402
+from ifq_tinier_yolo.export.cli import add_arguments, cli_export, export_model   # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
+SAMPLES = REPO / 'data' / 'samples'
+# pool on the first layer and after a binary layer, a stride-2 and a 1x1 hidden layer
+TABLE = (LayerSpec('c1', 'first', 8, 3, 1, pool=2), LayerSpec('c2', 'hidden', 12, 3, 1, pool=2),
+         LayerSpec('c3', 'hidden', 16, 3, 2), LayerSpec('c4', 'hidden', 8, 1, 1),
+         LayerSpec('head', 'head', 10, 1, 1))
+ACC_SPREAD = {'first': 40000, 'hidden': 12}   # threshold spread that gives every code on random data
+
+
+def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int = 5000) -> IntegerModel:
+    """A valid integer model of `table` with random weights, thresholds and signs (about half negative)."""
+    rng = np.random.default_rng(seed)
+    layers, in_ch = [], 3
+    for s in table:
+        shape = (s.out_ch, in_ch, s.kernel, s.kernel)
+        if s.kind == 'head':
+            w = rng.integers(-127, 128, shape, dtype=np.int8)
+            layers.append(IntLayer(s, in_ch, w, bias=rng.integers(-bias_max, bias_max + 1, s.out_ch, dtype=np.int32)))
+            continue
+        w = (rng.integers(-127, 128, shape) if s.kind == 'first' else rng.choice([-1, 1], shape)).astype(np.int8)
+        t = np.sort(rng.normal(0, ACC_SPREAD[s.kind], (s.out_ch, 3)).round(), axis=1)
+        t = t.astype(np.int32 if s.kind == 'first' else np.int16)
+        signs = rng.choice([-1, 1], s.out_ch).astype(np.int8)
+        layers.append(IntLayer(s, in_ch, w, t, signs))
+        in_ch = s.out_ch
+    model = IntegerModel(tuple(layers), np.array([[65536, 98304], [131072, 65536]], dtype=np.int64),
+                         32, 1 << 30, 40)
+    model.check()
+    return model
+
+
+def ort_session(proto: onnx.ModelProto):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=['CPUExecutionProvider'])
+
+
+@pytest.fixture(scope='module')
+def shipped() -> IntegerModel:
+    return runtime.load_model(SHIPPED)
+
+
+@pytest.fixture(scope='module')
+def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model exported by the CLI handler."""
+    out = tmp_path_factory.mktemp('export') / 'model.onnx'
+    export_model(SHIPPED, out, 'onnx')
+    return out
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_onnx_equals_engine_on_random_models(seed: int):
+    model = random_model(seed)
+    session = ort_session(xo.build(model))
+    rng = np.random.default_rng(100 + seed)
+    for h, w in ((32, 32), (48, 80)):                                  # batch of 2, non-square too
+        x = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        (head,) = session.run(None, {meta.INPUT: x})
+        want = runtime.run_batch(model, x)
+        assert head.dtype == np.int32 and np.array_equal(head, want)
+        assert len(np.unique(want)) > 20                              # not a degenerate all-equal output
+
+
+def test_onnx_graph_structure(shipped: IntegerModel):
+    proto = xo.build(shipped)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count('Conv') == len(shipped.layers) and ops.count('MaxPool') == 1
+    assert ops.count('Greater') == 3 * (len(shipped.layers) - 1) and 'Mul' not in ops   # no negative pooled sign
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    props = {p.key: p.value for p in proto.metadata_props}
+    params = meta.from_props(props, 'x')
+    assert params.specs == shipped.specs and params.input_size == shipped.input_size
+    assert np.array_equal(params.anchors_q16, shipped.anchors_q16) and params.stride == shipped.stride
+    assert (params.out_multiplier, params.out_shift) == (shipped.out_multiplier, shipped.out_shift)
+
+
+def test_pooled_negative_signs_become_a_mul():
+    proto = xo.build(random_model(0))
+    muls = [n.name for n in proto.graph.node if n.op_type == 'Mul']
+    assert muls == ['c1.signed', 'c2.signed']                          # only the pooled layers
+
+
+def test_head_bias_beyond_float32_is_exact_in_onnx_refused_in_qonnx():
+    model = random_model(3, bias_max=1 << 29)
+    session = ort_session(xo.build(model))
+    x = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(session.run(None, {meta.INPUT: x})[0], runtime.run_batch(model, x))
+    with pytest.raises(ConversionError, match='layer head: worst-case accumulator'):
+        xq.build(model)
+
+
+def test_accumulator_beyond_float32_is_refused():
+    table = (LayerSpec('big', 'first', 4, 15, 1), LayerSpec('head', 'head', 10, 1, 1))   # 3*225*255*127 > 2**24
+    with pytest.raises(ConversionError, match='layer big: worst-case accumulator 21859875 ') as e:
+        xo.build(random_model(0, table))
+    assert '\n' not in str(e.value)
+
+
+def test_qonnx_structure_with_onnx_alone(shipped: IntegerModel):
+    proto = xq.build(shipped, 288)
+    onnx.checker.check_model(proto)
+    nodes = proto.graph.node
+    mts = [n for n in nodes if n.op_type == 'MultiThreshold']
+    assert len(mts) == len(shipped.layers) - 1 and all(n.domain == xq.QONNX_DOMAIN for n in mts)
+    dtypes = {a.tensor_name: a.quant_parameter_tensor_names[0].value for a in proto.graph.quantization_annotation}
+    assert dtypes['global_in'] == 'UINT8' and dtypes['head'] == 'INT32'
+    assert dtypes['conv1.weight'] == 'INT8' and dtypes['head.weight'] == 'INT8'
+    assert all(dtypes[f'{s.name}.weight'] == 'BIPOLAR' for s in shipped.specs if s.kind == 'hidden')
+    assert all(dtypes[n.output[0]] == 'UINT2' for n in mts)
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for layer in shipped.layers[:-1]:
+        assert np.array_equal(init[f'{layer.spec.name}.thresholds'], layer.thresholds.astype(np.float32) + 1)
+    assert list(proto.graph.input[0].type.tensor_type.shape.dim)[2].dim_value == 288
+
+
+@pytest.mark.parametrize('seed', [0, 4])
+def test_qonnx_executes_equal_to_engine_on_random_models(seed: int):
+    pytest.importorskip('qonnx', reason='qonnx (export extra) is not installed')
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+
+    model = random_model(seed)
+    wrapped = cleanup_model(ModelWrapper(xq.build(model, 48)))
+    x = np.random.default_rng(seed).integers(0, 256, (1, 48, 48, 3), dtype=np.uint8)
+    out = execute_onnx(wrapped, {'global_in': x.transpose(0, 3, 1, 2).astype(np.float32)})[wrapped.graph.output[0].name]
+    assert np.array_equal(out.astype(np.int64), runtime.run_batch(model, x))
+
+
+def test_backend_detect_equals_engine_on_samples(shipped: IntegerModel, shipped_onnx: Path):
+    b = backend.load(shipped_onnx, threads=1)
+    assert b.input_size == shipped.input_size and b.specs == shipped.specs
+    for path in sorted(SAMPLES.iterdir()):
+        image = read_image(path)
+        for size in (shipped.input_size, shipped.input_size // 2):   # the two pyramid levels
+            got = b.detect(image, 0.3, 0.45, size)
+            assert got.dtype == np.float64 and np.array_equal(got, runtime.detect(shipped, image, 0.3, 0.45, size))
+        assert b.detect(image, 1.0, 0.45).shape == (0, 5)              # empty is (0, 5)
+
+
+def test_backend_checks_inputs_like_the_engine(shipped_onnx: Path):
+    b = backend.load(shipped_onnx, threads=1)
+    with pytest.raises(ImageError, match='must be a positive multiple of 16'):
+        b.run(np.zeros((40, 48, 3), np.uint8))
+    with pytest.raises(ImageError):
+        b.run(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ImageError):
+        b.detect(np.zeros((0, 5, 3), np.uint8), 0.5, 0.45)
+    with pytest.raises(ConfigError, match='img_size'):
+        b.detect(np.zeros((20, 20, 3), np.uint8), 0.5, 0.45, 100)
+    with pytest.raises(ConfigError, match='conf'):
+        b.detect(np.zeros((20, 20, 3), np.uint8), 1.5, 0.45)
+
+
+def test_cli_handler_writes_both_formats(tmp_path: Path, capsys: pytest.CaptureFixture):
+    for fmt in ('onnx', 'qonnx'):
+        out = tmp_path / 'sub' / f'{fmt}.onnx'
+        assert cli_export(parse(str(SHIPPED), '--format', fmt, '--out', str(out))) == 0
+        assert f'wrote {out} ({fmt}, ' in capsys.readouterr().out
+        assert {p.key: p.value for p in onnx.load(out).metadata_props}['ifq.graph'] == fmt
+    assert sorted(p.name for p in (tmp_path / 'sub').iterdir()) == ['onnx.onnx', 'qonnx.onnx']   # no temp files
+
+
+def one_line_error(kind: type, fn, *args, match: str) -> None:
+    with pytest.raises(kind, match=match) as e:
+        fn(*args)
+    assert '\n' not in str(e.value)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path):
+    pt = tmp_path / 'model.pt'
+    pt.write_bytes(b'PK\x03\x04 a torch zip')
+    one_line_error(ModelFileError, export_model, pt, tmp_path / 'a.onnx', match='float checkpoint.*convert it first')
+    damaged = tmp_path / 'damaged.ifq'
+    data = bytearray(SHIPPED.read_bytes())
+    data[200] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    one_line_error(ModelFileError, export_model, damaged, tmp_path / 'a.onnx', match='corrupted')
+    damaged.write_bytes(SHIPPED.read_bytes()[:1000])
+    one_line_error(ModelFileError, export_model, damaged, tmp_path / 'a.onnx', match='truncated')
+    one_line_error(ModelFileError, export_model, tmp_path / 'none.ifq', tmp_path / 'a.onnx', match='no such')
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    one_line_error(ConfigError, export_model, SHIPPED, blocker / 'a.onnx', match='--out .*cannot write')
+    one_line_error(ConfigError, export_model, SHIPPED, tmp_path, match='is a folder')
+    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'onnx', 288, match='qonnx only')
+    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'qonnx', 100, match='multiple of 16')
+    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'tflite', match='--format')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['damaged.ifq', 'file', 'model.pt']   # nothing written
+
+
+def test_backend_refuses_foreign_files(tmp_path: Path):
+    one_line_error(ModelFileError, backend.load, SHIPPED, match='onnxruntime cannot load it')
+    one_line_error(ModelFileError, backend.load, tmp_path / 'none.onnx', match='no such model file')
+    plain = tmp_path / 'plain.onnx'
+    graph = onnx.helper.make_graph([onnx.helper.make_node('Identity', ['image'], ['y'])], 'g',
+                                   [onnx.helper.make_tensor_value_info('image', onnx.TensorProto.UINT8, [1])],
+                                   [onnx.helper.make_tensor_value_info('y', onnx.TensorProto.UINT8, [1])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid('', 17)], ir_version=8), plain)
+    one_line_error(ModelFileError, backend.load, plain, match='not an ifq-tinier-yolo export')
+
+
+def test_malformed_metadata_is_refused(shipped: IntegerModel):
+    props = meta.to_props(shipped, 'onnx')
+    with pytest.raises(ValueError, match='export version'):
+        meta.from_props({**props, 'ifq.version': '2'}, 'x')
+    with pytest.raises(ValueError, match='malformed export metadata'):
+        meta.from_props({**props, 'ifq.layers': '[{"name": 1}]'}, 'x')
+    with pytest.raises(ValueError, match='anchors'):
+        meta.from_props({**props, 'ifq.anchors_q16': '[[0, 1]]'}, 'x')
+    bad_size = replace(shipped, input_size=100)
+    with pytest.raises(ValueError, match='multiple of 16'):
+        meta.from_props(meta.to_props(bad_size, 'onnx'), 'x')
+
+
+def test_numpy_path_imports_no_onnx():
+    code = ('import sys; import ifq_tinier_yolo; from ifq_tinier_yolo.engine import runtime; '
+            'from ifq_tinier_yolo.apps import detector; '
+            'bad = [m for m in ("onnx", "onnxruntime", "qonnx") if m in sys.modules]; assert not bad, bad')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
