@@ -1,0 +1,111 @@
+/* ifq.h: the native IFQ-Tinier-YOLO runtime (C99, libc only).
+ *
+ * Load an .ifq model (docs/MODEL_FORMAT.md) from bytes, run the integer network on a
+ * letterboxed BGR canvas, decode the head in fixed point and run integer NMS. Bit-exact with
+ * the numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
+ *
+ *     ifq_model *m; ifq_runner *r; ifq_error e;
+ *     if (ifq_model_load(bytes, n, &m, &e) != IFQ_OK) puts(e.message);
+ *     ifq_runner_create(m, 416, IFQ_KERNELS_AUTO, &r, &e);    // every buffer, once
+ *     ifq_run(r, canvas, head);                               // no allocation from here on
+ *     ifq_decode(r, head, conf_q16, 450, 1000, -1, boxes, max_boxes, &n_boxes);
+ *
+ * A model is read-only after loading and may be shared; a runner belongs to one thread.
+ * Every function that can fail returns an ifq_status and never aborts.
+ */
+#ifndef IFQ_H
+#define IFQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IFQ_FORMAT_VERSION 1     /* the .ifq format version this library reads */
+#define IFQ_BOX_FRAC_BITS 8      /* ifq_box coordinates are in 2^-8 network pixels */
+#define IFQ_SCORE_FRAC_BITS 16   /* ifq_box scores are in 2^-16 */
+
+typedef enum {
+    IFQ_OK = 0,
+    IFQ_ERR_EMPTY,        /* zero bytes */
+    IFQ_ERR_FOREIGN,      /* wrong magic bytes */
+    IFQ_ERR_TRUNCATED,    /* shorter than the header announces */
+    IFQ_ERR_VERSION,      /* a format version other than 1 */
+    IFQ_ERR_TRAILING,     /* bytes after the end of the model */
+    IFQ_ERR_CORRUPTED,    /* CRC-32 mismatch */
+    IFQ_ERR_INVALID,      /* a field or array breaks the format's rules */
+    IFQ_ERR_NOMEM,        /* an allocation failed (or a size overflows size_t) */
+    IFQ_ERR_ARGUMENT,     /* a bad argument (input size, null pointer, kernels not on this CPU) */
+    IFQ_ERR_BUFFER        /* the caller's box buffer is too small */
+} ifq_status;
+
+typedef struct {
+    char message[256];    /* one line, no newline; "" on success */
+} ifq_error;
+
+/* Kernel sets: one source file per instruction set, each bit-exact with the portable one. */
+typedef enum {
+    IFQ_KERNELS_AUTO = 0,    /* the fastest set this CPU runs */
+    IFQ_KERNELS_PORTABLE,    /* plain C99 */
+    IFQ_KERNELS_AVX2,        /* x86-64 AVX2 */
+    IFQ_KERNELS_AVX512,      /* x86-64 AVX-512 F/BW + VPOPCNTDQ */
+    IFQ_KERNELS_NEON         /* AArch64 / ARMv7 NEON */
+} ifq_kernels;
+
+typedef struct ifq_model ifq_model;
+typedef struct ifq_runner ifq_runner;
+
+/* One detection in network pixels (2^-8) with its score (2^-16) and head objectness integer. */
+typedef struct {
+    int32_t x1, y1, x2, y2;
+    int32_t score;
+    int32_t objectness;
+} ifq_box;
+
+/* Parse and check a whole .ifq image; the model keeps no pointer into `data`. */
+ifq_status ifq_model_load(const uint8_t *data, size_t size, ifq_model **model, ifq_error *err);
+void ifq_model_free(ifq_model *model);
+int ifq_model_input_size(const ifq_model *model);   /* default canvas side in pixels */
+int ifq_model_num_layers(const ifq_model *model);
+int ifq_model_num_anchors(const ifq_model *model);
+int ifq_model_stride(const ifq_model *model);       /* input pixels per grid cell */
+
+/* 1 if this CPU (and this build) runs the kernel set, else 0; AUTO is always 1. */
+int ifq_kernels_supported(ifq_kernels kernels);
+const char *ifq_kernels_name(ifq_kernels kernels);
+
+/* All buffers for one input side `size` (a positive multiple of the stride), allocated here. */
+ifq_status ifq_runner_create(const ifq_model *model, int size, ifq_kernels kernels,
+                             ifq_runner **runner, ifq_error *err);
+void ifq_runner_free(ifq_runner *runner);
+ifq_kernels ifq_runner_kernels(const ifq_runner *runner);   /* the set AUTO resolved to */
+int ifq_runner_grid(const ifq_runner *runner);              /* head side: size / stride */
+size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of the head: A*5*grid^2 */
+size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* A*grid^2: no decode returns more */
+/* Feature-map bytes the runner holds at once: input and code line buffers plus the int32
+ * head (the caller's, counted here); working scratch inside a layer is not counted. */
+size_t ifq_runner_feature_bytes(const ifq_runner *runner);
+size_t ifq_runner_total_bytes(const ifq_runner *runner);    /* every byte the runner allocated */
+
+/* Fill `row` (size*3 bytes, BGR) with canvas row y; rows are asked for once each, in order. */
+typedef void (*ifq_row_source)(void *user, int y, uint8_t *row);
+
+/* Run the network: canvas rows -> int32 head (A*5, grid, grid), channel-major, acc + bias. */
+ifq_status ifq_run_rows(ifq_runner *runner, ifq_row_source source, void *user, int32_t *head);
+/* The same on a whole uint8 (size, size, 3) BGR canvas. */
+ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
+
+/* Fixed-point decode + greedy integer NMS of a head. Keeps score >= conf_q16 (2^-16); suppresses
+ * IoU > iou_num / den and, if contain_num >= 0, more than contain_num / den of a box's own area
+ * inside a kept one. Boxes best first (head objectness descending, ties by anchor, row, column). */
+ifq_status ifq_decode(ifq_runner *runner, const int32_t *head, int32_t conf_q16, int32_t iou_num,
+                      int32_t den, int32_t contain_num, ifq_box *boxes, size_t max_boxes,
+                      size_t *n_boxes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,147 @@
+/* ifq_decode.c: fixed-point YOLOv2 decode and greedy integer NMS, as engine/decode.py and
+ * engine/nms.py do them (same tables, same rounding, same order), on the runner's buffers. */
+#include "ifq_internal.h"
+
+#define REQUANT_FRAC_BITS 16   /* requantized head values: 2^-16 */
+#define ANCHOR_FRAC_BITS 16
+#define BOX_LIMIT_PX 16384     /* box coordinates saturate at +-2^14 network pixels */
+
+/* floor(x / 2^s) for any int64 x (no implementation-defined shift of a negative value). */
+static int64_t shr_floor(int64_t x, int s) { return x >= 0 ? x >> s : -((-(x + 1)) >> s) - 1; }
+
+/* x / 2^s rounded half up, s >= 1 (decode.round_shift). */
+static int64_t round_shift(int64_t x, int s) { return shr_floor(x + ((int64_t)1 << (s - 1)), s); }
+
+/* decode.requantize: head integer -> value in 2^-16, rounded half up. */
+static int64_t requantize(int32_t h, int32_t multiplier, int shift)
+{
+    return round_shift((int64_t)h * multiplier, shift - REQUANT_FRAC_BITS);
+}
+
+/* decode.lut_lookup: r in 2^-16 saturated to [lo, hi], table interpolated linearly. */
+static int64_t lookup(int64_t r, const int32_t *table, int len, int lo, int hi)
+{
+    const int frac_shift = REQUANT_FRAC_BITS - IFQ_LUT_STEP_BITS;
+    int64_t pos = r - (int64_t)lo * (1 << REQUANT_FRAC_BITS);
+    int64_t top = (int64_t)(hi - lo) << REQUANT_FRAC_BITS;
+    pos = pos < 0 ? 0 : pos > top ? top : pos;
+    int64_t idx = pos >> frac_shift;
+    idx = idx < len - 2 ? idx : len - 2;
+    int64_t frac = pos - (idx << frac_shift);
+    return table[idx] + round_shift((int64_t)(table[idx + 1] - table[idx]) * frac, frac_shift);
+}
+
+static int64_t sigmoid_q(int64_t r)
+{
+    return lookup(r, ifq_sigmoid_lut, IFQ_SIGMOID_LEN, IFQ_SIGMOID_LO, IFQ_SIGMOID_HI);
+}
+
+static int64_t exp_q(int64_t r) { return lookup(r, ifq_exp_lut, IFQ_EXP_LEN, IFQ_EXP_LO, IFQ_EXP_HI); }
+
+static int64_t clamp(int64_t v, int64_t lim) { return v < -lim ? -lim : v > lim ? lim : v; }
+
+/* Rank: higher objectness first, then lower candidate index (nms.nms's lexsort). */
+static int before(const ifq_box *c, uint32_t a, uint32_t b)
+{
+    return c[a].objectness != c[b].objectness ? c[a].objectness > c[b].objectness : a < b;
+}
+
+/* Heapsort of the index array by `before` (no allocation, O(n log n)). */
+static void sift(const ifq_box *c, uint32_t *v, size_t i, size_t n)
+{
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n)
+            return;
+        if (child + 1 < n && before(c, v[child], v[child + 1]))
+            child++;
+        if (!before(c, v[i], v[child]))
+            return;
+        uint32_t t = v[i];
+        v[i] = v[child];
+        v[child] = t;
+        i = child;
+    }
+}
+
+static void sort_candidates(const ifq_box *c, uint32_t *v, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(c, v, i, n);   /* a heap whose root ranks last */
+    for (size_t end = n; end > 1; end--) {
+        uint32_t t = v[0];
+        v[0] = v[end - 1];
+        v[end - 1] = t;
+        sift(c, v, 0, end - 1);
+    }
+}
+
+static int64_t area(const ifq_box *b) { return ((int64_t)b->x2 - b->x1) * ((int64_t)b->y2 - b->y1); }
+
+/* nms.nms: is candidate b suppressed by the kept box a? */
+static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64_t den, int64_t contain_num)
+{
+    int64_t iw = (int64_t)(a->x2 < b->x2 ? a->x2 : b->x2) - (a->x1 > b->x1 ? a->x1 : b->x1);
+    int64_t ih = (int64_t)(a->y2 < b->y2 ? a->y2 : b->y2) - (a->y1 > b->y1 ? a->y1 : b->y1);
+    int64_t inter = (iw > 0 ? iw : 0) * (ih > 0 ? ih : 0);
+    int64_t uni = area(a) + area(b) - inter;
+    if (inter * den > iou_num * uni)
+        return 1;
+    return contain_num >= 0 && inter * den > contain_num * area(b);
+}
+
+ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int32_t iou_num, int32_t den,
+                      int32_t contain_num, ifq_box *boxes, size_t max_boxes, size_t *n_boxes)
+{
+    if (!r || !head || !n_boxes || (!boxes && max_boxes) || den <= 0 || iou_num < 0)
+        return IFQ_ERR_ARGUMENT;
+    uint32_t *order;
+    const ifq_model *m;
+    ifq_box *cand = ifq_runner_candidates(r, &order, &m);
+    const int g = ifq_runner_grid(r);
+    const size_t plane = (size_t)g * g;
+    const int64_t lim = (int64_t)BOX_LIMIT_PX << IFQ_BOX_FRAC_BITS;
+    const int to_box = IFQ_SCORE_FRAC_BITS - IFQ_BOX_FRAC_BITS;
+    const int wh_shift = 16 + ANCHOR_FRAC_BITS - IFQ_BOX_FRAC_BITS;   /* exp (2^-16) x anchor (2^-16) */
+    size_t n = 0;
+    for (int a = 0; a < m->n_anchors; a++)
+        for (size_t cell = 0; cell < plane; cell++) {
+            const int32_t *h = head + (size_t)a * IFQ_VALUES_PER_ANCHOR * plane + cell;   /* field f at h[f * plane] */
+            int64_t score = sigmoid_q(requantize(h[4 * plane], m->out_multiplier, m->out_shift));
+            if (score < conf_q16)
+                continue;
+            int64_t row = (int64_t)(cell / (size_t)g), col = (int64_t)(cell % (size_t)g);
+            int64_t t[4];
+            for (int f = 0; f < 4; f++)
+                t[f] = requantize(h[(size_t)f * plane], m->out_multiplier, m->out_shift);
+            int64_t cx = round_shift(((col << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[0])) * m->stride, to_box);
+            int64_t cy = round_shift(((row << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[1])) * m->stride, to_box);
+            int64_t w = round_shift(exp_q(t[2]) * m->anchors[a][0] * m->stride, wh_shift);
+            int64_t hh = round_shift(exp_q(t[3]) * m->anchors[a][1] * m->stride, wh_shift);
+            int64_t x1 = cx - (w >> 1), y1 = cy - (hh >> 1);   /* w, hh >= 0 */
+            ifq_box *b = &cand[n];
+            b->x1 = (int32_t)clamp(x1, lim);
+            b->y1 = (int32_t)clamp(y1, lim);
+            b->x2 = (int32_t)clamp(x1 + w, lim);
+            b->y2 = (int32_t)clamp(y1 + hh, lim);
+            b->score = (int32_t)score;
+            b->objectness = h[4 * plane];
+            order[n] = (uint32_t)n;
+            n++;
+        }
+    sort_candidates(cand, order, n);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ifq_box *b = &cand[order[i]];
+        int keep = 1;
+        for (size_t j = 0; j < kept && keep; j++)
+            keep = !suppressed(&boxes[j], b, iou_num, den, contain_num);
+        if (!keep)
+            continue;
+        if (kept == max_boxes)
+            return IFQ_ERR_BUFFER;
+        boxes[kept++] = *b;
+    }
+    *n_boxes = kept;
+    return IFQ_OK;
+}

@@ -1,0 +1,440 @@
+/* ifq_run.c: the runner: line buffers, the layers row by row, and the kernel-set choice.
+ *
+ * Streaming: every map between layers is a ring of the few rows its consumer's window needs
+ * (k rows, or k + stride under a 2x2 max-pool). Asking for head row y pulls the rows it needs
+ * from the layer below, which pulls from the one below it, down to the canvas rows. So no map
+ * (not the input, not conv1's output) is ever held whole: only the int32 head is.
+ *
+ * Codes are stored as two bit-planes: for each pixel, ceil(C/64) words of bit 0 of every
+ * channel's code, then as many of bit 1. A binary layer gathers its k x k window into two
+ * bit-strings x0, x1 (window values ordered ky, kx, channel) and, with +-1 weights as bits w,
+ *     acc = sum w * code = 2 * (popcount(x0 & w) + 2 popcount(x1 & w)) - (popcount(x0) + 2 popcount(x1))
+ * where the last term, the window's code sum, is shared by all output channels.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ifq_internal.h"
+
+#define INT32_LIMIT ((int64_t)1 << 31)
+
+typedef struct {
+    int h, w;             /* rows, columns of this map */
+    int words;            /* code maps: words per bit-plane per pixel */
+    size_t row_bytes;
+    int ring;             /* rows held */
+    uint8_t *rows;        /* ring * row_bytes */
+    int next;             /* next row to produce */
+} stage;
+
+struct ifq_runner {
+    const ifq_model *m;
+    const ifq_kernel_set *ks;
+    int size, grid, n_stages;
+    stage st[IFQ_MAX_LAYERS];   /* st[0]: canvas rows; st[i]: output of layer i - 1 (not the head) */
+    const uint8_t **window;     /* the input rows of one output row */
+    uint8_t *zero_row;          /* stands for the zero padding above and below a map */
+    int16_t *patch;             /* first layer: one window of pixels, (ky, kx, c) */
+    int32_t *acc32;
+    int64_t *acc, *acc_max;
+    uint64_t *x0, *x1;          /* hidden layers: one window of codes as two bit-strings */
+    uint8_t *codes;             /* head: one pixel's codes, one byte each */
+    ifq_box *cand;              /* decode: candidates above the score threshold */
+    uint32_t *order;
+    ifq_row_source source;
+    void *user;
+    const uint8_t *canvas;
+    size_t feature_bytes, total_bytes;
+    void *blocks[IFQ_MAX_LAYERS + 16];
+    int n_blocks;
+};
+
+/* --- kernel sets ------------------------------------------------------------------------- */
+
+#ifdef IFQ_HAVE_X86
+static int cpu_has(ifq_kernels k)
+{
+    __builtin_cpu_init();
+    if (k == IFQ_KERNELS_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
+}
+#endif
+
+static const ifq_kernel_set *kernel_set(ifq_kernels k)
+{
+    switch (k) {
+    case IFQ_KERNELS_PORTABLE: return &ifq_kernels_portable;
+#ifdef IFQ_HAVE_X86
+    case IFQ_KERNELS_AVX2: return cpu_has(k) ? &ifq_kernels_avx2 : NULL;
+    case IFQ_KERNELS_AVX512: return cpu_has(k) ? &ifq_kernels_avx512 : NULL;
+#endif
+#ifdef IFQ_HAVE_NEON
+    case IFQ_KERNELS_NEON: return &ifq_kernels_neon;
+#endif
+    case IFQ_KERNELS_AUTO: {
+        static const ifq_kernels best_first[] = {IFQ_KERNELS_AVX512, IFQ_KERNELS_AVX2, IFQ_KERNELS_NEON};
+        for (size_t i = 0; i < sizeof best_first / sizeof *best_first; i++) {
+            const ifq_kernel_set *ks = kernel_set(best_first[i]);
+            if (ks)
+                return ks;
+        }
+        return &ifq_kernels_portable;
+    }
+    default: return NULL;
+    }
+}
+
+int ifq_kernels_supported(ifq_kernels k) { return kernel_set(k) != NULL; }
+
+const char *ifq_kernels_name(ifq_kernels k)
+{
+    static const char *const names[] = {"auto", "portable", "avx2", "avx512", "neon"};
+    return (unsigned)k < sizeof names / sizeof *names ? names[k] : "unknown";
+}
+
+/* --- runner creation --------------------------------------------------------------------- */
+
+/* One zeroed block owned by the runner; NULL on overflow or failure. */
+static void *block(ifq_runner *r, size_t count, size_t size)
+{
+    if (r->n_blocks == (int)(sizeof r->blocks / sizeof *r->blocks) || !count || count > SIZE_MAX / size)
+        return NULL;
+    void *p = calloc(count, size);
+    if (p) {
+        r->blocks[r->n_blocks++] = p;
+        r->total_bytes += count * size;
+    }
+    return p;
+}
+
+static int window_rows(const ifq_layer *L) { return L->k + (L->pool ? L->stride : 0); }
+
+/* Map sizes and ring buffers of every stage; 0 if a size overflows or a map vanishes. */
+static int plan_stages(ifq_runner *r)
+{
+    const ifq_model *m = r->m;
+    int h = r->size, channels = 3;
+    r->n_stages = m->n_layers;   /* the canvas plus the output of every layer but the head */
+    for (int i = 0; i < r->n_stages; i++) {
+        stage *s = &r->st[i];
+        s->h = s->w = h;
+        if (i == 0) {
+            s->row_bytes = (size_t)h * 3;
+        } else {
+            s->words = (channels + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
+            s->row_bytes = (size_t)h * 2 * s->words * sizeof(uint64_t);
+        }
+        int need = window_rows(&m->layers[i]);
+        s->ring = need < h ? need : h;
+        const ifq_layer *L = &m->layers[i];
+        channels = L->out_ch;
+        h = (h - 1) / L->stride + 1;
+        if (L->pool)
+            h /= 2;
+        if (h <= 0)
+            return 0;
+    }
+    r->grid = h;
+    return 1;
+}
+
+static ifq_status create(ifq_runner *r, ifq_error *err)
+{
+    const ifq_model *m = r->m;
+    if (!plan_stages(r))
+        return IFQ_ERR_ARGUMENT;
+    size_t max_row = 0, max_window = 1, max_out = 1, max_words = IFQ_WORD_ALIGN, max_pairs = 1;
+    for (int i = 0; i < r->n_stages; i++) {
+        stage *s = &r->st[i];
+        if (!(s->rows = block(r, (size_t)s->ring, s->row_bytes)))
+            return IFQ_ERR_NOMEM;
+        r->feature_bytes += (size_t)s->ring * s->row_bytes;
+        max_row = s->row_bytes > max_row ? s->row_bytes : max_row;
+    }
+    for (int i = 0; i < m->n_layers; i++) {
+        const ifq_layer *L = &m->layers[i];
+        max_window = (size_t)window_rows(L) > max_window ? (size_t)window_rows(L) : max_window;
+        max_out = (size_t)L->out_ch + IFQ_OUT_ALIGN > max_out ? (size_t)L->out_ch + IFQ_OUT_ALIGN : max_out;
+        max_words = (size_t)L->w_stride > max_words ? (size_t)L->w_stride : max_words;
+        max_pairs = (size_t)L->patch_pairs > max_pairs ? (size_t)L->patch_pairs : max_pairs;
+    }
+    const ifq_layer *head = &m->layers[m->n_layers - 1];
+    size_t cells = (size_t)r->grid * r->grid;
+    size_t n_cand = cells * (size_t)m->n_anchors;
+    r->feature_bytes += n_cand * IFQ_VALUES_PER_ANCHOR * sizeof(int32_t);   /* the caller's head */
+    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row, 1)) ||
+        !(r->patch = block(r, 2 * max_pairs, sizeof *r->patch)) ||
+        !(r->acc32 = block(r, max_out, sizeof *r->acc32)) || !(r->acc = block(r, max_out, sizeof *r->acc)) ||
+        !(r->acc_max = block(r, max_out, sizeof *r->acc_max)) || !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
+        !(r->x1 = block(r, max_words, sizeof *r->x1)) ||
+        !(r->codes = block(r, (size_t)head->in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
+        !(r->order = block(r, n_cand, sizeof *r->order)))
+        return IFQ_ERR_NOMEM;
+    (void)err;
+    return IFQ_OK;
+}
+
+ifq_status ifq_runner_create(const ifq_model *m, int size, ifq_kernels kernels, ifq_runner **out, ifq_error *err)
+{
+    if (err)
+        err->message[0] = 0;
+    if (!m || !out) {
+        if (err)
+            strcpy(err->message, "ifq_runner_create: null argument");
+        return IFQ_ERR_ARGUMENT;
+    }
+    *out = NULL;
+    const ifq_kernel_set *ks = kernel_set(kernels);
+    if (!ks) {
+        if (err)
+            strcpy(err->message, "the requested kernel set does not run on this CPU or build");
+        return IFQ_ERR_ARGUMENT;
+    }
+    if (size <= 0 || size > (1 << 15) || size % m->stride) {
+        if (err)
+            strcpy(err->message, "input size must be a positive multiple of the model's stride (at most 32768)");
+        return IFQ_ERR_ARGUMENT;
+    }
+    ifq_runner *r = calloc(1, sizeof *r);
+    if (!r) {
+        if (err)
+            strcpy(err->message, "out of memory");
+        return IFQ_ERR_NOMEM;
+    }
+    r->m = m;
+    r->ks = ks;
+    r->size = size;
+    ifq_status st = create(r, err);
+    if (st != IFQ_OK) {
+        if (err)
+            strcpy(err->message, st == IFQ_ERR_NOMEM ? "out of memory for the runner's buffers"
+                                                     : "input size too small for this layer table");
+        ifq_runner_free(r);
+        return st;
+    }
+    *out = r;
+    return IFQ_OK;
+}
+
+void ifq_runner_free(ifq_runner *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_blocks; i++)
+        free(r->blocks[i]);
+    free(r);
+}
+
+ifq_kernels ifq_runner_kernels(const ifq_runner *r) { return r->ks->id; }
+int ifq_runner_grid(const ifq_runner *r) { return r->grid; }
+size_t ifq_runner_head_len(const ifq_runner *r)
+{
+    return (size_t)r->m->n_anchors * IFQ_VALUES_PER_ANCHOR * r->grid * r->grid;
+}
+size_t ifq_runner_max_boxes(const ifq_runner *r) { return (size_t)r->m->n_anchors * r->grid * r->grid; }
+size_t ifq_runner_feature_bytes(const ifq_runner *r) { return r->feature_bytes; }
+size_t ifq_runner_total_bytes(const ifq_runner *r)
+{
+    return r->total_bytes + sizeof *r + ifq_runner_head_len(r) * sizeof(int32_t);
+}
+
+/* --- layers, row by row ------------------------------------------------------------------ */
+
+static int popcount64(uint64_t x)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_popcountll(x);
+#else
+    x = x - ((x >> 1) & 0x5555555555555555u);
+    x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Fu;
+    return (int)((x * 0x0101010101010101u) >> 56);
+#endif
+}
+
+static void produce(ifq_runner *r, int i, int y);
+
+/* Make sure rows up to y of stage i exist (they are produced once each, in order). */
+static void ensure(ifq_runner *r, int i, int y)
+{
+    while (r->st[i].next <= y)
+        produce(r, i, r->st[i].next++);
+}
+
+static uint8_t *row_slot(const stage *s, int y) { return s->rows + (size_t)(y % s->ring) * s->row_bytes; }
+
+/* First layer at conv position (row `top` of the window, column xc): acc[o] for o < out_pad. */
+static void first_acc(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in, int64_t *acc)
+{
+    const int k = L->k, p = k / 2, n = k * k * L->in_ch;
+    int16_t *patch = r->patch;
+    for (int ky = 0, j = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+            int xi = xc * L->stride + kx - p;
+            const uint8_t *px = xi >= 0 && xi < w_in ? r->window[top + ky] + (size_t)xi * 3 : r->zero_row;
+            for (int c = 0; c < L->in_ch; c++)
+                patch[j++] = px[c];
+        }
+    if (n % 2)
+        patch[n] = 0;
+    if (L->acc_bound < INT32_LIMIT) {
+        r->ks->first_dot(patch, L->w_pairs, L->patch_pairs, L->out_pad, r->acc32);
+        for (int o = 0; o < L->out_ch; o++)
+            acc[o] = r->acc32[o];
+        return;
+    }
+    for (int o = 0; o < L->out_ch; o++) {   /* huge kernels: int64, plain C */
+        int64_t a = 0;
+        for (int j = 0; j < 2 * L->patch_pairs; j++)
+            a += (int64_t)patch[j] * L->w_pairs[((size_t)(j / 2) * L->out_pad + o) * 2 + j % 2];
+        acc[o] = a;
+    }
+}
+
+/* Append the low n bits of v at bit `pos` of a zeroed bit-string. */
+static void append_bits(uint64_t *dst, size_t pos, uint64_t v, int n)
+{
+    int off = (int)(pos % IFQ_WORD_BITS);
+    dst[pos / IFQ_WORD_BITS] |= v << off;
+    if (off + n > IFQ_WORD_BITS)
+        dst[pos / IFQ_WORD_BITS + 1] |= v >> (IFQ_WORD_BITS - off);
+}
+
+/* Hidden layer at conv position (window row `top`, column xc): acc[o] = sum w * code. */
+static void hidden_acc(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int64_t *acc)
+{
+    const int k = L->k, p = k / 2, C = L->in_ch, nw = in->words;
+    memset(r->x0, 0, (size_t)L->w_stride * sizeof *r->x0);
+    memset(r->x1, 0, (size_t)L->w_stride * sizeof *r->x1);
+    int64_t sum = 0;   /* the window's code sum */
+    size_t pos = 0;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++, pos += (size_t)C) {
+            int xi = xc * L->stride + kx - p;
+            if (xi < 0 || xi >= in->w)
+                continue;   /* zero padding: no bits */
+            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
+            for (int j = 0; j < nw; j++) {
+                int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
+                append_bits(r->x0, pos + (size_t)j * IFQ_WORD_BITS, px[j], n);
+                append_bits(r->x1, pos + (size_t)j * IFQ_WORD_BITS, px[nw + j], n);
+                sum += popcount64(px[j]) + 2 * popcount64(px[nw + j]);
+            }
+        }
+    r->ks->bit_dot(r->x0, r->x1, L->w_bits, L->w_words, L->w_stride, L->out_ch, acc);
+    for (int o = 0; o < L->out_ch; o++)
+        acc[o] = 2 * acc[o] - sum;
+}
+
+/* One output row of a first or hidden layer into its ring slot: conv, [max-pool], codes. */
+static void conv_row(ifq_runner *r, const ifq_layer *L, const stage *in, const stage *out, uint8_t *dst)
+{
+    const int positions = L->pool ? 2 : 1, nw = out->words;
+    memset(dst, 0, out->row_bytes);
+    for (int x = 0; x < out->w; x++) {
+        int64_t *best = r->acc_max;
+        for (int dy = 0; dy < positions; dy++)
+            for (int dx = 0; dx < positions; dx++) {
+                int64_t *acc = dy || dx ? r->acc : best;
+                int top = dy * L->stride, xc = x * positions + dx;
+                if (L->kind == IFQ_KIND_FIRST)
+                    first_acc(r, L, top, xc, in->w, acc);
+                else
+                    hidden_acc(r, L, in, top, xc, acc);
+                if (acc != best)   /* max-pool of the raw accumulators, before the sign */
+                    for (int o = 0; o < L->out_ch; o++)
+                        best[o] = acc[o] > best[o] ? acc[o] : best[o];
+            }
+        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
+        for (int o = 0; o < L->out_ch; o++) {
+            int64_t v = L->negate[o] ? -best[o] : best[o];
+            const int32_t *t = L->thresholds + o * IFQ_N_THRESHOLDS;
+            unsigned code = (unsigned)(v > t[0]) + (unsigned)(v > t[1]) + (unsigned)(v > t[2]);
+            px[o / IFQ_WORD_BITS] |= (uint64_t)(code & 1u) << (o % IFQ_WORD_BITS);
+            px[nw + o / IFQ_WORD_BITS] |= (uint64_t)(code >> 1) << (o % IFQ_WORD_BITS);
+        }
+    }
+}
+
+/* Row y of stage i: pixels from the source (i = 0), or layer i - 1 on the rows it needs. */
+static void produce(ifq_runner *r, int i, int y)
+{
+    stage *s = &r->st[i];
+    uint8_t *dst = row_slot(s, y);
+    if (i == 0) {
+        if (r->canvas)
+            memcpy(dst, r->canvas + (size_t)y * s->row_bytes, s->row_bytes);
+        else
+            r->source(r->user, y, dst);
+        return;
+    }
+    const ifq_layer *L = &r->m->layers[i - 1];
+    stage *in = &r->st[i - 1];
+    int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
+    ensure(r, i - 1, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
+    for (int j = 0; j < span; j++) {
+        int yi = first + j;
+        r->window[j] = yi >= 0 && yi < in->h ? row_slot(in, yi) : r->zero_row;
+    }
+    conv_row(r, L, in, s, dst);
+}
+
+/* Head row y: int8 weights on the codes, plus the int32 bias, channel-major into head. */
+static void head_row(ifq_runner *r, int y, int32_t *head)
+{
+    const ifq_layer *L = &r->m->layers[r->m->n_layers - 1];
+    const stage *in = &r->st[r->n_stages - 1];
+    const uint64_t *row = (const uint64_t *)row_slot(in, y);
+    const size_t plane = (size_t)r->grid * r->grid;
+    for (int x = 0; x < in->w; x++) {
+        const uint64_t *px = row + (size_t)x * 2 * in->words;
+        for (int c = 0; c < L->in_ch; c++) {
+            int w = c / IFQ_WORD_BITS, b = c % IFQ_WORD_BITS;
+            r->codes[c] = (uint8_t)(((px[w] >> b) & 1u) | ((px[in->words + w] >> b) & 1u) << 1);
+        }
+        r->ks->head_dot(r->codes, L->w_head, L->in_pad, L->out_ch, r->acc32);
+        for (int o = 0; o < L->out_ch; o++)
+            head[o * plane + (size_t)y * r->grid + x] = r->acc32[o] + L->bias[o];
+    }
+}
+
+static ifq_status run(ifq_runner *r, int32_t *head)
+{
+    if (!head)
+        return IFQ_ERR_ARGUMENT;
+    for (int i = 0; i < r->n_stages; i++)
+        r->st[i].next = 0;
+    for (int y = 0; y < r->grid; y++) {
+        ensure(r, r->n_stages - 1, y);
+        head_row(r, y, head);
+    }
+    return IFQ_OK;
+}
+
+ifq_status ifq_run_rows(ifq_runner *r, ifq_row_source source, void *user, int32_t *head)
+{
+    if (!r || !source)
+        return IFQ_ERR_ARGUMENT;
+    r->canvas = NULL;
+    r->source = source;
+    r->user = user;
+    return run(r, head);
+}
+
+ifq_status ifq_run(ifq_runner *r, const uint8_t *canvas, int32_t *head)
+{
+    if (!r || !canvas)
+        return IFQ_ERR_ARGUMENT;
+    r->canvas = canvas;
+    return run(r, head);
+}
+
+/* The decode needs the runner's candidate buffers (ifq_decode.c). */
+ifq_box *ifq_runner_candidates(ifq_runner *r, uint32_t **order, const ifq_model **m)
+{
+    *order = r->order;
+    *m = r->m;
+    return r->cand;
+}

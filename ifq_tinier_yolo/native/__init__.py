@@ -1,0 +1,43 @@
+"""The native C runtime (csrc/) behind the numpy engine's interface: build, load, run.
+
+    from ifq_tinier_yolo import native
+    if native.available():
+        backend = native.load('weights/ifq_tinier_yolo.ifq')      # kernels='portable' forces plain C
+        faces = backend.detect(bgr, 0.3, 0.45)
+
+`available()` builds the library on first use (build/native/, git-ignored) and says False,
+with `unavailable_reason()`, where no C compiler exists: callers then run the numpy engine.
+"""
+from __future__ import annotations
+
+from .build import NativeUnavailable
+
+
+def available() -> bool:
+    """True if the native library is built (or can be built now) and loads."""
+    return unavailable_reason() is None
+
+
+def unavailable_reason() -> str | None:
+    """None if the native library loads, else one line saying why not."""
+    from . import binding
+    try:
+        binding.library()
+    except (NativeUnavailable, OSError) as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def load(path, kernels: str = 'auto'):
+    """`backend.load`: an .ifq file on the native runtime (NativeBackend)."""
+    from .backend import load as _load
+    return _load(path, kernels)
+
+
+def supported_kernels() -> list[str]:
+    """Kernel sets this CPU runs, 'portable' first ('auto' excluded)."""
+    from . import binding
+    return [k for k in binding.KERNELS[1:] if binding.kernels_supported(k)]
+
+
+__all__ = ['NativeUnavailable', 'available', 'unavailable_reason', 'load', 'supported_kernels']

@@ -1,0 +1,135 @@
+"""NativeBackend: the C runtime behind the numpy engine's interface (engine/runtime.py).
+
+    backend = load('weights/ifq_tinier_yolo.ifq')          # builds the library on first use
+    head = backend.run(canvas)                             # == runtime.run(model, canvas)
+    faces = backend.detect(bgr, 0.3, 0.45)                 # == runtime.detect(model, bgr, 0.3, 0.45)
+
+Letterboxing stays in Python (engine/preprocess.py, OpenCV); the C library takes the canvas,
+runs the network, decodes in fixed point and runs NMS. The numpy engine stays the reference.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import netdef
+from ..engine import modelfile
+from ..engine.decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, score_threshold_q
+from ..engine.nms import IOU_DEN
+from ..engine.preprocess import letterbox, unletterbox_boxes
+from ..engine.runtime import DETECTION_COLUMNS
+from ..errors import ConfigError, ImageError, ModelFileError
+from ..fileio import read_bytes
+from ..netdef import LayerSpec
+from . import binding
+
+
+@dataclass(frozen=True)
+class FeatureMemory:
+    """Peak feature-map bytes of the native runtime and of the float network at one input side."""
+    size: int            # input side in pixels
+    native_bytes: int    # line buffers + int32 head, as the runner allocated them
+    float_bytes: int     # the float network's peak (integrate/report.py: float32 input + output of a layer)
+
+    @property
+    def ratio(self) -> float:
+        return self.float_bytes / self.native_bytes
+
+
+class NativeBackend:
+    """A loaded .ifq model on the C runtime; runners (buffers per input side) are made on first use."""
+
+    def __init__(self, data: bytes, source: str = '<bytes>', kernels: str = 'auto'):
+        try:
+            self._model = binding.Model(data)
+        except ValueError as e:
+            raise ModelFileError(f'{source}: {e}') from None
+        self.model = modelfile.from_bytes(data, source)   # the layer table, and the reference engine's model
+        if kernels not in binding.KERNELS or not binding.kernels_supported(kernels):
+            raise ConfigError(f'kernel set {kernels!r} does not run here; choose from '
+                              f'{[k for k in binding.KERNELS if binding.kernels_supported(k)]}')
+        self.kernels_requested = kernels
+        self._runners: dict[int, binding.Runner] = {}
+        self._lock = threading.Lock()   # a runner's buffers serve one call at a time
+
+    @property
+    def input_size(self) -> int:
+        """Default square input side in pixels."""
+        return self.model.input_size
+
+    @property
+    def specs(self) -> tuple[LayerSpec, ...]:
+        """The layer table."""
+        return self.model.specs
+
+    @property
+    def kernels(self) -> str:
+        """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon')."""
+        return self._runner(self.input_size).kernels
+
+    def _runner(self, size: int) -> binding.Runner:
+        runner = self._runners.get(size)
+        if runner is None:
+            runner = self._runners[size] = binding.Runner(self._model, size, self.kernels_requested)
+        return runner
+
+    def run(self, canvas: np.ndarray) -> np.ndarray:
+        """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+        if not isinstance(canvas, np.ndarray) or canvas.dtype != np.uint8 or canvas.ndim != 3 \
+                or canvas.shape[2] != netdef.IN_CHANNELS or canvas.shape[0] != canvas.shape[1]:
+            raise ImageError(f'native engine input must be a uint8 (S, S, 3) canvas, got '
+                             f'{getattr(canvas, "dtype", type(canvas).__name__)} {getattr(canvas, "shape", "")}')
+        try:
+            netdef.check_input_size(canvas.shape[0], self.specs)
+        except ValueError as e:
+            raise ImageError(f'engine input: {e}') from None
+        with self._lock:
+            return self._runner(canvas.shape[0]).run(canvas)
+
+    def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
+                    contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int32 head (A*5, G, G) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,) scores),
+        best first: runtime.decode_head (and nms.nms_at's containment) in C."""
+        size = head.shape[-1] * netdef.total_stride(self.specs)
+        contain_num = -1 if contain is None else round(contain * IOU_DEN)
+        with self._lock:
+            boxes = self._runner(size).decode(head, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN,
+                                              contain_num)
+        return (boxes[:, :4].astype(np.float64) / (1 << BOX_FRAC_BITS),
+                boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
+
+    def detect(self, bgr_image: np.ndarray, conf: float, nms_iou: float,
+               img_size: int | None = None) -> np.ndarray:
+        """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first
+        (the contract and the output of engine.runtime.detect)."""
+        size = img_size or self.input_size
+        try:
+            netdef.check_input_size(size, self.specs)
+        except ValueError as e:
+            raise ConfigError(f'img_size: {e}') from None
+        if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
+            raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
+        if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \
+                or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
+            raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
+        canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
+        boxes, scores = self.decode_head(self.run(canvas), conf, nms_iou)
+        b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
+        out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
+        return out.reshape(-1, DETECTION_COLUMNS)
+
+    def feature_memory(self, size: int | None = None) -> FeatureMemory:
+        """Measured peak feature memory of the native runner at `size` vs the float network's."""
+        from ..integrate.report import feature_memory   # numpy only; imported late to keep loading light
+        size = size or self.input_size
+        return FeatureMemory(size, self._runner(size).feature_bytes,
+                             feature_memory(self.specs, size)['float'][0])
+
+
+def load(path: str | Path, kernels: str = 'auto') -> NativeBackend:
+    """Load an .ifq file on the native runtime (ModelFileError on any defect, NativeUnavailable
+    when the library cannot be built here)."""
+    return NativeBackend(read_bytes(path, ModelFileError, 'model file'), str(path), kernels)

@@ -1,0 +1,116 @@
+"""ctypes declarations of csrc/ifq.h and thin owners of its two handles (model, runner)."""
+from __future__ import annotations
+
+import ctypes as C
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .build import build_library
+
+KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon')   # ifq_kernels enum order
+ERR_BUFFER = 10                                            # IFQ_ERR_BUFFER
+
+
+class Error(C.Structure):
+    _fields_ = [('message', C.c_char * 256)]
+
+
+class Box(C.Structure):
+    _fields_ = [(name, C.c_int32) for name in ('x1', 'y1', 'x2', 'y2', 'score', 'objectness')]
+
+
+BOX_FIELDS = len(Box._fields_)
+_LIB: C.CDLL | None = None
+
+
+def _declare(lib: C.CDLL) -> C.CDLL:
+    vp, i32p, sz = C.c_void_p, np.ctypeslib.ndpointer(np.int32, flags='C_CONTIGUOUS'), C.c_size_t
+    u8p = np.ctypeslib.ndpointer(np.uint8, flags='C_CONTIGUOUS')
+    sigs = {
+        'ifq_model_load': (C.c_int, [C.c_char_p, sz, C.POINTER(vp), C.POINTER(Error)]),
+        'ifq_model_free': (None, [vp]),
+        'ifq_model_input_size': (C.c_int, [vp]),
+        'ifq_model_stride': (C.c_int, [vp]),
+        'ifq_model_num_anchors': (C.c_int, [vp]),
+        'ifq_kernels_supported': (C.c_int, [C.c_int]),
+        'ifq_runner_create': (C.c_int, [vp, C.c_int, C.c_int, C.POINTER(vp), C.POINTER(Error)]),
+        'ifq_runner_free': (None, [vp]),
+        'ifq_runner_kernels': (C.c_int, [vp]),
+        'ifq_runner_grid': (C.c_int, [vp]),
+        'ifq_runner_head_len': (sz, [vp]),
+        'ifq_runner_max_boxes': (sz, [vp]),
+        'ifq_runner_feature_bytes': (sz, [vp]),
+        'ifq_runner_total_bytes': (sz, [vp]),
+        'ifq_run': (C.c_int, [vp, u8p, i32p]),
+        'ifq_decode': (C.c_int, [vp, i32p, C.c_int32, C.c_int32, C.c_int32, C.c_int32,
+                                 np.ctypeslib.ndpointer(np.int32, flags='C_CONTIGUOUS'), sz, C.POINTER(sz)]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+def library() -> C.CDLL:
+    """The loaded native library (built on first use); NativeUnavailable if it cannot be."""
+    global _LIB
+    if _LIB is None:
+        _LIB = _declare(C.CDLL(str(build_library())))
+    return _LIB
+
+
+def kernels_supported(name: str) -> bool:
+    """Does this CPU run the kernel set `name` (one of KERNELS)?"""
+    return bool(library().ifq_kernels_supported(KERNELS.index(name)))
+
+
+class Model:
+    """A loaded model handle; raises ValueError with the C loader's one-line message."""
+
+    def __init__(self, data: bytes):
+        lib, err, handle = library(), Error(), C.c_void_p()
+        status = lib.ifq_model_load(data, len(data), C.byref(handle), C.byref(err))
+        if status:
+            raise ValueError(err.message.decode('utf-8', 'replace'))
+        self.handle = handle
+        self._free = weakref.finalize(self, lib.ifq_model_free, handle)
+        self.input_size = lib.ifq_model_input_size(handle)
+        self.stride = lib.ifq_model_stride(handle)
+        self.num_anchors = lib.ifq_model_num_anchors(handle)
+
+
+class Runner:
+    """Buffers for one input side and kernel set; one call at a time."""
+
+    def __init__(self, model: Model, size: int, kernels: str = 'auto'):
+        lib, err, handle = library(), Error(), C.c_void_p()
+        status = lib.ifq_runner_create(model.handle, size, KERNELS.index(kernels), C.byref(handle), C.byref(err))
+        if status:
+            raise ValueError(err.message.decode('utf-8', 'replace'))
+        self.model, self.handle, self.size = model, handle, size   # the runner reads the model: keep it alive
+        self._free = weakref.finalize(self, lib.ifq_runner_free, handle)
+        self.kernels = KERNELS[lib.ifq_runner_kernels(handle)]
+        self.grid = lib.ifq_runner_grid(handle)
+        self.head_shape = (model.num_anchors * 5, self.grid, self.grid)
+        self.max_boxes = lib.ifq_runner_max_boxes(handle)
+        self.feature_bytes = lib.ifq_runner_feature_bytes(handle)
+        self.total_bytes = lib.ifq_runner_total_bytes(handle)
+        self._boxes = np.zeros((self.max_boxes, BOX_FIELDS), dtype=np.int32)
+
+    def run(self, canvas: np.ndarray) -> np.ndarray:
+        """uint8 (S, S, 3) canvas -> int32 head (A*5, G, G)."""
+        head = np.empty(self.head_shape, dtype=np.int32)
+        if library().ifq_run(self.handle, np.ascontiguousarray(canvas), head):
+            raise RuntimeError('ifq_run failed')   # only on null arguments: a bug, not a user error
+        return head
+
+    def decode(self, head: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
+        """int32 head -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16), objectness."""
+        n = C.c_size_t()
+        status = library().ifq_decode(self.handle, np.ascontiguousarray(head, dtype=np.int32), conf_q, iou_num,
+                                      den, contain_num, self._boxes, self.max_boxes, C.byref(n))
+        if status:
+            raise RuntimeError(f'ifq_decode failed ({status})')
+        return self._boxes[:n.value].copy()
