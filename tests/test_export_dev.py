@@ -1,0 +1,116 @@
+"""The exports of the shipped model on the real dev images (../shared/data/wider/WIDER_val/images):
+head integers equal to the engine's in onnxruntime (all 178), OpenCV DNN and qonnx's executor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.model import IntegerModel
+from ifq_tinier_yolo.engine.preprocess import letterbox
+from ifq_tinier_yolo.imageio import read_image
+
+pytest.importorskip('onnxruntime', reason='the export extra (pip install .[export]) is not installed')
+from ifq_tinier_yolo.export import backend   # noqa: E402  (needs onnxruntime)
+from ifq_tinier_yolo.export.cli import export_model   # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
+DEV_IMAGES = REPO.parent / 'shared' / 'data' / 'wider' / 'WIDER_val' / 'images'
+HANDFUL = 3           # images for the slower executors (qonnx runs MultiThreshold in numpy)
+
+
+@pytest.fixture(scope='module')
+def dev_images() -> list[Path]:
+    paths = sorted(DEV_IMAGES.rglob('*.jpg'))
+    if not paths:
+        pytest.skip(f'dev images not found at {DEV_IMAGES}')
+    return paths
+
+
+@pytest.fixture(scope='module')
+def model() -> IntegerModel:
+    return runtime.load_model(SHIPPED)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The shipped model in both formats, written by the CLI handler's function."""
+    root = tmp_path_factory.mktemp('export_dev')
+    out = {'onnx': root / 'model.onnx', 'qonnx': root / 'model.qonnx.onnx'}
+    export_model(SHIPPED, out['onnx'], 'onnx')
+    export_model(SHIPPED, out['qonnx'], 'qonnx')
+    return out
+
+
+def canvas(path: Path, size: int) -> np.ndarray:
+    return letterbox(read_image(path), size)[0]
+
+
+def count_equal(run, model: IntegerModel, paths: list[Path], size: int) -> int:
+    """Images whose head integers from `run(canvas)` equal the engine's."""
+    same = 0
+    for path in paths:
+        c = canvas(path, size)
+        same += bool(np.array_equal(run(c), runtime.run(model, c)))
+    return same
+
+
+def report(capsys: pytest.CaptureFixture, line: str) -> None:
+    with capsys.disabled():
+        print(f'\n{line}')
+
+
+def test_onnx_bit_exact_on_dev_images(model, exported, dev_images, capsys):
+    b = backend.load(exported['onnx'], threads=1)
+    same = count_equal(b.run, model, dev_images, model.input_size)
+    report(capsys, f'onnx bit-exact {same}/{len(dev_images)}')
+    assert same == len(dev_images)
+
+
+@pytest.mark.slow
+def test_onnx_bit_exact_on_dev_images_half_size(model, exported, dev_images, capsys):
+    b = backend.load(exported['onnx'], threads=1)
+    same = count_equal(b.run, model, dev_images, model.input_size // 2)
+    report(capsys, f'onnx bit-exact at {model.input_size // 2} px {same}/{len(dev_images)}')
+    assert same == len(dev_images)
+
+
+def test_opencv_dnn_gives_the_same_integers(model, exported, dev_images, capsys):
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(str(exported['onnx']))
+    net.enableWinograd(False)   # OpenCV 4's Winograd F(6x6, 3x3) rounds in float32: off before the first forward
+
+    def run(c: np.ndarray) -> np.ndarray:
+        net.setInput(c[None])
+        head = net.forward()[0]                                        # int32 in OpenCV 5, float32 in 4
+        assert np.array_equal(head, np.round(head))
+        return head.astype(np.int64)
+
+    sizes = (model.input_size, model.input_size // 2)
+    same = sum(count_equal(run, model, dev_images[:HANDFUL], size) for size in sizes)
+    report(capsys, f'opencv {cv2.__version__} dnn bit-exact {same}/{HANDFUL * len(sizes)}')
+    assert same == HANDFUL * len(sizes)
+
+
+def test_qonnx_execute_bit_exact_on_dev_images(model, exported, dev_images, capsys):
+    pytest.importorskip('qonnx', reason='qonnx (export extra) is not installed')
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.util.cleanup import cleanup_model
+
+    wrapped = cleanup_model(ModelWrapper(str(exported['qonnx']))).transform(InferDataTypes())
+    inp, out = wrapped.graph.input[0].name, wrapped.graph.output[0].name
+    assert (wrapped.get_tensor_datatype(inp).name, wrapped.get_tensor_datatype(out).name) == ('UINT8', 'INT32')
+
+    def run(c: np.ndarray) -> np.ndarray:
+        x = c.transpose(2, 0, 1)[None].astype(np.float32)                # (1, 3, S, S)
+        return execute_onnx(wrapped, {inp: x})[out][0].astype(np.int64)
+
+    same = count_equal(run, model, dev_images[:HANDFUL], model.input_size)
+    report(capsys, f'qonnx bit-exact {same}/{HANDFUL}')
+    assert same == HANDFUL
