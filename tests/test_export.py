@@ -252,3 +252,36 @@ def test_numpy_path_imports_no_onnx():
             'from ifq_tinier_yolo.apps import detector; '
             'bad = [m for m in ("onnx", "onnxruntime", "qonnx") if m in sys.modules]; assert not bad, bad')
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
+
+
+def registered_commands() -> set[str]:
+    from ifq_tinier_yolo.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
+    if 'export' not in registered_commands():
+        pytest.skip('the export subcommand is not registered in cli.py yet')
+    from ifq_tinier_yolo.cli import main
+    out = tmp_path / 'model.onnx'
+    assert main(['export', str(SHIPPED), '--format', 'onnx', '--out', str(out)]) == 0 and out.is_file()
+    pt = tmp_path / 'model.pt'
+    pt.write_bytes(b'PK\x03\x04')
+    for argv in ([str(pt), '--out', str(out)], [str(SHIPPED), '--out', str(pt / 'x.onnx')]):
+        capsys.readouterr()
+        assert main(['export', *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('error: ') and err.count('\n') == 1
+
+
+def test_detect_gives_the_same_json_on_the_onnx_export(shipped_onnx: Path, capsys: pytest.CaptureFixture):
+    from ifq_tinier_yolo.apps import detector
+    if 'onnx' not in detector.BACKENDS:
+        pytest.skip('Detector has no onnx backend yet (apps/detector.py)')
+    from ifq_tinier_yolo.cli import main
+    outputs = []
+    for model in (SHIPPED, shipped_onnx):
+        assert main(['detect', str(SAMPLES), '--model', str(model), '--json', '-']) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and '"faces": [{' in outputs[0]
