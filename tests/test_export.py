@@ -42,7 +42,8 @@ def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int 
         shape = (s.out_ch, in_ch, s.kernel, s.kernel)
         if s.kind == 'head':
             w = rng.integers(-127, 128, shape, dtype=np.int8)
-            layers.append(IntLayer(s, in_ch, w, bias=rng.integers(-bias_max, bias_max + 1, s.out_ch, dtype=np.int32)))
+            bias = rng.integers(-bias_max, bias_max + 1, s.out_ch, dtype=np.int32)
+            layers.append(IntLayer(s, in_ch, w, bias=bias))
             continue
         w = (rng.integers(-127, 128, shape) if s.kind == 'first' else rng.choice([-1, 1], shape)).astype(np.int8)
         t = np.sort(rng.normal(0, ACC_SPREAD[s.kind], (s.out_ch, 3)).round(), axis=1)
@@ -157,7 +158,8 @@ def test_qonnx_executes_equal_to_engine_on_random_models(seed: int):
     model = random_model(seed)
     wrapped = cleanup_model(ModelWrapper(xq.build(model, 48)))
     x = np.random.default_rng(seed).integers(0, 256, (1, 48, 48, 3), dtype=np.uint8)
-    out = execute_onnx(wrapped, {'global_in': x.transpose(0, 3, 1, 2).astype(np.float32)})[wrapped.graph.output[0].name]
+    x_nchw = x.transpose(0, 3, 1, 2).astype(np.float32)                # (1, 3, H, W)
+    out = execute_onnx(wrapped, {'global_in': x_nchw})[wrapped.graph.output[0].name]
     assert np.array_equal(out.astype(np.int64), runtime.run_batch(model, x))
 
 
@@ -204,7 +206,8 @@ def one_line_error(kind: type, fn, *args, match: str) -> None:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path):
     pt = tmp_path / 'model.pt'
     pt.write_bytes(b'PK\x03\x04 a torch zip')
-    one_line_error(ModelFileError, export_model, pt, tmp_path / 'a.onnx', match='float checkpoint.*convert it first')
+    one_line_error(ModelFileError, export_model, pt, tmp_path / 'a.onnx',
+                   match='float checkpoint.*convert it first')
     damaged = tmp_path / 'damaged.ifq'
     data = bytearray(SHIPPED.read_bytes())
     data[200] ^= 0xFF

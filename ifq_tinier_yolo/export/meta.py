@@ -60,7 +60,8 @@ def from_props(props: dict[str, str], source: str) -> HeadParams:
         raise ValueError(f'{source}: not an ifq-tinier-yolo export (no {PREFIX}format metadata); '
                          f'make one with `python -m ifq_tinier_yolo export MODEL.ifq --format onnx`')
     if props.get(PREFIX + 'version') != str(VERSION):
-        raise ValueError(f'{source}: export version {props.get(PREFIX + "version")!r}, this program reads {VERSION}')
+        raise ValueError(f'{source}: export version {props.get(PREFIX + "version")!r}, '
+                         f'this program reads {VERSION}')
     try:
         specs = tuple(LayerSpec(**{k: _tuples(v) for k, v in row.items()})
                       for row in json.loads(props[PREFIX + 'layers']))

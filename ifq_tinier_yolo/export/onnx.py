@@ -74,7 +74,8 @@ def build(model: IntegerModel) -> onnx.ModelProto:
     stride = model.stride
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo',
-        [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ['batch', 'height', 'width', netdef.IN_CHANNELS])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.UINT8,
+                                       ['batch', 'height', 'width', netdef.IN_CHANNELS])],
         [helper.make_tensor_value_info(name, TensorProto.INT32,
                                        ['batch', channels[name], f'height/{stride}', f'width/{stride}'])
          for name in heads],

@@ -101,7 +101,8 @@ def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo_qonnx',
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, netdef.IN_CHANNELS, size, size])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels[name], grid, grid]) for name in heads],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels[name], grid, grid])
+         for name in heads],
         g.initializers)
     graph.quantization_annotation.extend(g.annotations())
     proto = helper.make_model(graph, producer_name='ifq-tinier-yolo',
