@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='onnx: standard ONNX (onnxruntime, OpenCV DNN), uint8 image of any side '
                              'multiple of the stride in, int32 head out; qonnx: QONNX dialect for FINN '
                              '(MultiThreshold nodes, static input side)')
-    parser.add_argument('--out', type=Path, required=True, help='file to write (.onnx)')
+    parser.add_argument('--out', type=Path, required=True, metavar='FILE', default=argparse.SUPPRESS,
+                        help='file to write (.onnx)')   # SUPPRESS: no '(default: None)' in --help
     parser.add_argument('--img-size', type=int, default=None,
                         help='qonnx only: the static input side in pixels (default: the model\'s)')
 
