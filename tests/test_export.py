@@ -163,6 +163,31 @@ def test_qonnx_executes_equal_to_engine_on_random_models(seed: int):
     assert np.array_equal(out.astype(np.int64), runtime.run_batch(model, x))
 
 
+def test_qonnx_survives_finn_style_lowering(shipped: IntegerModel):
+    """qonnx's conv lowering (FINN's route to matrix-vector units) and channels-last conversion
+    accept the graph, infer the integer datatypes FINN maps, and keep the head exact."""
+    pytest.importorskip('qonnx', reason='qonnx (export extra) is not installed')
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    x = np.random.default_rng(5).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    want = runtime.run_batch(shipped, x)
+    clean = cleanup_model(ModelWrapper(xq.build(shipped, 64)))
+    lowered = clean.transform(LowerConvsToMatMul()).transform(InferDataTypes())
+    pairs = [(lowered.get_tensor_datatype(n.input[0]).name, lowered.get_tensor_datatype(n.input[1]).name)
+             for n in lowered.graph.node if n.op_type == 'MatMul']
+    hidden = sum(s.kind == 'hidden' for s in shipped.specs)
+    assert pairs == [('UINT8', 'INT8')] + [('UINT2', 'BIPOLAR')] * hidden + [('UINT2', 'INT8')]
+    for wrapped in (lowered, clean.transform(ConvertToChannelsLastAndClean())):
+        inp, out = wrapped.graph.input[0].name, wrapped.graph.output[0].name
+        head = execute_onnx(wrapped, {inp: x.transpose(0, 3, 1, 2).astype(np.float32)})[out]
+        assert np.array_equal(head.astype(np.int64), want)
+
+
 def test_backend_detect_equals_engine_on_samples(shipped: IntegerModel, shipped_onnx: Path):
     b = backend.load(shipped_onnx, threads=1)
     assert b.input_size == shipped.input_size and b.specs == shipped.specs

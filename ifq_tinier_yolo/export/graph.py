@@ -81,15 +81,21 @@ class GraphBuilder:
         return output
 
     def conv(self, x: str, prefix: str, layer: IntLayer, weights: np.ndarray) -> str:
-        """A 'same'-padded convolution without bias, as the layer table says."""
+        """A 'same'-padded convolution without bias, as the layer table says.
+
+        Every attribute is spelt out, defaults included: qonnx's LowerConvsToMatMul (FINN's
+        route to hardware) reads `group` and `dilations` and fails when they are absent.
+        """
         k, p = layer.spec.kernel, layer.spec.kernel // 2
         w = self.const(f'{prefix}.weight', weights)
         return self.node('Conv', [x, w], f'{prefix}.acc', kernel_shape=[k, k], pads=[p, p, p, p],
-                         strides=[layer.spec.stride] * 2)
+                         strides=[layer.spec.stride] * 2, dilations=[1, 1], group=1)
 
     def maxpool(self, x: str, prefix: str) -> str:
-        """2x2 stride-2 max-pool; ONNX's floor mode drops an odd last row/column like the engine."""
-        return self.node('MaxPool', [x], f'{prefix}.pool', kernel_shape=[2, 2], strides=[2, 2])
+        """2x2 stride-2 max-pool; ONNX's floor mode drops an odd last row/column like the engine.
+        `pads` spelt out for qonnx's channels-last conversion, which requires it."""
+        return self.node('MaxPool', [x], f'{prefix}.pool', kernel_shape=[2, 2], strides=[2, 2],
+                         pads=[0, 0, 0, 0])
 
 
 # (builder, input tensor name, layer) -> output tensor name: how a graph writes one kind of layer
