@@ -9,8 +9,9 @@
 #define IFQ_N_THRESHOLDS 3        /* three thresholds per channel give the codes 0..3 */
 #define IFQ_VALUES_PER_ANCHOR 5   /* tx, ty, tw, th, objectness */
 #define IFQ_WORD_BITS 64
-#define IFQ_WORD_ALIGN 8          /* weight rows and gathered windows: multiples of 8 words (512 bits) */
-#define IFQ_OUT_ALIGN 8           /* first-layer outputs padded to 8 (one AVX2 register of int32) */
+#define IFQ_LANES 8               /* hidden layers: outputs side by side, one 64-bit lane each */
+#define IFQ_OUT_ALIGN 16          /* first-layer outputs padded to 16 (one AVX-512 register of int32) */
+#define IFQ_CODE_LANES 16         /* outputs thresholded side by side (one AVX-512 register of int32) */
 #define IFQ_HEAD_IN_ALIGN 64      /* head input channels padded to 64 (one AVX-512 register of bytes) */
 
 enum { IFQ_KIND_FIRST = 0, IFQ_KIND_HIDDEN = 1, IFQ_KIND_HEAD = 2 };
@@ -22,13 +23,20 @@ typedef struct {
     int64_t acc_bound;      /* worst-case |accumulator|, bias excluded */
     int32_t *thresholds;    /* first / hidden: (O, 3), widened from i16 / i32 */
     uint8_t *negate;        /* first / hidden: (O,) 1 = the channel compares -acc */
-    int16_t *w_pairs;       /* first: (pairs, out_pad, 2): weights of window values 2j, 2j+1 (order ky, kx, c) */
-    int patch_pairs;        /* first: ceil(k*k*I / 2) */
+    int32_t *t_lanes;       /* first / hidden: (3, codes_pad): threshold k of every output, then
+                               INT32_MAX for the padding outputs (their codes are 0) */
+    int32_t *neg_lanes;     /* first / hidden: (codes_pad,) -1 where the channel compares -acc, else 0 */
+    int codes_pad;          /* first / hidden: O rounded up to IFQ_CODE_LANES */
+    int row_len;            /* first: one window row, k * I bytes (kx, c), padded to a multiple of 4 */
+    int16_t *w_pairs;       /* first: (k * row_len / 2, out_pad, 2): weights of padded window values
+                               2j, 2j+1 (window row major; zero on the padding) */
+    int8_t *w_quads;        /* first: (k * row_len / 4, out_pad, 4): the same, four values a group */
     int out_pad;            /* first: O rounded up to IFQ_OUT_ALIGN */
-    uint64_t *w_bits;       /* hidden: (O, w_stride) words, bit j = weight of window value j (1: +1) */
+    uint64_t *w_bits;       /* hidden: (groups, w_words, 8): word i of the weight bits of outputs 8g..8g+7,
+                               bit j of output o's bits = weight of window value j (1: +1, 0: -1) */
     int window_bits;        /* hidden: k*k*I, window values ordered (ky, kx, channel) */
-    int w_words;            /* hidden: ceil(window_bits / 64), the words that hold bits */
-    int w_stride;           /* hidden: w_words rounded up to IFQ_WORD_ALIGN, zero filled */
+    int w_words;            /* hidden: ceil(window_bits / 64) */
+    int groups;             /* hidden: ceil(O / 8); the padding outputs have zero weights */
     int8_t *w_head;         /* head: (O, in_pad) int8, zero padded */
     int in_pad;             /* head: I rounded up to IFQ_HEAD_IN_ALIGN */
     int32_t *bias;          /* head: (O,) */
@@ -45,13 +53,20 @@ struct ifq_model {
 /* One instruction set: the inner products; everything around them is shared C. */
 typedef struct {
     ifq_kernels id;
-    /* first layer: acc[o] = sum_j patch[2j] * w[j][o][0] + patch[2j+1] * w[j][o][1], o < out_pad */
-    void (*first_dot)(const int16_t *patch, const int16_t *w_pairs, int pairs, int out_pad,
-                      int32_t *acc);
-    /* hidden: p[o] = popcount(x0 & w_o) + 2 popcount(x1 & w_o) over `words` words (rows of
-     * w_stride words; words rounded up to IFQ_WORD_ALIGN may be read: they are zero) */
-    void (*bit_dot)(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words,
-                    int w_stride, int n_out, int64_t *p);
+    /* The layers whose accumulators fit int32 (ifq_layer.acc_bound < 2^31) run on these.
+     * first layer: acc[o] = sum over ky < k, j < row_len of rows[ky][j] * weight (ky, j) of o,
+     * for o < out_pad (w_pairs or w_quads, whichever the set likes) */
+    void (*first_dot)(const uint8_t *const *rows, int k, int row_len, const int16_t *w_pairs,
+                      const int8_t *w_quads, int out_pad, int32_t *acc);
+    /* hidden: acc[o] = 2 (popcount(x0 & w_o) + 2 popcount(x1 & w_o)) - code_sum over `words`
+     * words, for the outputs o < 8 * groups of the lane layout of ifq_layer.w_bits */
+    void (*bit_dot)(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+                    int32_t code_sum, int32_t *acc);
+    /* first / hidden: the codes of one pixel from its accumulators (acc[o] for o < codes_pad,
+     * the padding ones arbitrary) into nw words of bit 0 then nw words of bit 1; returns the
+     * pixel's code sum */
+    int32_t (*codes)(const int32_t *acc, const int32_t *t_lanes, const int32_t *neg_lanes, int n_out,
+                     int codes_pad, uint64_t *px, int nw);
     /* head: acc[o] = sum_c codes[c] * w[o][c] over in_pad values (codes 0..3) */
     void (*head_dot)(const uint8_t *codes, const int8_t *w, int in_pad, int n_out, int32_t *acc);
 } ifq_kernel_set;

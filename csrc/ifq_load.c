@@ -206,17 +206,28 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
     L->negate = alloc_array((size_t)O, 1);
     if (!L->thresholds || !L->negate)
         return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
+    L->codes_pad = (O + IFQ_CODE_LANES - 1) / IFQ_CODE_LANES * IFQ_CODE_LANES;
+    L->t_lanes = alloc_array((size_t)L->codes_pad * IFQ_N_THRESHOLDS, sizeof(int32_t));
+    L->neg_lanes = alloc_array((size_t)L->codes_pad, sizeof(int32_t));
+    if (!L->t_lanes || !L->neg_lanes)
+        return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
     for (int i = 0; i < O * IFQ_N_THRESHOLDS; i++)
         L->thresholds[i] = t_bytes == 4 ? i32_at(t + 4 * i) : i16_at(t + 2 * i);
-    for (int o = 0; o < O; o++)
+    for (int o = 0; o < L->codes_pad; o++)
+        for (int j = 0; j < IFQ_N_THRESHOLDS; j++)
+            L->t_lanes[(size_t)j * L->codes_pad + o] = o < O ? L->thresholds[o * IFQ_N_THRESHOLDS + j] : INT32_MAX;
+    for (int o = 0; o < O; o++) {
         L->negate[o] = (uint8_t)bit_at(s, (uint64_t)o);
+        L->neg_lanes[o] = -(int32_t)L->negate[o];
+    }
 
     const int kk = k * k;
     if (L->kind == IFQ_KIND_FIRST) {
-        L->patch_pairs = (kk * I + 1) / 2;
+        L->row_len = (k * I + 3) / 4 * 4;
         L->out_pad = (O + IFQ_OUT_ALIGN - 1) / IFQ_OUT_ALIGN * IFQ_OUT_ALIGN;
-        L->w_pairs = alloc_array((size_t)L->patch_pairs * L->out_pad * 2, sizeof(int16_t));
-        if (!L->w_pairs)
+        L->w_pairs = alloc_array((size_t)k * L->row_len * L->out_pad, sizeof(int16_t));
+        L->w_quads = alloc_array((size_t)k * L->row_len * L->out_pad, sizeof(int8_t));
+        if (!L->w_pairs || !L->w_quads)
             return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
         for (int o = 0; o < O; o++)
             for (int c = 0; c < I; c++)
@@ -226,14 +237,15 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
                     if (v < -FIXED_WEIGHT_MAX)
                         return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]",
                                     L->name);
-                    size_t at = (size_t)j * I + c;   /* window value (ky, kx, c) */
+                    size_t at = (size_t)(j / k) * L->row_len + (size_t)(j % k) * I + c;   /* (ky, kx, c) */
                     L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2] = (int16_t)v;
+                    L->w_quads[((at / 4) * L->out_pad + o) * 4 + at % 4] = (int8_t)v;
                 }
     } else {
         L->window_bits = kk * I;
         L->w_words = (L->window_bits + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
-        L->w_stride = (L->w_words + IFQ_WORD_ALIGN - 1) / IFQ_WORD_ALIGN * IFQ_WORD_ALIGN;
-        L->w_bits = alloc_array((size_t)O * L->w_stride, sizeof(uint64_t));
+        L->groups = (O + IFQ_LANES - 1) / IFQ_LANES;
+        L->w_bits = alloc_array((size_t)L->groups * L->w_words * IFQ_LANES, sizeof(uint64_t));
         if (!L->w_bits)
             return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
         for (int o = 0; o < O; o++)
@@ -241,7 +253,8 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
                 for (int j = 0; j < kk; j++)
                     if (bit_at(w, ((uint64_t)o * I + c) * kk + j)) {
                         size_t at = (size_t)j * I + c;
-                        L->w_bits[(size_t)o * L->w_stride + at / 64] |= (uint64_t)1 << (at % 64);
+                        size_t word = ((size_t)(o / IFQ_LANES) * L->w_words + at / 64) * IFQ_LANES + o % IFQ_LANES;
+                        L->w_bits[word] |= (uint64_t)1 << (at % 64);
                     }
     }
     /* thresholds: within the accumulator range and non-decreasing per channel */
@@ -470,7 +483,10 @@ void ifq_model_free(ifq_model *m)
         ifq_layer *L = &m->layers[i];
         free(L->thresholds);
         free(L->negate);
+        free(L->t_lanes);
+        free(L->neg_lanes);
         free(L->w_pairs);
+        free(L->w_quads);
         free(L->w_bits);
         free(L->w_head);
         free(L->bias);

@@ -17,6 +17,7 @@
 #include "ifq_internal.h"
 
 #define INT32_LIMIT ((int64_t)1 << 31)
+#define ROW_SLACK 16   /* readable bytes after a ring: a first-layer window row is read up to row_len */
 
 typedef struct {
     int h, w;             /* rows, columns of this map */
@@ -24,6 +25,7 @@ typedef struct {
     size_t row_bytes;
     int ring;             /* rows held */
     uint8_t *rows;        /* ring * row_bytes */
+    int32_t *sums;        /* code maps: ring * w code sums over a pixel's channels */
     int next;             /* next row to produce */
 } stage;
 
@@ -33,10 +35,12 @@ struct ifq_runner {
     int size, grid, n_stages;
     stage st[IFQ_MAX_LAYERS];   /* st[0]: canvas rows; st[i]: output of layer i - 1 (not the head) */
     const uint8_t **window;     /* the input rows of one output row */
+    const int32_t **window_sums;  /* and their pixels' code sums */
     uint8_t *zero_row;          /* stands for the zero padding above and below a map */
-    int16_t *patch;             /* first layer: one window of pixels, (ky, kx, c) */
-    int32_t *acc32;
-    int64_t *acc, *acc_max;
+    uint8_t *patch;             /* first layer: a window at the map's edge, rows of row_len bytes */
+    const uint8_t **first_rows; /* first layer: the window's rows */
+    int32_t *acc32, *best32;    /* one conv position's accumulators, and their max over a pool window */
+    int64_t *acc64, *best64;    /* the same for layers too wide for int32 */
     uint64_t *x0, *x1;          /* hidden layers: one window of codes as two bit-strings */
     uint8_t *codes;             /* head: one pixel's codes, one byte each */
     ifq_box *cand;              /* decode: candidates above the score threshold */
@@ -58,7 +62,7 @@ static int cpu_has(ifq_kernels k)
     if (k == IFQ_KERNELS_AVX2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vpopcntdq");
+           __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
@@ -145,29 +149,38 @@ static ifq_status create(ifq_runner *r, ifq_error *err)
     const ifq_model *m = r->m;
     if (!plan_stages(r))
         return IFQ_ERR_ARGUMENT;
-    size_t max_row = 0, max_window = 1, max_out = 1, max_words = IFQ_WORD_ALIGN, max_pairs = 1;
+    size_t max_row = 0, max_window = 1, max_out = 1, max_words = 1, max_patch = 1;
     for (int i = 0; i < r->n_stages; i++) {
         stage *s = &r->st[i];
-        if (!(s->rows = block(r, (size_t)s->ring, s->row_bytes)))
+        if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + ROW_SLACK, 1)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * s->row_bytes;
+        if (i > 0) {
+            if (!(s->sums = block(r, (size_t)s->ring * s->w, sizeof *s->sums)))
+                return IFQ_ERR_NOMEM;
+            r->feature_bytes += (size_t)s->ring * s->w * sizeof *s->sums;
+        }
         max_row = s->row_bytes > max_row ? s->row_bytes : max_row;
     }
     for (int i = 0; i < m->n_layers; i++) {
         const ifq_layer *L = &m->layers[i];
         max_window = (size_t)window_rows(L) > max_window ? (size_t)window_rows(L) : max_window;
-        max_out = (size_t)L->out_ch + IFQ_OUT_ALIGN > max_out ? (size_t)L->out_ch + IFQ_OUT_ALIGN : max_out;
-        max_words = (size_t)L->w_stride > max_words ? (size_t)L->w_stride : max_words;
-        max_pairs = (size_t)L->patch_pairs > max_pairs ? (size_t)L->patch_pairs : max_pairs;
+        max_out = (size_t)L->out_ch + IFQ_CODE_LANES > max_out ? (size_t)L->out_ch + IFQ_CODE_LANES : max_out;
+        max_words = (size_t)L->w_words > max_words ? (size_t)L->w_words : max_words;
+        size_t patch = (size_t)L->k * L->row_len;
+        max_patch = patch > max_patch ? patch : max_patch;
     }
     const ifq_layer *head = &m->layers[m->n_layers - 1];
     size_t cells = (size_t)r->grid * r->grid;
     size_t n_cand = cells * (size_t)m->n_anchors;
     r->feature_bytes += n_cand * IFQ_VALUES_PER_ANCHOR * sizeof(int32_t);   /* the caller's head */
-    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row, 1)) ||
-        !(r->patch = block(r, 2 * max_pairs, sizeof *r->patch)) ||
-        !(r->acc32 = block(r, max_out, sizeof *r->acc32)) || !(r->acc = block(r, max_out, sizeof *r->acc)) ||
-        !(r->acc_max = block(r, max_out, sizeof *r->acc_max)) || !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
+    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row + ROW_SLACK, 1)) ||
+        !(r->window_sums = block(r, max_window, sizeof *r->window_sums)) ||
+        !(r->patch = block(r, max_patch, 1)) ||
+        !(r->first_rows = block(r, max_window, sizeof *r->first_rows)) ||
+        !(r->acc32 = block(r, max_out, sizeof *r->acc32)) || !(r->best32 = block(r, max_out, sizeof *r->best32)) ||
+        !(r->acc64 = block(r, max_out, sizeof *r->acc64)) || !(r->best64 = block(r, max_out, sizeof *r->best64)) ||
+        !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
         !(r->x1 = block(r, max_words, sizeof *r->x1)) ||
         !(r->codes = block(r, (size_t)head->in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
         !(r->order = block(r, n_cand, sizeof *r->order)))
@@ -242,18 +255,6 @@ size_t ifq_runner_total_bytes(const ifq_runner *r)
 
 /* --- layers, row by row ------------------------------------------------------------------ */
 
-static int popcount64(uint64_t x)
-{
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_popcountll(x);
-#else
-    x = x - ((x >> 1) & 0x5555555555555555u);
-    x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Fu;
-    return (int)((x * 0x0101010101010101u) >> 56);
-#endif
-}
-
 static void produce(ifq_runner *r, int i, int y);
 
 /* Make sure rows up to y of stage i exist (they are produced once each, in order). */
@@ -265,32 +266,27 @@ static void ensure(ifq_runner *r, int i, int y)
 
 static uint8_t *row_slot(const stage *s, int y) { return s->rows + (size_t)(y % s->ring) * s->row_bytes; }
 
-/* First layer at conv position (row `top` of the window, column xc): acc[o] for o < out_pad. */
-static void first_acc(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in, int64_t *acc)
+/* First layer: pointers to the k rows of the window at conv position (row `top` of the window,
+ * column xc), each k * C bytes (kx, c) plus readable padding up to row_len. Inside the map they
+ * point into the line buffers (the padding bytes meet zero weights); at the edges into r->patch,
+ * a copy with zeros outside the map. */
+static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in)
 {
-    const int k = L->k, p = k / 2, n = k * k * L->in_ch;
-    int16_t *patch = r->patch;
-    for (int ky = 0, j = 0; ky < k; ky++)
-        for (int kx = 0; kx < k; kx++) {
-            int xi = xc * L->stride + kx - p;
-            const uint8_t *px = xi >= 0 && xi < w_in ? r->window[top + ky] + (size_t)xi * 3 : r->zero_row;
-            for (int c = 0; c < L->in_ch; c++)
-                patch[j++] = px[c];
+    const int k = L->k, C = L->in_ch, x0 = xc * L->stride - k / 2;
+    for (int ky = 0; ky < k; ky++) {
+        const uint8_t *row = r->window[top + ky];
+        if (x0 >= 0 && x0 + k <= w_in) {
+            r->first_rows[ky] = row + (size_t)x0 * C;
+            continue;
         }
-    if (n % 2)
-        patch[n] = 0;
-    if (L->acc_bound < INT32_LIMIT) {
-        r->ks->first_dot(patch, L->w_pairs, L->patch_pairs, L->out_pad, r->acc32);
-        for (int o = 0; o < L->out_ch; o++)
-            acc[o] = r->acc32[o];
-        return;
+        uint8_t *v = r->patch + (size_t)ky * L->row_len;
+        memset(v, 0, (size_t)L->row_len);
+        for (int kx = 0; kx < k; kx++)
+            if (x0 + kx >= 0 && x0 + kx < w_in)
+                memcpy(v + kx * C, row + (size_t)(x0 + kx) * C, (size_t)C);
+        r->first_rows[ky] = v;
     }
-    for (int o = 0; o < L->out_ch; o++) {   /* huge kernels: int64, plain C */
-        int64_t a = 0;
-        for (int j = 0; j < 2 * L->patch_pairs; j++)
-            a += (int64_t)patch[j] * L->w_pairs[((size_t)(j / 2) * L->out_pad + o) * 2 + j % 2];
-        acc[o] = a;
-    }
+    return r->first_rows;
 }
 
 /* Append the low n bits of v at bit `pos` of a zeroed bit-string. */
@@ -302,59 +298,121 @@ static void append_bits(uint64_t *dst, size_t pos, uint64_t v, int n)
         dst[pos / IFQ_WORD_BITS + 1] |= v >> (IFQ_WORD_BITS - off);
 }
 
-/* Hidden layer at conv position (window row `top`, column xc): acc[o] = sum w * code. */
-static void hidden_acc(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int64_t *acc)
+/* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1;
+ * returns the window's code sum. */
+static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc)
 {
-    const int k = L->k, p = k / 2, C = L->in_ch, nw = in->words;
-    memset(r->x0, 0, (size_t)L->w_stride * sizeof *r->x0);
-    memset(r->x1, 0, (size_t)L->w_stride * sizeof *r->x1);
-    int64_t sum = 0;   /* the window's code sum */
+    const int k = L->k, C = L->in_ch, nw = in->words;
+    memset(r->x0, 0, (size_t)L->w_words * sizeof *r->x0);
+    memset(r->x1, 0, (size_t)L->w_words * sizeof *r->x1);
+    int64_t sum = 0;
     size_t pos = 0;
     for (int ky = 0; ky < k; ky++)
         for (int kx = 0; kx < k; kx++, pos += (size_t)C) {
-            int xi = xc * L->stride + kx - p;
+            int xi = xc * L->stride + kx - k / 2;
             if (xi < 0 || xi >= in->w)
                 continue;   /* zero padding: no bits */
             const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
+            sum += r->window_sums[top + ky][xi];
+            if (pos % IFQ_WORD_BITS == 0 && C % IFQ_WORD_BITS == 0) {   /* whole words: copy */
+                memcpy(r->x0 + pos / IFQ_WORD_BITS, px, (size_t)nw * sizeof *px);
+                memcpy(r->x1 + pos / IFQ_WORD_BITS, px + nw, (size_t)nw * sizeof *px);
+                continue;
+            }
             for (int j = 0; j < nw; j++) {
                 int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
                 append_bits(r->x0, pos + (size_t)j * IFQ_WORD_BITS, px[j], n);
                 append_bits(r->x1, pos + (size_t)j * IFQ_WORD_BITS, px[nw + j], n);
-                sum += popcount64(px[j]) + 2 * popcount64(px[nw + j]);
             }
         }
-    r->ks->bit_dot(r->x0, r->x1, L->w_bits, L->w_words, L->w_stride, L->out_ch, acc);
-    for (int o = 0; o < L->out_ch; o++)
-        acc[o] = 2 * acc[o] - sum;
+    return sum;
 }
 
-/* One output row of a first or hidden layer into its ring slot: conv, [max-pool], codes. */
-static void conv_row(ifq_runner *r, const ifq_layer *L, const stage *in, const stage *out, uint8_t *dst)
+/* acc[o] of a layer whose accumulators fit int32 (every real one), by the kernel set. */
+static void conv_acc32(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int32_t *acc)
 {
-    const int positions = L->pool ? 2 : 1, nw = out->words;
-    memset(dst, 0, out->row_bytes);
+    if (L->kind == IFQ_KIND_FIRST) {
+        r->ks->first_dot(window_rows_first(r, L, top, xc, in->w), L->k, L->row_len, L->w_pairs, L->w_quads,
+                         L->out_pad, acc);
+        return;
+    }
+    int32_t sum = (int32_t)gather_bits(r, L, in, top, xc);
+    r->ks->bit_dot(r->x0, r->x1, L->w_bits, L->w_words, L->groups, sum, acc);
+}
+
+static int popcount64(uint64_t x)
+{
+    int n = 0;
+    for (; x; x &= x - 1)
+        n++;
+    return n;
+}
+
+/* acc[o] in int64 for layers too wide for int32 (huge kernels): plain C, never fast. */
+static void conv_acc64(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int64_t *acc)
+{
+    if (L->kind == IFQ_KIND_FIRST) {
+        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w);
+        for (int o = 0; o < L->out_ch; o++) {
+            int64_t a = 0;
+            for (int ky = 0; ky < L->k; ky++)
+                for (int j = 0; j < L->row_len; j++) {
+                    size_t at = (size_t)ky * L->row_len + j;
+                    a += (int64_t)rows[ky][j] * L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2];
+                }
+            acc[o] = a;
+        }
+        return;
+    }
+    int64_t sum = gather_bits(r, L, in, top, xc);
+    for (int o = 0; o < L->out_ch; o++) {
+        const uint64_t *w = L->w_bits + (size_t)(o / IFQ_LANES) * L->w_words * IFQ_LANES + o % IFQ_LANES;
+        int64_t p = 0;
+        for (int i = 0; i < L->w_words; i++)
+            p += popcount64(r->x0[i] & w[(size_t)i * IFQ_LANES]) + 2 * popcount64(r->x1[i] & w[(size_t)i * IFQ_LANES]);
+        acc[o] = 2 * p - sum;
+    }
+}
+
+/* Codes of int64 accumulators (the wide path); returns the code sum. */
+static int32_t codes64(const ifq_layer *L, const int64_t *acc, uint64_t *px, int nw)
+{
+    int32_t sum = 0;
+    memset(px, 0, 2 * (size_t)nw * sizeof *px);
+    for (int o = 0; o < L->out_ch; o++) {
+        int64_t v = L->negate[o] ? -acc[o] : acc[o];
+        const int32_t *t = L->thresholds + o * IFQ_N_THRESHOLDS;
+        unsigned code = (unsigned)(v > t[0]) + (unsigned)(v > t[1]) + (unsigned)(v > t[2]);
+        px[o / IFQ_WORD_BITS] |= (uint64_t)(code & 1u) << (o % IFQ_WORD_BITS);
+        px[nw + o / IFQ_WORD_BITS] |= (uint64_t)(code >> 1) << (o % IFQ_WORD_BITS);
+        sum += (int32_t)code;
+    }
+    return sum;
+}
+
+/* One output row of a first or hidden layer into its ring slot: conv, [2x2 max-pool of the raw
+ * accumulators, before the sign], codes. */
+static void conv_row(ifq_runner *r, const ifq_layer *L, const stage *in, const stage *out, uint8_t *dst,
+                     int32_t *dst_sums)
+{
+    const int positions = L->pool ? 2 : 1, nw = out->words, wide = L->acc_bound >= INT32_LIMIT;
     for (int x = 0; x < out->w; x++) {
-        int64_t *best = r->acc_max;
+        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
         for (int dy = 0; dy < positions; dy++)
             for (int dx = 0; dx < positions; dx++) {
-                int64_t *acc = dy || dx ? r->acc : best;
-                int top = dy * L->stride, xc = x * positions + dx;
-                if (L->kind == IFQ_KIND_FIRST)
-                    first_acc(r, L, top, xc, in->w, acc);
-                else
-                    hidden_acc(r, L, in, top, xc, acc);
-                if (acc != best)   /* max-pool of the raw accumulators, before the sign */
-                    for (int o = 0; o < L->out_ch; o++)
-                        best[o] = acc[o] > best[o] ? acc[o] : best[o];
+                int top = dy * L->stride, xc = x * positions + dx, first = !dy && !dx;
+                if (wide) {
+                    conv_acc64(r, L, in, top, xc, first ? r->best64 : r->acc64);
+                    for (int o = 0; o < L->out_ch && !first; o++)
+                        r->best64[o] = r->acc64[o] > r->best64[o] ? r->acc64[o] : r->best64[o];
+                } else {
+                    conv_acc32(r, L, in, top, xc, first ? r->best32 : r->acc32);
+                    for (int o = 0; o < L->out_ch && !first; o++)
+                        r->best32[o] = r->acc32[o] > r->best32[o] ? r->acc32[o] : r->best32[o];
+                }
             }
-        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
-        for (int o = 0; o < L->out_ch; o++) {
-            int64_t v = L->negate[o] ? -best[o] : best[o];
-            const int32_t *t = L->thresholds + o * IFQ_N_THRESHOLDS;
-            unsigned code = (unsigned)(v > t[0]) + (unsigned)(v > t[1]) + (unsigned)(v > t[2]);
-            px[o / IFQ_WORD_BITS] |= (uint64_t)(code & 1u) << (o % IFQ_WORD_BITS);
-            px[nw + o / IFQ_WORD_BITS] |= (uint64_t)(code >> 1) << (o % IFQ_WORD_BITS);
-        }
+        dst_sums[x] = wide ? codes64(L, r->best64, px, nw)
+                           : r->ks->codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad, px, nw);
     }
 }
 
@@ -376,9 +434,11 @@ static void produce(ifq_runner *r, int i, int y)
     ensure(r, i - 1, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
     for (int j = 0; j < span; j++) {
         int yi = first + j;
-        r->window[j] = yi >= 0 && yi < in->h ? row_slot(in, yi) : r->zero_row;
+        int inside = yi >= 0 && yi < in->h;
+        r->window[j] = inside ? row_slot(in, yi) : r->zero_row;
+        r->window_sums[j] = inside && i > 1 ? in->sums + (size_t)(yi % in->ring) * in->w : (const int32_t *)r->zero_row;
     }
-    conv_row(r, L, in, s, dst);
+    conv_row(r, L, in, s, dst, s->sums + (size_t)(y % s->ring) * s->w);
 }
 
 /* Head row y: int8 weights on the codes, plus the int32 bias, channel-major into head. */

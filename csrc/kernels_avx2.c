@@ -8,14 +8,8 @@
 #include <string.h>
 
 #define AVX2 __attribute__((target("avx2,popcnt")))
-#define CHUNK_WORDS 4        /* one 256-bit register */
-#define CHUNKS_PER_FLUSH 10  /* a byte counter gains at most 4 + 4 + 8 + 8 = 24 per chunk: 10 fit in 255 */
-
-AVX2 static int64_t hsum_epi64(__m256i v)
-{
-    __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
-}
+#define LANES 4              /* 64-bit lanes of a 256-bit register */
+#define WORDS_PER_FLUSH 10   /* a byte counter gains at most 4 + 4 + 8 + 8 = 24 per word: 10 fit in 255 */
 
 AVX2 static int32_t hsum_epi32(__m256i v)
 {
@@ -25,49 +19,94 @@ AVX2 static int32_t hsum_epi32(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-/* Pairs of window values times pairs of weights (vpmaddwd), eight outputs per register. */
-AVX2 void ifq_avx2_first_dot(const int16_t *patch, const int16_t *w, int pairs, int out_pad, int32_t *acc)
+/* Four window bytes at a time: broadcast, spread into two int16 pairs (vpshufb), times pairs of
+ * weights (vpmaddwd); eight outputs per register. */
+AVX2 static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w,
+                           const int8_t *w_quads, int out_pad, int32_t *acc)
 {
+    const __m256i lo = _mm256_setr_epi8(0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1,
+                                        0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1);
+    const __m256i hi = _mm256_setr_epi8(2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1,
+                                        2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1);
+    (void)w_quads;
     for (int g = 0; g < out_pad; g += 8) {
         __m256i sum = _mm256_setzero_si256();
-        for (int j = 0; j < pairs; j++) {
-            int32_t pair;
-            memcpy(&pair, patch + 2 * j, sizeof pair);
-            __m256i wv = _mm256_loadu_si256((const __m256i *)(w + ((size_t)j * out_pad + g) * 2));
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_set1_epi32(pair), wv));
-        }
+        for (int ky = 0; ky < k; ky++)
+            for (int j = 0; j < row_len; j += 4) {
+                int32_t quad;
+                memcpy(&quad, rows[ky] + j, sizeof quad);
+                __m256i q = _mm256_set1_epi32(quad);
+                const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 2 * g;
+                __m256i w01 = _mm256_loadu_si256((const __m256i *)wj);
+                __m256i w23 = _mm256_loadu_si256((const __m256i *)(wj + 2 * out_pad));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_shuffle_epi8(q, lo), w01));
+                sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_shuffle_epi8(q, hi), w23));
+            }
         _mm256_storeu_si256((__m256i *)(acc + g), sum);
     }
 }
 
-/* Popcounts by nibble lookup (vpshufb); bit-plane 1 looks up doubled counts. */
-AVX2 static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int w_stride,
-                         int n_out, int64_t *p)
+/* Four outputs per register, one 64-bit lane each: the window word is broadcast, popcounts by
+ * nibble lookup (vpshufb; bit-plane 1 looks up doubled counts), bytes summed per lane (vpsadbw). */
+AVX2 static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+                         int32_t code_sum, int32_t *acc)
 {
     const __m256i lut1 = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i lut2 = _mm256_add_epi8(lut1, lut1);
     const __m256i nib = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
-    const int chunks = (words + CHUNK_WORDS - 1) / CHUNK_WORDS;
-    for (int o = 0; o < n_out; o++, w += w_stride) {
-        __m256i total = zero;
-        for (int c0 = 0; c0 < chunks; c0 += CHUNKS_PER_FLUSH) {
-            __m256i bytes = zero;
-            int c1 = c0 + CHUNKS_PER_FLUSH < chunks ? c0 + CHUNKS_PER_FLUSH : chunks;
-            for (int c = c0; c < c1; c++) {
-                __m256i wv = _mm256_loadu_si256((const __m256i *)(w + c * CHUNK_WORDS));
-                __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x0 + c * CHUNK_WORDS)), wv);
-                __m256i b = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x1 + c * CHUNK_WORDS)), wv);
-                __m256i ca = _mm256_add_epi8(_mm256_shuffle_epi8(lut1, _mm256_and_si256(a, nib)),
-                                             _mm256_shuffle_epi8(lut1, _mm256_and_si256(_mm256_srli_epi16(a, 4), nib)));
-                __m256i cb = _mm256_add_epi8(_mm256_shuffle_epi8(lut2, _mm256_and_si256(b, nib)),
-                                             _mm256_shuffle_epi8(lut2, _mm256_and_si256(_mm256_srli_epi16(b, 4), nib)));
-                bytes = _mm256_add_epi8(bytes, _mm256_add_epi8(ca, cb));
+    const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    for (int g = 0; g < groups; g++, w += (size_t)words * IFQ_LANES)
+        for (int half = 0; half < IFQ_LANES; half += LANES) {
+            __m256i total = zero;
+            for (int i0 = 0; i0 < words; i0 += WORDS_PER_FLUSH) {
+                __m256i bytes = zero;
+                int i1 = i0 + WORDS_PER_FLUSH < words ? i0 + WORDS_PER_FLUSH : words;
+                for (int i = i0; i < i1; i++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(w + (size_t)i * IFQ_LANES + half));
+                    __m256i a = _mm256_and_si256(_mm256_set1_epi64x((long long)x0[i]), wv);
+                    __m256i b = _mm256_and_si256(_mm256_set1_epi64x((long long)x1[i]), wv);
+                    __m256i ca = _mm256_add_epi8(_mm256_shuffle_epi8(lut1, _mm256_and_si256(a, nib)),
+                                                 _mm256_shuffle_epi8(lut1, _mm256_and_si256(_mm256_srli_epi16(a, 4), nib)));
+                    __m256i cb = _mm256_add_epi8(_mm256_shuffle_epi8(lut2, _mm256_and_si256(b, nib)),
+                                                 _mm256_shuffle_epi8(lut2, _mm256_and_si256(_mm256_srli_epi16(b, 4), nib)));
+                    bytes = _mm256_add_epi8(bytes, _mm256_add_epi8(ca, cb));
+                }
+                total = _mm256_add_epi64(total, _mm256_sad_epu8(bytes, zero));
             }
-            total = _mm256_add_epi64(total, _mm256_sad_epu8(bytes, zero));
+            /* the four counts fit int32: keep the low half of each 64-bit lane */
+            __m128i count = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total, low_halves));
+            __m128i a = _mm_sub_epi32(_mm_add_epi32(count, count), _mm_set1_epi32(code_sum));
+            _mm_storeu_si128((__m128i *)(acc + g * IFQ_LANES + half), a);
         }
-        p[o] = hsum_epi64(total);
+}
+
+/* Eight outputs per register: negate where asked ((v ^ n) - n), three compares, bits by movemask;
+ * the code bits as in kernels_portable.c. */
+AVX2 static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
+                            uint64_t *px, int nw)
+{
+    int32_t sum = 0;
+    for (int w = 0; w < nw; w++) {
+        uint64_t bit0 = 0, bit1 = 0;
+        int end = (w + 1) * IFQ_WORD_BITS < n_out ? (w + 1) * IFQ_WORD_BITS : n_out;
+        for (int o = w * IFQ_WORD_BITS; o < end; o += 8) {
+            __m256i n = _mm256_loadu_si256((const __m256i *)(neg + o));
+            __m256i v = _mm256_sub_epi32(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(acc + o)), n), n);
+            unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(t + o)))));
+            unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(t + codes_pad + o)))));
+            unsigned m2 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpgt_epi32(v, _mm256_loadu_si256((const __m256i *)(t + 2 * codes_pad + o)))));
+            bit0 |= (uint64_t)(m0 ^ m1 ^ m2) << (o % IFQ_WORD_BITS);
+            bit1 |= (uint64_t)m1 << (o % IFQ_WORD_BITS);
+            sum += _mm_popcnt_u32(m0) + _mm_popcnt_u32(m1) + _mm_popcnt_u32(m2);
+        }
+        px[w] = bit0;
+        px[nw + w] = bit1;
     }
+    return sum;
 }
 
 /* Codes (u8, 0..3) times int8 weights (vpmaddubsw: |pair| <= 762, no saturation), widened to int32. */
@@ -85,5 +124,5 @@ AVX2 void ifq_avx2_head_dot(const uint8_t *codes, const int8_t *w, int in_pad, i
     }
 }
 
-const ifq_kernel_set ifq_kernels_avx2 = {IFQ_KERNELS_AVX2, ifq_avx2_first_dot, bit_dot, ifq_avx2_head_dot};
+const ifq_kernel_set ifq_kernels_avx2 = {IFQ_KERNELS_AVX2, first_dot, bit_dot, codes, ifq_avx2_head_dot};
 #endif

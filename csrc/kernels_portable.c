@@ -13,27 +13,55 @@ static int popcount64(uint64_t x)
 #endif
 }
 
-static void first_dot(const int16_t *patch, const int16_t *w, int pairs, int out_pad, int32_t *acc)
+static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w, const int8_t *w_quads,
+                      int out_pad, int32_t *acc)
 {
+    (void)w_quads;
     for (int o = 0; o < out_pad; o++)
         acc[o] = 0;
-    for (int j = 0; j < pairs; j++) {
-        const int32_t a = patch[2 * j], b = patch[2 * j + 1];
-        const int16_t *wj = w + (size_t)j * out_pad * 2;
-        for (int o = 0; o < out_pad; o++)
-            acc[o] += a * wj[2 * o] + b * wj[2 * o + 1];
-    }
+    for (int ky = 0; ky < k; ky++)
+        for (int j = 0; j < row_len; j += 2) {
+            const int32_t a = rows[ky][j], b = rows[ky][j + 1];
+            const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad;
+            for (int o = 0; o < out_pad; o++)
+                acc[o] += a * wj[2 * o] + b * wj[2 * o + 1];
+        }
 }
 
-static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int w_stride,
-                    int n_out, int64_t *p)
+static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+                    int32_t code_sum, int32_t *acc)
 {
-    for (int o = 0; o < n_out; o++, w += w_stride) {
-        int64_t s = 0;
-        for (int i = 0; i < words; i++)
-            s += popcount64(x0[i] & w[i]) + 2 * popcount64(x1[i] & w[i]);
-        p[o] = s;
+    for (int g = 0; g < groups; g++, w += (size_t)words * IFQ_LANES)
+        for (int lane = 0; lane < IFQ_LANES; lane++) {
+            int32_t s = 0;
+            for (int i = 0; i < words; i++) {
+                uint64_t wi = w[(size_t)i * IFQ_LANES + lane];
+                s += popcount64(x0[i] & wi) + 2 * popcount64(x1[i] & wi);
+            }
+            acc[g * IFQ_LANES + lane] = 2 * s - code_sum;
+        }
+}
+
+/* With non-decreasing thresholds the tests nest (m2 implies m1 implies m0), so the code
+ * m0 + m1 + m2 has bit 0 = m0 ^ m1 ^ m2 and bit 1 = m1. */
+static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
+                     uint64_t *px, int nw)
+{
+    int32_t sum = 0;
+    for (int w = 0; w < nw; w++) {
+        uint64_t bit0 = 0, bit1 = 0;   /* built in registers: one store per word */
+        int end = (w + 1) * IFQ_WORD_BITS < n_out ? (w + 1) * IFQ_WORD_BITS : n_out;
+        for (int o = w * IFQ_WORD_BITS; o < end; o++) {
+            int32_t v = neg[o] ? -acc[o] : acc[o];
+            uint64_t m0 = v > t[o], m1 = v > t[codes_pad + o], m2 = v > t[2 * codes_pad + o];
+            bit0 |= (m0 ^ m1 ^ m2) << (o % IFQ_WORD_BITS);
+            bit1 |= m1 << (o % IFQ_WORD_BITS);
+            sum += (int32_t)(m0 + m1 + m2);
+        }
+        px[w] = bit0;
+        px[nw + w] = bit1;
     }
+    return sum;
 }
 
 static void head_dot(const uint8_t *codes, const int8_t *w, int in_pad, int n_out, int32_t *acc)
@@ -46,4 +74,4 @@ static void head_dot(const uint8_t *codes, const int8_t *w, int in_pad, int n_ou
     }
 }
 
-const ifq_kernel_set ifq_kernels_portable = {IFQ_KERNELS_PORTABLE, first_dot, bit_dot, head_dot};
+const ifq_kernel_set ifq_kernels_portable = {IFQ_KERNELS_PORTABLE, first_dot, bit_dot, codes, head_dot};
