@@ -1,0 +1,174 @@
+"""The native C runtime (csrc/, ifq_tinier_yolo/native): bit-exact with the numpy engine, head
+integer for head integer and box for box, on every kernel set this CPU runs; the backend's
+contract; streaming feature memory; the generated decode tables; C header export."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo import native
+from ifq_tinier_yolo.engine import modelfile as fmt
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.decode import decode_fixed, score_threshold_q
+from ifq_tinier_yolo.engine.nms import nms_at
+from ifq_tinier_yolo.engine.preprocess import letterbox
+from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
+from ifq_tinier_yolo.imageio import read_image
+from ifq_tinier_yolo.native.backend import NativeBackend
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
+DEV_IMAGES = REPO.parent / 'shared' / 'data' / 'wider' / 'WIDER_val' / 'images'
+CONF, NMS = 0.05, 0.45   # a low threshold: many boxes reach NMS
+DETECT_IMAGES = 12        # images that also go through detect() end to end, per kernel set
+FEATURE_RATIO_GOAL = 18   # the paper's feature-memory ratio (issue 15)
+
+
+def report(capsys: pytest.CaptureFixture, line: str) -> None:
+    with capsys.disabled():
+        print(f'\n{line}')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def native_built() -> None:
+    reason = native.unavailable_reason()
+    if reason:
+        pytest.skip(f'native library unavailable: {reason}')
+
+
+@pytest.fixture(scope='module')
+def model() -> runtime.IntegerModel:
+    return runtime.load_model(SHIPPED)
+
+
+@pytest.fixture(scope='module')
+def dev_images() -> list[Path]:
+    paths = sorted(DEV_IMAGES.rglob('*.jpg'))
+    if not paths:
+        pytest.skip(f'dev images not found at {DEV_IMAGES}')
+    return paths
+
+
+@pytest.fixture(scope='module')
+def reference(model, dev_images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per dev image: the numpy engine's (canvas, head) at the model's input size."""
+    out = []
+    for path in dev_images:
+        canvas = letterbox(read_image(path), model.input_size)[0]
+        out.append((canvas, runtime.run(model, canvas)))
+    return out
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon'])
+def test_native_bit_exact_on_dev_images(kernels, model, dev_images, reference, capsys):
+    if not native.supported_kernels().count(kernels):
+        pytest.skip(f'kernel set {kernels} does not run on this CPU')
+    backend = native.load(SHIPPED, kernels=kernels)
+    assert backend.kernels == kernels
+    same = 0
+    for canvas, head in reference:
+        got = backend.run(canvas)
+        boxes, scores = backend.decode_head(head, CONF, NMS)
+        want_boxes, want_scores = runtime.decode_head(model, head, CONF, NMS)
+        same += bool(np.array_equal(got, head) and np.array_equal(boxes, want_boxes)
+                     and np.array_equal(scores, want_scores))
+    for path in dev_images[:DETECT_IMAGES]:
+        image = read_image(path)
+        np.testing.assert_array_equal(backend.detect(image, CONF, NMS), runtime.detect(model, image, CONF, NMS))
+    report(capsys, f'native bit-exact {same}/{len(reference)} ({kernels})')
+    assert same == len(reference)
+
+
+def test_native_other_sizes_and_random_model(random_ifq: Path):
+    """A random-weight model (negative signs, pooled layers) at several input sizes, every kernel set."""
+    model = runtime.load_model(random_ifq)
+    rng = np.random.default_rng(3)
+    for kernels in native.supported_kernels():
+        backend = native.load(random_ifq, kernels=kernels)
+        for size in (16, 64, 208):
+            canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas), err_msg=kernels)
+
+
+def test_native_tiny_table(tiny_ifq_bytes: bytes):
+    """The 4-layer fuzz seed table (4 and 6 channels, a pool after a stride-2 first layer)."""
+    model = fmt.from_bytes(tiny_ifq_bytes)
+    canvas = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for kernels in native.supported_kernels():
+        backend = NativeBackend(tiny_ifq_bytes, 'tiny', kernels)
+        np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas))
+
+
+def test_native_decode_with_containment(model, reference):
+    """ifq_decode's containment option equals nms_at's (used by the pyramid merge)."""
+    backend = native.load(SHIPPED)
+    _, head = reference[0]
+    boxes_q, _, obj = decode_fixed(head, model.anchors_q16, model.stride, model.out_multiplier,
+                                   model.out_shift, score_threshold_q(0.01))
+    keep = nms_at(boxes_q, obj, 0.45, contain=0.8)
+    boxes, _ = backend.decode_head(head, 0.01, 0.45, contain=0.8)
+    np.testing.assert_array_equal((boxes * 256).astype(np.int64), boxes_q[keep])
+
+
+def test_native_detect_contract(model):
+    backend = native.load(SHIPPED, kernels='portable')
+    assert backend.input_size == model.input_size and backend.specs == model.specs
+    empty = backend.detect(np.zeros((40, 30, 3), np.uint8), 0.99, 0.45, img_size=64)
+    assert empty.shape == (0, 5) and empty.dtype == np.float64
+    with pytest.raises(ConfigError):
+        backend.detect(np.zeros((40, 30, 3), np.uint8), 0.3, 0.45, img_size=100)
+    with pytest.raises(ConfigError):
+        backend.detect(np.zeros((40, 30, 3), np.uint8), 1.5, 0.45)
+    with pytest.raises(ImageError):
+        backend.detect(np.zeros((40, 30), np.uint8), 0.3, 0.45)
+    with pytest.raises(ImageError):
+        backend.run(np.zeros((64, 32, 3), np.uint8))
+    with pytest.raises(ConfigError):
+        native.load(SHIPPED, kernels='vax')
+
+
+def test_native_refuses_a_damaged_file(tmp_path: Path):
+    bad = tmp_path / 'm.ifq'
+    bad.write_bytes(SHIPPED.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match=r'm\.ifq: truncated \('):
+        native.load(bad)
+
+
+def test_native_feature_memory_ratio(capsys):
+    """Line buffers: the streaming runner holds far less than the float network's peak."""
+    backend = native.load(SHIPPED)
+    mem = backend.feature_memory()
+    report(capsys, f'native feature memory ratio {mem.ratio:.1f} ({mem.native_bytes} bytes at {mem.size} px, '
+                   f'float {mem.float_bytes})')
+    assert mem.ratio >= FEATURE_RATIO_GOAL
+    canvas = mem.size * mem.size * 3
+    assert mem.native_bytes < canvas   # not even the uint8 input image is held whole
+
+
+def test_tables_file_is_generated_from_decode():
+    from ifq_tinier_yolo.native.tables import TABLES_C, tables_source
+    assert TABLES_C.read_text() == tables_source(), 'run python -m ifq_tinier_yolo.native.tables'
+
+
+def test_emit_c_header(tmp_path: Path, tiny_ifq_bytes: bytes):
+    """The header holds the file's bytes; a C program loading it from the array reads the same model."""
+    from ifq_tinier_yolo.native import build
+    from ifq_tinier_yolo.native.emit import emit_c_header
+    header = tmp_path / 'model.h'
+    emit_c_header(tiny_ifq_bytes, header, name='tiny_model')
+    main = tmp_path / 'main.c'
+    main.write_text('#include <stdio.h>\n#include "ifq.h"\n#include "model.h"\n'
+                    'int main(void) { ifq_model *m; ifq_error e;\n'
+                    '  if (ifq_model_load(tiny_model, tiny_model_len, &m, &e)) { puts(e.message); return 1; }\n'
+                    '  printf("%d %d\\n", ifq_model_input_size(m), ifq_model_num_layers(m));\n'
+                    '  ifq_model_free(m); return 0; }\n')
+    exe = tmp_path / 'main'
+    cc = build.find_compiler()
+    subprocess.run([cc, '-std=c99', f'-I{build.CSRC}', f'-I{tmp_path}', str(main),
+                    *map(str, build.library_sources()), '-o', str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    model = fmt.from_bytes(tiny_ifq_bytes)
+    assert out == [str(model.input_size), str(len(model.layers))]
