@@ -253,6 +253,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path):
 
 def test_backend_refuses_foreign_files(tmp_path: Path):
     one_line_error(ModelFileError, backend.load, SHIPPED, match='onnxruntime cannot load it')
+    qonnx_file = tmp_path / 'model.qonnx.onnx'
+    export_model(SHIPPED, qonnx_file, 'qonnx', 64)
+    one_line_error(ModelFileError, backend.load, qonnx_file, match='a QONNX export .* export --format onnx')
     one_line_error(ModelFileError, backend.load, tmp_path / 'none.onnx', match='no such model file')
     plain = tmp_path / 'plain.onnx'
     graph = onnx.helper.make_graph([onnx.helper.make_node('Identity', ['image'], ['y'])], 'g',

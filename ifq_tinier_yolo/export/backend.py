@@ -92,6 +92,9 @@ def load(path: str | Path, threads: int = 0) -> OnnxBackend:
     try:
         session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     except Exception as e:                  # onnxruntime raises its own types for bad protobufs and graphs
+        if 'MultiThreshold' in str(e):      # the one op of our QONNX export that onnxruntime lacks
+            raise ModelFileError(f'{path}: a QONNX export (MultiThreshold nodes) runs in qonnx or FINN; '
+                                 f'for onnxruntime export --format onnx') from None
         raise ModelFileError(f'{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})') from None
     try:
         params = meta.from_props(session.get_modelmeta().custom_metadata_map, str(path))
