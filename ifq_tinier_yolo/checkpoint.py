@@ -2,9 +2,11 @@
 
 A checkpoint is a plain dict (loadable with `torch.load(weights_only=True)`):
   format 'ifq-tinier-yolo-checkpoint', version, quant ('float' | 'hwgq'), layers (netdef
-  table as a list of dicts), anchors, img_size (the input side to run it at: the validation
+  table as a list of dicts, heads with their anchors), img_size (the input side to run it at: the validation
   size, not the training crop), config (training config dict), model
   (state_dict), and for resuming: optimizer, epoch (completed epochs), best, step.
+Version 1 (single head) kept the anchors beside the table and named the head `head.`; it is
+read by moving both to where version 2 has them.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from .fileio import atomic_open
 from .model.tinier_yolo import TinierYolo
 
 FORMAT = 'ifq-tinier-yolo-checkpoint'
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PICKLE_PROTO = pickle.PROTO                 # first byte of a legacy (non-zip) torch.save file
 ZIP_MAGIC = b'PK\x03\x04'                   # first bytes of a zip (torch.save) file
 MESSAGE_CHARS = 120                         # longest quoted piece of a library's error message
@@ -64,7 +67,7 @@ def save_checkpoint(path: Path, model: TinierYolo, img_size: int, config: dict[s
                     **extra: Any) -> None:
     """Atomically save model weights + description (+ resume state in `extra`)."""
     ckpt = dict(format=FORMAT, version=VERSION, quant=model.quant,
-                layers=netdef.layers_to_list(model.layers), anchors=[list(a) for a in model.anchors],
+                layers=netdef.layers_to_list(model.layers),
                 img_size=int(img_size), config=dict(config),
                 model={k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra)
     with atomic_open(path, 'wb') as f:
@@ -98,18 +101,30 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ModelFileError(f'{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
         raise ModelFileError(f'{path}: not an ifq-tinier-yolo checkpoint')
-    if ckpt.get('version') != VERSION:
-        raise ModelFileError(f'{path}: checkpoint version {ckpt.get("version")!r}, this program reads {VERSION}')
+    if ckpt.get('version') not in READABLE_VERSIONS:
+        raise ModelFileError(f'{path}: checkpoint version {ckpt.get("version")!r}, this program reads '
+                             f'{", ".join(map(str, READABLE_VERSIONS))}')
     return ckpt
+
+
+def _v1_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 state_dict with its single head renamed as version 2 names it."""
+    return {('heads.0.' + k[5:] if k.startswith('head.') else k): v for k, v in state.items()}
+
+
+def model_state(ckpt: dict[str, Any], key: str = 'model') -> dict[str, Any]:
+    """The state_dict under `key` ('model' or 'train_model'), in the current naming."""
+    return _v1_state(ckpt[key]) if ckpt.get('version') == 1 else ckpt[key]
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], quant: str | None = None, path: Path | str = 'checkpoint') -> TinierYolo:
     """Build the network the checkpoint describes and load its weights (eval mode)."""
     try:
         layers = netdef.layers_from_list(ckpt['layers'])
-        anchors = tuple(tuple(float(v) for v in a) for a in ckpt['anchors'])
-        model = TinierYolo(layers, anchors, quant or ckpt['quant'])
-        model.load_state_dict(ckpt['model'])
+        if ckpt.get('version') == 1:
+            layers = netdef.with_head_anchors(layers, tuple(tuple(float(v) for v in a) for a in ckpt['anchors']))
+        model = TinierYolo(layers, quant=quant or ckpt['quant'])
+        model.load_state_dict(model_state(ckpt))
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise ModelFileError(f'{path}: checkpoint does not describe a valid network '
                              f'({type(e).__name__}: {_first_line(e)})') from None

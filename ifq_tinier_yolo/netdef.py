@@ -6,7 +6,7 @@ anchors or the input size. numpy-free and torch-free so that every stage can imp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # --- HWGQ 2-bit activation quantizer (Cai et al., HWGQ-Net; PAPER.md) -----------------
 ACT_BITS = 2
@@ -40,23 +40,56 @@ INPUT_SIZE = 416                  # default square network input in pixels (lett
 
 
 @dataclass(frozen=True)
+class LayerKind:
+    """What a kind of layer is. Stages read this record instead of comparing kind names."""
+    name: str
+    input_max: int        # largest input value: 255 (uint8 pixels) or HWGQ_LEVELS (2-bit codes)
+    weight_bits: int      # bits per stored weight: 8 (int8), 1 (binary +-1), 0 (no weights)
+    codes_out: bool       # output is 2-bit codes (thresholds, or a copy of codes); else int32 head values
+    has_weights: bool     # a convolution (False: a parameter-free rearrangement of its input)
+
+
+KINDS: dict[str, LayerKind] = {k.name: k for k in (
+    LayerKind('first', PIXEL_MAX, FIXED_WEIGHT_BITS, True, True),    # int8 weights on the uint8 image
+    LayerKind('hidden', HWGQ_LEVELS, 1, True, True),                 # binary weights on codes
+    LayerKind('head', HWGQ_LEVELS, FIXED_WEIGHT_BITS, False, True),  # int8 weights on codes + int32 bias
+    LayerKind('upsample', HWGQ_LEVELS, 0, True, False),              # nearest-neighbour 2x of codes
+)}
+UPSAMPLE = 2                      # an upsample layer repeats each input value UPSAMPLE x UPSAMPLE times
+
+Anchors = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """One row of the layer table."""
     name: str
-    kind: str        # 'first' (int8 weights on the uint8 image), 'hidden' (binary), 'head' (int8)
+    kind: str        # a key of KINDS
     out_ch: int      # output channels
-    kernel: int      # square kernel size, 'same' zero padding
-    stride: int      # convolution stride
+    kernel: int = 1  # square kernel size, 'same' zero padding
+    stride: int = 1  # convolution stride
     pool: int = 0    # 0 or 2: 2x2/2 max-pool after the conv (conv -> pool -> BN -> HWGQ)
+    inputs: tuple[str, ...] = ()   # layers whose outputs are concatenated (channels) as input; (): the row above
+    anchors: Anchors = ()          # heads: anchors (w, h) in grid cells of this head
+
+    @property
+    def info(self) -> LayerKind:
+        """The kind record of this layer."""
+        return KINDS[self.kind]
 
     @property
     def weight_bits(self) -> int:
         """Bits per stored weight: 1 for binary hidden layers, 8 for first and head."""
-        return 1 if self.kind == 'hidden' else FIXED_WEIGHT_BITS
+        return self.info.weight_bits
 
 
-# The Tinier-YOLO layer table: a slim Tiny-YOLOv2 trunk with a 26x26 grid at 416 input.
-# Strided early convolutions keep the full-resolution layers cheap (they dominate compute).
+def head_layer(anchors: Anchors, name: str = 'head', inputs: tuple[str, ...] = ()) -> LayerSpec:
+    """A YOLOv2 region head: 1x1 conv giving VALUES_PER_ANCHOR values per anchor."""
+    return LayerSpec(name, 'head', len(anchors) * VALUES_PER_ANCHOR, 1, 1, inputs=inputs, anchors=tuple(anchors))
+
+
+# The Tinier-YOLO layer table (v1, the shipped model): a slim Tiny-YOLOv2 trunk with a 26x26
+# grid at 416 input. Strided early convolutions keep the full-resolution layers cheap.
 LAYERS: tuple[LayerSpec, ...] = (
     LayerSpec('conv1', 'first', 16, 3, 2),            # 416 -> 208
     LayerSpec('conv2', 'hidden', 32, 3, 2),           # 208 -> 104
@@ -64,43 +97,98 @@ LAYERS: tuple[LayerSpec, ...] = (
     LayerSpec('conv4', 'hidden', 96, 3, 1, pool=2),   # 52 -> 26
     LayerSpec('conv5', 'hidden', 192, 3, 1),          # 26
     LayerSpec('conv6', 'hidden', 256, 3, 1),          # 26
-    LayerSpec('head', 'head', len(ANCHORS) * VALUES_PER_ANCHOR, 1, 1),
+    head_layer(ANCHORS),
 )
+
+# v2: the same trunk with a second head at stride 8 (52x52 at 416) for small faces, fed by the
+# stride-8 features of conv3 concatenated with the upsampled stride-16 features (FPN-style:
+# the fine map gets the context of the deep layers). Anchors: IoU k-means with 6 clusters on
+# WIDER train faces >= 6 px at 576 input (scripts/fit_anchors.py --heads), the 3 smallest to stride 8.
+ANCHORS_S16: Anchors = ((1.181, 1.463), (1.913, 2.419), (4.163, 5.625))
+ANCHORS_S8: Anchors = ((0.900, 1.124), (1.238, 1.574), (1.574, 2.024))
+LAYERS_V2: tuple[LayerSpec, ...] = (
+    *LAYERS[:-1],
+    head_layer(ANCHORS_S16, 'head16'),                              # 26x26, faces of about 20 px and up
+    LayerSpec('lat6', 'hidden', 64, 1, 1, inputs=('conv6',)),       # 26, fewer channels to carry up
+    LayerSpec('up6', 'upsample', 64),                               # 26 -> 52
+    LayerSpec('conv7', 'hidden', 64, 3, 1, inputs=('up6', 'conv3')),  # 52, 128 input channels
+    head_layer(ANCHORS_S8, 'head8'),                                # 52x52, faces under about 24 px
+)
+NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2}
 IN_CHANNELS = 3                   # BGR image
 
 
+def sources(layers: tuple[LayerSpec, ...]) -> list[tuple[int, ...]]:
+    """Indices of the layers feeding each layer (concatenated in this order); () for the first."""
+    index = {l.name: i for i, l in enumerate(layers)}
+    out = []
+    for i, layer in enumerate(layers):
+        if layer.inputs:
+            missing = [n for n in layer.inputs if index.get(n, i) >= i]
+            if missing:
+                raise ValueError(f'layer {layer.name}: input {missing[0]!r} is not an earlier layer')
+            out.append(tuple(index[n] for n in layer.inputs))
+        else:
+            out.append((i - 1,) if i else ())
+    return out
+
+
+def strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
+    """Input pixels per output cell of each layer."""
+    out: list[int] = []
+    for layer, src in zip(layers, sources(layers)):
+        s = out[src[0]] if src else 1
+        if layer.kind == 'upsample':
+            out.append(s // UPSAMPLE)
+        else:
+            out.append(s * layer.stride * (layer.pool or 1))
+    return out
+
+
+def heads(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
+    """Indices of the head layers, in table order."""
+    return [i for i, l in enumerate(layers) if l.kind == 'head']
+
+
+def head_strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
+    """Input pixels per grid cell of each head."""
+    st = strides(layers)
+    return [st[i] for i in heads(layers)]
+
+
 def total_stride(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
-    """Input pixels per grid cell."""
-    s = 1
-    for layer in layers:
-        s *= layer.stride * (layer.pool or 1)
-    return s
+    """Coarsest stride in the table: input sides must be multiples of it."""
+    return max(strides(layers))
 
 
 def grid_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS) -> int:
-    """Grid cells per side for a square input of `img_size` pixels."""
-    return img_size // total_stride(layers)
+    """Grid cells per side of the coarsest head for a square input of `img_size` pixels."""
+    return img_size // max(head_strides(layers))
 
 
 def in_channels(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
-    """Input channels of each layer, derived from the table."""
-    chans, c = [], IN_CHANNELS
-    for layer in layers:
-        chans.append(c)
-        c = layer.out_ch
-    return chans
+    """Input channels of each layer (sum over its concatenated inputs), derived from the table."""
+    return [sum(layers[j].out_ch for j in src) if src else IN_CHANNELS for src in sources(layers)]
 
 
 def receptive_field(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
-    """Input pixels one head output sees (side of its square window)."""
-    rf, jump = 1, 1
-    for layer in layers:
-        rf += (layer.kernel - 1) * jump
-        jump *= layer.stride
+    """Input pixels one output of the first head sees (side of its square window)."""
+    rf, jump = [], []
+    for layer, src in zip(layers, sources(layers)):
+        r = max((rf[j] for j in src), default=1)
+        s = jump[src[0]] if src else 1
+        if layer.kind == 'upsample':
+            rf.append(r)
+            jump.append(s // UPSAMPLE)
+            continue
+        r += (layer.kernel - 1) * s
+        s *= layer.stride
         if layer.pool:
-            rf += (layer.pool - 1) * jump
-            jump *= layer.pool
-    return rf
+            r += (layer.pool - 1) * s
+            s *= layer.pool
+        rf.append(r)
+        jump.append(s)
+    return rf[heads(layers)[0]]
 
 
 # --- image pyramid at inference -----------------------------------------------------------
@@ -129,25 +217,62 @@ def upscale_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS) -> int:
     return round(img_size * UPSCALE / s) * s
 
 
-def check_layers(layers: tuple[LayerSpec, ...] = LAYERS,
-                 anchors: tuple[tuple[float, float], ...] = ANCHORS) -> None:
-    """Check derived numbers of the table; raise ValueError naming the layer."""
-    if not layers or layers[0].kind != 'first' or layers[-1].kind != 'head':
-        raise ValueError('layer table must start with a first layer and end with a head')
-    for layer in layers[1:-1]:
-        if layer.kind != 'hidden':
-            raise ValueError(f'layer {layer.name}: only hidden layers may sit between first and head')
-    for layer in layers:
+def check_layers(layers: tuple[LayerSpec, ...] = LAYERS, anchors: Anchors | None = None) -> None:
+    """Check the table (kinds, wiring, shapes); raise ValueError naming the layer.
+
+    `anchors` (single-head tables only) are checked against the head instead of its own.
+    """
+    if not layers or layers[0].kind != 'first':
+        raise ValueError('layer table must start with a first layer')
+    names = [l.name for l in layers]
+    if len(set(names)) != len(names):
+        raise ValueError('layer names must be unique')
+    if layers[-1].kind != 'head':
+        raise ValueError('layer table must end with a head')
+    src = sources(layers)
+    used = {j for s in src for j in s}
+    chans = in_channels(layers)
+    st = strides(layers)
+    for i, layer in enumerate(layers):
+        if layer.kind not in KINDS:
+            raise ValueError(f'layer {layer.name}: unknown kind {layer.kind!r}')
+        if i and layer.kind == 'first':
+            raise ValueError(f'layer {layer.name}: only the first layer may be a first layer')
+        if layer.kind == 'head' and i in used:
+            raise ValueError(f'layer {layer.name}: a head cannot feed another layer')
+        if any(layers[j].kind == 'head' for j in src[i]):
+            raise ValueError(f'layer {layer.name}: reads a head')
+        if layer.kind != 'head' and i not in used:
+            raise ValueError(f'layer {layer.name}: its output is not used')
+        if len({st[j] for j in src[i]}) > 1:
+            raise ValueError(f'layer {layer.name}: concatenated inputs have different strides')
         if layer.kernel % 2 != 1:
             raise ValueError(f'layer {layer.name}: kernel {layer.kernel} must be odd (same padding)')
         if layer.pool not in (0, 2):
             raise ValueError(f'layer {layer.name}: pool must be 0 or 2, not {layer.pool}')
-    head = layers[-1]
-    if head.out_ch != len(anchors) * VALUES_PER_ANCHOR:
-        raise ValueError(f'layer {head.name}: {head.out_ch} channels, expected '
-                         f'{len(anchors)} anchors x {VALUES_PER_ANCHOR} = {len(anchors) * VALUES_PER_ANCHOR}')
-    if head.kernel != 1 or head.stride != 1 or head.pool:
-        raise ValueError(f'layer {head.name}: the head must be a 1x1 stride-1 conv without pool')
+        if layer.kind == 'upsample' and (layer.out_ch != chans[i] or layer.kernel != 1
+                                         or layer.stride != 1 or layer.pool):
+            raise ValueError(f'layer {layer.name}: an upsample layer keeps its {chans[i]} channels '
+                             f'and has no kernel, stride or pool')
+        if layer.kind == 'head':
+            head_anchors = layer.anchors if anchors is None else anchors
+            if not head_anchors:
+                raise ValueError(f'layer {layer.name}: a head needs anchors')
+            if layer.out_ch != len(head_anchors) * VALUES_PER_ANCHOR:
+                raise ValueError(f'layer {layer.name}: {layer.out_ch} channels, expected '
+                                 f'{len(head_anchors)} anchors x {VALUES_PER_ANCHOR} = '
+                                 f'{len(head_anchors) * VALUES_PER_ANCHOR}')
+            if layer.kernel != 1 or layer.stride != 1 or layer.pool:
+                raise ValueError(f'layer {layer.name}: the head must be a 1x1 stride-1 conv without pool')
+        elif layer.anchors:
+            raise ValueError(f'layer {layer.name}: only heads have anchors')
+    if anchors is not None and len(heads(layers)) != 1:
+        raise ValueError('separate anchors are only given for a single-head table')
+
+
+def is_chain(layers: tuple[LayerSpec, ...]) -> bool:
+    """True for a plain chain ending in its only head (the v1 table): what the integer stages run."""
+    return all(s == ((i - 1,) if i else ()) for i, s in enumerate(sources(layers))) and heads(layers) == [len(layers) - 1]
 
 
 def check_input_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS) -> None:
@@ -162,15 +287,39 @@ check_layers()
 
 def layers_to_list(layers: tuple[LayerSpec, ...] = LAYERS) -> list[dict]:
     """The table as plain data (stored in checkpoints and model files)."""
-    return [dict(name=l.name, kind=l.kind, out_ch=l.out_ch, kernel=l.kernel, stride=l.stride,
-                 pool=l.pool) for l in layers]
+    rows = []
+    for l in layers:
+        row = dict(name=l.name, kind=l.kind, out_ch=l.out_ch, kernel=l.kernel, stride=l.stride, pool=l.pool)
+        if l.inputs:
+            row['inputs'] = list(l.inputs)
+        if l.anchors:
+            row['anchors'] = [list(a) for a in l.anchors]
+        rows.append(row)
+    return rows
 
 
 def layers_from_list(rows: list[dict]) -> tuple[LayerSpec, ...]:
     """Inverse of `layers_to_list`; raises ValueError on a malformed table."""
     try:
-        layers = tuple(LayerSpec(str(r['name']), str(r['kind']), int(r['out_ch']),
-                                 int(r['kernel']), int(r['stride']), int(r['pool'])) for r in rows)
-    except (KeyError, TypeError, ValueError) as e:
+        layers = tuple(LayerSpec(str(r['name']), str(r['kind']), int(r['out_ch']), int(r['kernel']),
+                                 int(r['stride']), int(r['pool']), tuple(str(n) for n in r.get('inputs', ())),
+                                 tuple((float(w), float(h)) for w, h in r.get('anchors', ())))
+                       for r in rows)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f'malformed layer table: {e}') from None
     return layers
+
+
+def with_head_anchors(layers: tuple[LayerSpec, ...], anchors: Anchors) -> tuple[LayerSpec, ...]:
+    """A single-head table with `anchors` set on its head (tables stored before heads carried anchors)."""
+    return tuple(replace(l, anchors=tuple(map(tuple, anchors))) if l.kind == 'head' else l for l in layers)
+
+
+def without_anchors(layers: tuple[LayerSpec, ...]) -> tuple[LayerSpec, ...]:
+    """The table with the heads' anchors removed (the integer model keeps them in fixed point)."""
+    return tuple(replace(l, anchors=()) for l in layers)
+
+
+def anchors_of(layers: tuple[LayerSpec, ...]) -> list[Anchors]:
+    """Anchors of each head, in table order."""
+    return [layers[i].anchors for i in heads(layers)]

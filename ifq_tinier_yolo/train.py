@@ -28,12 +28,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from . import netdef
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, save_checkpoint
 from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
 from .errors import ConfigError, IfqError
 from .fileio import atomic_write_text
-from .model.loss import LossConfig, region_loss
+from .model.loss import LossConfig, detection_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
 
 
@@ -49,6 +49,7 @@ class TrainConfig:
     warmup: float = 1.0            # linear warm-up length, epochs
     min_lr_ratio: float = 0.05     # cosine decays to lr * min_lr_ratio
     quant: str = 'hwgq'            # 'float' (warm-up) or 'hwgq' (binary weights, 2-bit activations)
+    net: str = ''                  # layer table (netdef.NETWORKS); '': --init's own table, else v1
     max_images: int = 0            # first N training images only (0: all)
     max_val_images: int = 0        # first N val images only (0: all)
     min_face: float = 0.0          # drop training faces smaller than this, original pixels
@@ -99,6 +100,8 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(str(e)) from None
     if cfg.optimizer not in ('adamw', 'sgd'):
         raise ConfigError(f'optimizer must be adamw or sgd, not {cfg.optimizer!r}')
+    if cfg.net and cfg.net not in netdef.NETWORKS:
+        raise ConfigError(f'net must be one of {", ".join(netdef.NETWORKS)}, not {cfg.net!r}')
     if cfg.quant not in QUANT_MODES:
         raise ConfigError(f'quant must be one of {", ".join(QUANT_MODES)}, not {cfg.quant!r}')
     if cfg.epochs < 1 or cfg.batch < 1:
@@ -169,6 +172,17 @@ class WeightEma:
                 self.state[k].copy_(v)
 
 
+def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
+    """Copy into `dst` every tensor of `src` with the same name and shape (a grown table keeps the
+    trained layers it shares with the old one); the others keep their initialisation."""
+    old, new = src.state_dict(), dst.state_dict()
+    same = {k: v for k, v in old.items() if k in new and new[k].shape == v.shape}
+    dst.load_state_dict({**new, **same})
+    log(f'--init into another table: {len(same)} of {len(new)} tensors copied, new: '
+        f'{", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in same}))}')
+    return dst.eval()
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -225,14 +239,16 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         check_resumable(ckpt, cfg, last_path)
         model = model_from_checkpoint(ckpt, cfg.quant, last_path)
         if 'train_model' in ckpt:   # 'model' holds the weight average, this the raw weights
-            model.load_state_dict(ckpt['train_model'])
+            model.load_state_dict(model_state(ckpt, 'train_model'))
         start_epoch, best, step = int(ckpt['epoch']), float(ckpt['best']), int(ckpt['step'])
         log(f'resumed {last_path} at epoch {start_epoch}')
     elif init is not None:
         model = model_from_checkpoint(load_checkpoint(init), cfg.quant, init)
+        if cfg.net and model.layers != netdef.NETWORKS[cfg.net]:
+            model = transplant(model, TinierYolo(netdef.NETWORKS[cfg.net], quant=cfg.quant), log)
         log(f'initialised from {init}')
     else:
-        model = TinierYolo(quant=cfg.quant)
+        model = TinierYolo(netdef.NETWORKS[cfg.net or 'v1'], quant=cfg.quant)
     opt = make_optimizer(model, cfg)
     if ckpt is not None:
         opt.load_state_dict(ckpt['optimizer'])
@@ -244,10 +260,10 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     # `shown` is the model validated and saved: the weight average when there is one
     ema, shown = None, model
     if cfg.ema:
-        resumed_avg = ckpt['model'] if ckpt is not None and 'train_model' in ckpt else None
+        resumed_avg = model_state(ckpt) if ckpt is not None and 'train_model' in ckpt else None
         ema, shown = WeightEma(model, cfg.ema, resumed_avg), copy.deepcopy(model)
         ema.state = {k: v.to(device) for k, v in ema.state.items()}
-    anchors = torch.tensor(model.anchors, dtype=torch.float32, device=device)
+    anchors = [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors]
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou)
     total_steps, warmup_steps = cfg.epochs * len(loader), max(1, round(cfg.warmup * len(loader)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
@@ -271,8 +287,8 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
                 g['lr'] = lr_at(step, total_steps, warmup_steps, cfg)
             images, targets = images.to(device).float(), targets.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                head = net(images)
-            loss, parts = region_loss(head.float(), targets, anchors, loss_cfg)
+                heads = net(images)
+            loss, parts = detection_loss([h.float() for h in heads], targets, anchors, loss_cfg)
             bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
             if world > 1:   # every process must stop together, or the others hang in all-reduce
                 dist.all_reduce(bad)

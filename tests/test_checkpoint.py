@@ -22,7 +22,7 @@ def trained_model() -> tuple[TinierYolo, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = TinierYolo(quant='hwgq').train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model(torch.rand(2, 3, 32, 32) * 255).square().mean().backward()
+    model(torch.rand(2, 3, 32, 32) * 255)[0].square().mean().backward()
     opt.step()
     return model, opt
 
@@ -53,7 +53,7 @@ def test_round_trip(saved):
     assert raw.keys() == ckpt.keys()
     assert ckpt['format'] == FORMAT and ckpt['version'] == VERSION and ckpt['quant'] == 'hwgq'
     assert ckpt['layers'] == netdef.layers_to_list() and ckpt['img_size'] == 64
-    assert [tuple(a) for a in ckpt['anchors']] == list(netdef.ANCHORS)
+    assert netdef.layers_from_list(ckpt['layers'])[-1].anchors == netdef.ANCHORS
     assert ckpt['config'] == dict(lr=0.01, quant='hwgq')
     assert (ckpt['epoch'], ckpt['best'], ckpt['step']) == (3, 0.25, 7)
     assert ckpt['optimizer']['state'], 'optimizer state saved for resuming'
@@ -65,7 +65,7 @@ def test_round_trip(saved):
     x = torch.rand(1, 3, 32, 32) * 255
     model.eval()
     with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+        assert torch.equal(loaded(x)[0], model(x)[0])
     assert model_from_checkpoint(ckpt, 'float').quant == 'float'
 
 
@@ -123,7 +123,7 @@ def test_foreign_bytes(tmp_path: Path, content: bytes):
 @pytest.mark.parametrize('obj, words', [
     ({'a': torch.zeros(2)}, ['not an ifq-tinier-yolo checkpoint']),
     ([1, 2, 3], ['not an ifq-tinier-yolo checkpoint']),
-    ({'format': FORMAT, 'version': VERSION + 1}, ['version 2', 'reads 1']),
+    ({'format': FORMAT, 'version': VERSION + 1}, [f'version {VERSION + 1}', 'reads 1, 2']),
     ({'format': FORMAT}, ['version None']),
 ])
 def test_torch_files_that_are_not_our_checkpoints(tmp_path: Path, obj, words):
@@ -205,17 +205,32 @@ def ckpt_with(saved, **changes):
     return ckpt
 
 
+def test_version_1_checkpoints_load(saved):
+    """Version 1 kept the anchors beside the table and named the single head `head.`."""
+    good = load_checkpoint(saved[0])
+    v1 = dict(good, version=1, anchors=[list(a) for a in netdef.ANCHORS],
+              layers=[{k: v for k, v in r.items() if k != 'anchors'} for r in good['layers']],
+              model={k.replace('heads.0.', 'head.'): v for k, v in good['model'].items()})
+    a, b = model_from_checkpoint(good), model_from_checkpoint(v1)
+    assert a.layers == b.layers and a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
 def test_checkpoints_describing_another_network(saved):
     path = saved[0]
     good = load_checkpoint(path)
     model = dict(good['model'])
-    del model['head.conv.bias']
+    del model['heads.0.conv.bias']
     bad_shape = dict(good['model'])
     bad_shape['blocks.1.conv.weight'] = torch.zeros(3, 3, 3, 3)
     layers = [dict(r) for r in good['layers']]
     layers[-1]['out_ch'] = 20
+    one_anchor = [dict(r) for r in good['layers']]
+    one_anchor[-1]['anchors'] = [[1.0, 1.0]]
+    v1 = dict(good, version=1, layers=[{k: v for k, v in r.items() if k != 'anchors'} for r in good['layers']])
     cases = [dict(model=model), dict(model=bad_shape), dict(layers=layers), dict(layers=[{'name': 'x'}]),
-             dict(layers=5), dict(anchors=[[1.0, 1.0]]), dict(anchors=None), dict(quant='int3'), dict(model=[1])]
+             dict(layers=5), dict(layers=one_anchor), dict(v1, anchors=[[1.0, 1.0]]), v1,
+             dict(quant='int3'), dict(model=[1])]
     for changes in cases:
         ckpt = dict(good, **changes)
         with pytest.raises(ModelFileError) as e:

@@ -45,7 +45,7 @@ def calibrated(quant: str = 'hwgq', seed: int = 0) -> TinierYolo:
 def test_output_shape(quant: str, size: int):
     model = TinierYolo(quant=quant).eval()
     with torch.no_grad():
-        out = model(images(2, size))
+        out, = model(images(2, size))
     grid = netdef.grid_size(size)
     assert grid == size // 16
     assert out.shape == (2, OUT_CH, grid, grid) and out.dtype == torch.float32
@@ -85,11 +85,11 @@ def test_float_and_hwgq_share_parameters():
     x = images(2, 64)
     model.eval()
     with torch.no_grad():
-        out_float = model(x)
+        out_float, = model(x)
         model.set_quant('hwgq')
-        out_hwgq = model(x)
+        out_hwgq, = model(x)
     assert model.quant == 'hwgq'
-    assert all(m.quant == 'hwgq' for m in [*model.blocks, model.head])
+    assert all(m.quant == 'hwgq' for m in [*model.blocks, *model.heads])
     after = dict(model.named_parameters())
     assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)
     assert set(model.state_dict()) == keys
@@ -99,10 +99,10 @@ def test_float_and_hwgq_share_parameters():
     fresh = TinierYolo(quant='hwgq').eval()
     fresh.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
-        assert torch.equal(fresh(x), out_hwgq)
+        assert torch.equal(fresh(x)[0], out_hwgq)
     model.set_quant('float')
     with torch.no_grad():
-        assert torch.equal(model(x), out_float)
+        assert torch.equal(model(x)[0], out_float)
 
 
 def capture_block_io(model: TinierYolo, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -139,18 +139,18 @@ def test_hwgq_eval_blocks_output_integer_codes():
 def test_head_integers_and_output_scale():
     model = calibrated()
     x = images(2, 64, seed=3)
-    ints = model.head_integers(x)
+    ints, = model.head_integers(x)
     assert ints.shape == (2, OUT_CH, 4, 4)
     assert torch.equal(ints, ints.round())
     assert ints.unique().numel() > 10
     _, bias, out_scale = model.head.int_params()
     assert torch.equal(bias, bias.round()) and out_scale.shape == (1,)
     with torch.no_grad():
-        out = model(x)
+        out, = model(x)
     assert torch.equal(out, ints * out_scale)   # exact: the decoder reads the integers with one scale
     # and the quantized head is close to the float head on the same codes
     with torch.no_grad():
-        codes = model.trunk(x)
+        codes, = model.features(x)
         float_head = F.conv2d(codes * netdef.HWGQ_STEP, model.head.conv.weight, model.head.conv.bias)
     assert float((out - float_head).abs().max()) < 0.05 * float(float_head.abs().max()) + 1e-3
 
@@ -189,11 +189,11 @@ def test_train_mode_with_running_stats_matches_eval_mode():
     model = calibrated()
     x = images(2, 64, seed=5)
     with torch.no_grad():
-        out_eval = model(x)
+        out_eval, = model(x)
         model.train()
         for block in model.blocks:
             block.bn.eval()
-        out_train = model(x)
+        out_train, = model(x)
     close = ((out_eval - out_train).abs() <= 1e-4 * out_eval.abs().max()).float().mean()
     assert float(close) > 0.95
 
@@ -202,7 +202,7 @@ def test_train_mode_with_running_stats_matches_eval_mode():
 def test_gradients_reach_every_parameter(quant: str):
     torch.manual_seed(1)
     model = TinierYolo(quant=quant).train()
-    out = model(images(2, 64))
+    out, = model(images(2, 64))
     (out ** 2).mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -213,6 +213,7 @@ def test_block_and_head_modules_follow_the_table():
     specs = netdef.LAYERS
     model = TinierYolo()
     assert [b.spec for b in model.blocks] == list(specs[:-1]) and model.head.spec == specs[-1]
+    assert list(model.heads) == [model.head]
     assert isinstance(model.blocks[0], ConvBlock) and isinstance(model.head, Head)
     for block, c_in in zip(model.blocks, netdef.in_channels()):
         assert block.conv.weight.shape == (block.spec.out_ch, c_in, block.spec.kernel, block.spec.kernel)

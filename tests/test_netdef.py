@@ -35,7 +35,7 @@ def test_binary_weight_budget():
     (lambda t: t[:2] + (dataclasses.replace(t[2], pool=3),) + t[3:], 'layer conv3: pool'),
     (lambda t: t[:-1] + (dataclasses.replace(t[-1], out_ch=24),), 'layer head: 24 channels'),
     (lambda t: t[:-1] + (dataclasses.replace(t[-1], kernel=3),), 'layer head: the head must be a 1x1'),
-    (lambda t: t[:1] + (dataclasses.replace(t[1], kind='first'),) + t[2:], 'layer conv2: only hidden'),
+    (lambda t: t[:1] + (dataclasses.replace(t[1], kind='first'),) + t[2:], 'layer conv2: only the first layer'),
     (lambda t: t[1:], 'must start with a first layer'),
 ])
 def test_bad_tables_name_the_layer(change, message):

@@ -53,7 +53,7 @@ def odd(torch_mod):
 def torch_heads(net, canvases: np.ndarray) -> np.ndarray:
     import torch
     x = torch.from_numpy(canvases).permute(0, 3, 1, 2).float()          # (B, 3, S, S)
-    return net.head_integers(x).numpy()
+    return net.head_integers(x)[0].numpy()
 
 
 def sample_canvases(size: int) -> list[np.ndarray]:

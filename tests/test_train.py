@@ -25,7 +25,7 @@ from ifq_tinier_yolo.cli import build_parser, main
 from ifq_tinier_yolo.datasets.loader import WiderTrainSet, collate
 from ifq_tinier_yolo.datasets.wider import read_wider
 from ifq_tinier_yolo.errors import ConfigError
-from ifq_tinier_yolo.model.loss import region_loss
+from ifq_tinier_yolo.model.loss import detection_loss, region_loss
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 from ifq_tinier_yolo.train import TrainConfig, config_from_args, lr_at, make_optimizer, parse_overrides
 
@@ -204,7 +204,7 @@ def test_overfits_two_real_images(two_images, quant: str):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(OVERFIT_STEPS):
-        loss, _ = region_loss(model(images), targets, anchors)
+        loss, _ = region_loss(model(images)[0], targets, anchors)
         assert math.isfinite(loss.item())
         opt.zero_grad()
         loss.backward()
@@ -218,7 +218,7 @@ def test_overfits_two_real_images(two_images, quant: str):
         # the integer network itself (eval mode, BN running stats, integer head) has learnt the faces too
         model.eval()
         with torch.no_grad():
-            eval_loss, _ = region_loss(model(images), targets, anchors)
+            eval_loss, _ = region_loss(model(images)[0], targets, anchors)
         assert eval_loss.item() < first / 5, (first, eval_loss.item())
 
 
@@ -240,7 +240,7 @@ def test_acceptance_command_on_real_wider(shared_wider: Path, tmp_path: Path, ca
     assert ckpt['config']['max_images'] == 16 and ckpt['config']['batch'] == 8
     model = model_from_checkpoint(ckpt)
     with torch.no_grad():
-        assert model(torch.zeros(1, 3, 128, 128)).shape == (1, 25, 8, 8)
+        assert model(torch.zeros(1, 3, 128, 128))[0].shape == (1, 25, 8, 8)
     rows = metrics(run / 'metrics.jsonl')
     assert len(rows) == 1 and rows[0]['epoch'] == 1 and rows[0]['step'] == 2
     assert math.isfinite(rows[0]['loss']) and rows[0]['loss'] > 0
@@ -317,7 +317,7 @@ def test_same_seed_same_weights_other_seed_other_weights(fixture_wider: Path, tm
         assert main(train_argv(fixture_wider, tmp_path / name, epochs=1, seed=seed)) == 0
     assert_same_state(state(tmp_path / 'a' / 'last.pt'), state(tmp_path / 'b' / 'last.pt'))
     c = state(tmp_path / 'c' / 'last.pt')
-    assert not torch.equal(c['head.conv.weight'], state(tmp_path / 'a' / 'last.pt')['head.conv.weight'])
+    assert not torch.equal(c['heads.0.conv.weight'], state(tmp_path / 'a' / 'last.pt')['heads.0.conv.weight'])
 
 
 def test_resume_without_a_checkpoint_starts_from_the_beginning(fixture_wider: Path, tmp_path: Path, capsys):
@@ -352,8 +352,8 @@ def test_float_warmup_initialises_a_hwgq_run(fixture_wider: Path, tmp_path: Path
 
 # --- NaN -------------------------------------------------------------------------------------
 
-def nan_region_loss(out, targets, anchors, cfg):
-    loss, parts = region_loss(out, targets, anchors, cfg)
+def nan_detection_loss(outs, targets, anchors, cfg):
+    loss, parts = detection_loss(outs, targets, anchors, cfg)
     return loss * float('nan'), parts
 
 
@@ -366,7 +366,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(fixture_wider: Path, tmp_p
     run = tmp_path / 'run'
     last, rows = run_one_good_epoch(fixture_wider, run)
     capsys.readouterr()
-    monkeypatch.setattr(train_mod, 'region_loss', nan_region_loss)
+    monkeypatch.setattr(train_mod, 'detection_loss', nan_detection_loss)
     rc = main(train_argv(fixture_wider, run, '--resume'))
     err = capsys.readouterr().err
     assert rc == 1 and 'Traceback' not in err
@@ -390,7 +390,7 @@ def test_exploding_lr_stops_with_a_clear_message(fixture_wider: Path, tmp_path: 
 
 
 def test_nan_in_the_first_epoch_writes_no_checkpoint(fixture_wider: Path, tmp_path: Path, capsys, monkeypatch):
-    monkeypatch.setattr(train_mod, 'region_loss', nan_region_loss)
+    monkeypatch.setattr(train_mod, 'detection_loss', nan_detection_loss)
     run = tmp_path / 'run'
     rc = main(train_argv(fixture_wider, run))
     lines = stderr_lines(capsys)

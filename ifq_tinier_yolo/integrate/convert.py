@@ -40,6 +40,9 @@ def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
     """The eval-mode hwgq network as a pass description (float32 numpy arrays)."""
     if model.quant != 'hwgq':
         raise ConversionError(f'convert needs a hwgq (quantization) network, not quant={model.quant!r}')
+    if not netdef.is_chain(model.layers):
+        raise ConversionError(f'the integer model holds a chain of layers with one head; this network has '
+                              f'{len(model.heads)} heads (two-scale conversion is not built yet)')
     chans = netdef.in_channels(model.layers)
     layers = []
     for block, in_ch in zip(model.blocks, chans):

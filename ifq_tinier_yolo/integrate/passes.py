@@ -278,7 +278,8 @@ def to_integer_model(net: NetDesc) -> IntegerModel:
         if ld.spec.kind == 'head':
             if ld.head_bias is None or ld.head_bias.dtype != np.int32 or ld.out_multiplier is None:
                 raise _fail(ld, 'head bias or output scale not converted')
-            layers.append(IntLayer(ld.spec, ld.in_ch, ld.weights, bias=ld.head_bias))
+            # the integer model keeps anchors in fixed point beside the table, not in the spec
+            layers.append(IntLayer(replace(ld.spec, anchors=()), ld.in_ch, ld.weights, bias=ld.head_bias))
         else:
             if ld.thresholds is None or ld.thresholds.dtype not in (np.int16, np.int32):
                 raise _fail(ld, 'thresholds not computed and narrowed')

@@ -76,7 +76,7 @@ def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS,
                       anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS,
                       size: int = netdef.INPUT_SIZE) -> IntegerModel:
     """A valid model of the table with placeholder parameters (sizes only; it detects nothing)."""
-    layers = []
+    layers, specs = [], netdef.without_anchors(specs)
     for spec, c in zip(specs, netdef.in_channels(specs)):
         w = np.ones((spec.out_ch, c, spec.kernel, spec.kernel), dtype=np.int8)
         if spec.kind == 'head':

@@ -46,7 +46,7 @@ def collect_images(sources: list[Path]) -> list[Path]:
 def torch_head(net: TinierYolo, canvas: np.ndarray) -> np.ndarray:
     """The torch network's head accumulators (A*5, H, W) as float64 (integer-valued), for one canvas."""
     with torch.no_grad():
-        head = net.head_integers(to_input([canvas]))[0].numpy()          # float32 integers
+        head = net.head_integers(to_input([canvas]))[0][0].numpy()       # float32 integers
     return head.astype(np.float64)
 
 
@@ -59,7 +59,7 @@ def float_detections(net: TinierYolo, model: IntegerModel, head: np.ndarray, con
                      nms_iou: float) -> np.ndarray:
     """What the torch path reports: float decode of head * out_scale + NMS -> (N, 4) network pixels."""
     value = head.astype(np.float32) * np.float32(model.out_scale)       # as the float head computes
-    return decode_nms_float(value, net.anchors, model.stride, conf, nms_iou)[0]
+    return decode_nms_float([value], [net.anchors], [model.stride], conf, nms_iou)[0]
 
 
 def matched(a: np.ndarray, b: np.ndarray) -> int:
@@ -112,7 +112,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)   # torch's idle OpenMP workers would otherwise starve numpy's BLAS threads
     model = runtime.load_model(args.model)
     net = model_from_checkpoint(load_checkpoint(args.checkpoint), quant='hwgq', path=args.checkpoint)
-    if net.layers != model.specs:
+    if netdef.without_anchors(net.layers) != model.specs:
         raise ModelFileError(f'{args.model} and {args.checkpoint} describe different layer tables')
     size = args.img_size or model.input_size
     try:

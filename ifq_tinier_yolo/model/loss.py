@@ -39,9 +39,14 @@ def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 
 def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
-                cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, float]]:
+                cfg: LossConfig = LossConfig(), assign: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """out: (B, A*5, H, W) raw head; targets: (M, 5) [batch_index, cx, cy, w, h] in [0, 1];
-    anchors: (A, 2) in grid cells. Returns (loss, parts) with parts summed per term, / B."""
+    anchors: (A, 2) in grid cells. Returns (loss, parts) with parts summed per term, / B.
+
+    assign: (M,) the anchor of this head responsible for each face, -1 where another head is;
+    None: the anchor of best shape IoU. Every face counts for the ignore mask either way.
+    """
     bsz, _, gh, gw = out.shape
     na = anchors.shape[0]
     p = out.float().view(bsz, na, VALUES_PER_ANCHOR, gh, gw).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
@@ -65,9 +70,11 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
                 noobj[b][best > cfg.ignore_iou] = 0
 
         # responsible (image, anchor, row, col); where two faces collide the last one wins
+        ga = shape_iou(gt[:, 2:], anchors).argmax(1) if assign is None else assign
+        mine = ga >= 0
+        gt, bidx, ga = gt[mine], bidx[mine], ga[mine]
         gi = gt[:, 0].long().clamp(0, gw - 1)
         gj = gt[:, 1].long().clamp(0, gh - 1)
-        ga = shape_iou(gt[:, 2:], anchors).argmax(1)
         key = ((bidx * na + ga) * gh + gj) * gw + gi
         uniq, inverse = torch.unique(key, return_inverse=True)
         last = torch.full((len(uniq),), -1, dtype=torch.long, device=out.device)
@@ -87,4 +94,35 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
     total = (loss_xy + loss_wh + loss_obj + loss_noobj) / bsz
     parts = {k: float(v.detach()) / bsz for k, v in
              dict(xy=loss_xy, wh=loss_wh, obj=loss_obj, noobj=loss_noobj).items()}
+    return total, parts
+
+
+def assign_heads(targets: torch.Tensor, head_anchors: list[torch.Tensor], grids: list[int]) -> list[torch.Tensor]:
+    """Each face to the anchor of best shape IoU across all heads. targets (M, 5) as region_loss;
+    head_anchors: (A_h, 2) in each head's grid cells; grids: each head's cells per side.
+    Returns per head (M,) the responsible anchor index, -1 for faces of other heads."""
+    wh = targets[:, 3:5]                                                    # fractions of the input side
+    ious = torch.cat([shape_iou(wh, a / g) for a, g in zip(head_anchors, grids)], 1)   # (M, sum A_h)
+    best = ious.argmax(1) if len(wh) else torch.zeros(0, dtype=torch.long, device=targets.device)
+    out, start = [], 0
+    for a in head_anchors:
+        local = best - start
+        out.append(torch.where((local >= 0) & (local < len(a)), local, torch.full_like(local, -1)))
+        start += len(a)
+    return out
+
+
+def detection_loss(outs: list[torch.Tensor], targets: torch.Tensor, head_anchors: list[torch.Tensor],
+                   cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, float]]:
+    """The region loss summed over heads, each face trained on the one anchor (of any head) of
+    best shape IoU. A single head gives exactly `region_loss`."""
+    if len(outs) == 1:
+        return region_loss(outs[0], targets, head_anchors[0], cfg)
+    assigns = assign_heads(targets, head_anchors, [o.shape[-1] for o in outs])
+    total, parts = 0.0, {}
+    for out, anchors, assign in zip(outs, head_anchors, assigns):
+        loss, p = region_loss(out, targets, anchors, cfg, assign)
+        total = total + loss
+        for k, v in p.items():
+            parts[k] = parts.get(k, 0.0) + v
     return total, parts

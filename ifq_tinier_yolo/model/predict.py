@@ -21,19 +21,23 @@ def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, con
     """uint8 BGR images -> per image float64 (N, 5) x, y, w, h, score in original pixels."""
     netdef.check_input_size(img_size, model.layers)
     boxed = [letterbox(im, img_size) for im in images]
-    head = model(to_input([b[0] for b in boxed])).float().numpy()             # (B, A*5, H, W)
-    stride = netdef.total_stride(model.layers)
+    heads = [h.float().numpy() for h in model(to_input([b[0] for b in boxed]))]   # per head (B, A*5, H, W)
+    strides = netdef.head_strides(model.layers)
     results = []
-    for out, im, (_, scale, px, py) in zip(head, images, boxed):
-        boxes, scores = decode_nms_float(out, model.anchors, stride, conf, nms_iou)
+    for i, (im, (_, scale, px, py)) in enumerate(zip(images, boxed)):
+        boxes, scores = decode_nms_float([h[i] for h in heads], model.head_anchors, strides, conf, nms_iou)
         b = unletterbox_boxes(boxes, scale, px, py, im.shape[1], im.shape[0])
         results.append(np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]))
     return results
 
 
-def decode_nms_float(head: np.ndarray, anchors, stride: int, conf: float,
+def decode_nms_float(heads: list[np.ndarray], head_anchors, strides: list[int], conf: float,
                      nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Float head values (A*5, H, W) -> float decode + NMS -> ((N, 4) x1, y1, x2, y2 network pixels, (N,) scores)."""
-    boxes, scores = decode_float(head, np.asarray(anchors, dtype=np.float64), stride, conf)
+    """Float values (A*5, H, W) of each head -> float decode of each, one NMS over all ->
+    ((N, 4) x1, y1, x2, y2 network pixels, (N,) scores)."""
+    decoded = [decode_float(h, np.asarray(a, dtype=np.float64), s, conf)
+               for h, a, s in zip(heads, head_anchors, strides)]
+    boxes = np.concatenate([d[0] for d in decoded]).reshape(-1, 4)
+    scores = np.concatenate([d[1] for d in decoded])
     keep = nms_at(boxes, scores, nms_iou)
     return boxes[keep], scores[keep]

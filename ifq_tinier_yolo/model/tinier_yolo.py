@@ -103,41 +103,80 @@ class Head(nn.Module):
 
 
 class TinierYolo(nn.Module):
-    """The detector. Input: float (B, 3, S, S) BGR pixel values 0..255; output (B, A*5, S/16, S/16)."""
+    """The detector, built from a layer table (a chain, or a graph with several heads).
+
+    Input: float (B, 3, S, S) BGR pixel values 0..255. Output: one tensor (B, A*5, S/s, S/s)
+    per head of the table, in table order (s: that head's stride).
+    """
 
     def __init__(self, layers: tuple[LayerSpec, ...] = netdef.LAYERS,
-                 anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS, quant: str = 'hwgq'):
+                 anchors: netdef.Anchors | None = None, quant: str = 'hwgq'):
         super().__init__()
         if quant not in QUANT_MODES:
             raise ValueError(f'quant must be one of {QUANT_MODES}, not {quant!r}')
-        netdef.check_layers(layers, anchors)
-        self.layers, self.anchors, self.quant = layers, anchors, quant
+        if anchors is not None:   # a single-head table given with separate anchors
+            netdef.check_layers(layers, anchors)
+            layers = netdef.with_head_anchors(layers, anchors)
+        netdef.check_layers(layers)
+        self.layers, self.quant = layers, quant
+        self.sources = netdef.sources(layers)
         chans = netdef.in_channels(layers)
-        self.blocks = nn.ModuleList(ConvBlock(s, c, quant) for s, c in zip(layers[:-1], chans[:-1]))
-        self.head = Head(layers[-1], chans[-1], quant)
+        # blocks: the first and hidden layers in table order; heads: the heads in table order
+        self.blocks = nn.ModuleList(ConvBlock(s, c, quant) for s, c in zip(layers, chans)
+                                    if s.kind in ('first', 'hidden'))
+        self.heads = nn.ModuleList(Head(s, c, quant) for s, c in zip(layers, chans) if s.kind == 'head')
 
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """Image -> input of the head (codes in hwgq mode)."""
-        for block in self.blocks:
-            x = block(x)
-        return x
+    @property
+    def head_anchors(self) -> list[netdef.Anchors]:
+        """Anchors of each head in its grid cells."""
+        return netdef.anchors_of(self.layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk(x))
+    @property
+    def anchors(self) -> netdef.Anchors:
+        """Anchors of the only head (single-head tables)."""
+        return self._single(self.head_anchors)
+
+    @property
+    def head(self) -> Head:
+        """The only head (single-head tables)."""
+        return self._single(list(self.heads))
+
+    def _single(self, per_head: list):
+        if len(per_head) != 1:
+            raise ValueError(f'this network has {len(per_head)} heads')
+        return per_head[0]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Image -> the input of each head (codes in hwgq mode), in table order."""
+        blocks, outs, head_inputs = iter(self.blocks), [], []
+        for spec, src in zip(self.layers, self.sources):
+            if src:
+                x = outs[src[0]] if len(src) == 1 else torch.cat([outs[j] for j in src], 1)
+            if spec.kind == 'head':
+                head_inputs.append(x)
+                outs.append(None)
+                continue
+            x = F.interpolate(x, scale_factor=netdef.UPSAMPLE, mode='nearest') if spec.kind == 'upsample' \
+                else next(blocks)(x)
+            outs.append(x)
+        return head_inputs
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [head(f) for head, f in zip(self.heads, self.features(x))]
 
     @torch.no_grad()
-    def head_integers(self, x: torch.Tensor) -> torch.Tensor:
-        """hwgq eval mode: the integer head accumulators (B, A*5, H, W) the engine must reproduce."""
+    def head_integers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """hwgq eval mode: the integer accumulators (B, A*5, H, W) of each head that the engine must reproduce."""
         if self.quant != 'hwgq' or self.training:
             raise ValueError('head_integers needs a hwgq model in eval mode')
-        return self.head.integers(self.trunk(x))
+        return [head.integers(f) for head, f in zip(self.heads, self.features(x))]
 
     def set_quant(self, quant: str) -> None:
         """Switch every block between 'float' and 'hwgq' (same parameters)."""
         if quant not in QUANT_MODES:
             raise ValueError(f'quant must be one of {QUANT_MODES}, not {quant!r}')
         self.quant = quant
-        for m in [*self.blocks, self.head]:
+        for m in [*self.blocks, *self.heads]:
             m.quant = quant
 
 
