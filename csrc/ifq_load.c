@@ -134,6 +134,10 @@ static ifq_status check_table(ifq_model *m, ifq_error *err)
     int n = m->n_layers;
     if (m->layers[0].kind != IFQ_KIND_FIRST || m->layers[n - 1].kind != IFQ_KIND_HEAD)
         return fail(err, IFQ_ERR_INVALID, "invalid model: layer table must start with a first layer and end with a head");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (strcmp(m->layers[i].name, m->layers[j].name) == 0)
+                return fail(err, IFQ_ERR_INVALID, "invalid model: layer names must be unique");
     for (int i = 1; i < n - 1; i++)
         if (m->layers[i].kind != IFQ_KIND_HIDDEN)
             return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: only hidden layers may sit between first and head",

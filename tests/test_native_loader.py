@@ -1,0 +1,202 @@
+"""The C loader on hostile files: it refuses exactly what the Python reader refuses (with the
+same one-line message for the header-level defects of the error table), and, built with
+AddressSanitizer + UndefinedBehaviorSanitizer, survives a campaign of truncations, bit flips
+and payload mutations with no crash, no undefined behaviour and no leak."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ifq_tinier_yolo import native
+from ifq_tinier_yolo.engine import modelfile as fmt
+from ifq_tinier_yolo.errors import ModelFileError
+
+SOURCE = 'm.ifq'
+EXAMPLES = int(os.environ.get('IFQ_FUZZ_EXAMPLES', '150'))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# header-level refusals: the C message must equal the Python one word for word
+HEADER_MESSAGES = ('empty file', 'not an .ifq model file', 'truncated (', 'format version', 'unknown format version',
+                   'unexpected bytes after', 'corrupted (CRC-32', 'unknown flags')
+SANITIZER_ENV = {'ASAN_OPTIONS': 'detect_leaks=1:halt_on_error=1:abort_on_error=0',
+                 'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1'}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def native_built() -> None:
+    reason = native.unavailable_reason()
+    if reason:
+        pytest.skip(f'native library unavailable: {reason}')
+
+
+def python_verdict(data: bytes) -> str | None:
+    """None if the Python reader accepts `data`, else its message without the source prefix."""
+    try:
+        fmt.from_bytes(data, SOURCE)
+    except ModelFileError as e:
+        return str(e).removeprefix(f'{SOURCE}: ')
+    return None
+
+
+def c_verdict(data: bytes) -> str | None:
+    from ifq_tinier_yolo.native import binding
+    try:
+        binding.Model(data)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def check_same_verdict(data: bytes) -> None:
+    want, got = python_verdict(data), c_verdict(data)
+    assert (want is None) == (got is None), (want, got)
+    if want is not None and want.startswith(HEADER_MESSAGES):
+        assert got == want
+    assert got is None or '\n' not in got
+
+
+def with_fresh_crc(data: bytes) -> bytes:
+    """Payload length and CRC made to fit, so only the structural checks can refuse `data`."""
+    if len(data) < fmt.HEADER.size:
+        return data
+    magic, version, flags, _ = fmt.HEADER.unpack_from(data)
+    payload = data[fmt.HEADER.size:]
+    body = fmt.HEADER.pack(magic, version, flags, len(payload)) + payload
+    return body + fmt.CRC.pack(zlib.crc32(body))
+
+
+@st.composite
+def mutated(draw, base: bytes) -> bytes:
+    """`base` (a whole file) after 1..3 edits: bit flips, byte sets, cuts, insertions, deletions;
+    half the time with the CRC and length made valid again."""
+    data = bytearray(base[:-fmt.CRC.size])
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(('flip', 'set', 'cut', 'insert', 'delete')))
+        i = draw(st.integers(0, max(len(data) - 1, 0)))
+        if op == 'flip' and data:
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == 'set' and data:
+            data[i] = draw(st.sampled_from((0, 1, 2, 0x7F, 0x80, 0xFF)) | st.integers(0, 255))
+        elif op == 'cut':
+            del data[i:]
+        elif op == 'insert':
+            data[i:i + 0] = draw(st.binary(min_size=1, max_size=16))
+        elif data:
+            del data[i:i + draw(st.integers(1, 16))]
+    if draw(st.booleans()):
+        return with_fresh_crc(bytes(data))
+    return bytes(data) + base[-fmt.CRC.size:]
+
+
+def error_table(data: bytes) -> dict[str, bytes]:
+    """The damaged model files of tests/test_robust.py's error table, made from `data`."""
+    n_anchors = struct.unpack_from('<H', data, fmt.HEADER.size + 4)[0]
+    kind_at = fmt.HEADER.size + fmt.DESCRIPTION.size + 8 * n_anchors + fmt.NAME_BYTES
+    bad_kind = bytearray(data[:-fmt.CRC.size])
+    bad_kind[kind_at] = 9
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    return {
+        'truncated': data[:len(data) // 2],
+        'one bit flipped': bytes(flipped),
+        'wrong magic': b'NOTAMODL' + data[8:],
+        'newer version': data[:8] + struct.pack('<H', fmt.VERSION + 1) + data[10:],
+        'zero bytes': b'',
+        'bad layer table, valid CRC': bytes(bad_kind) + fmt.CRC.pack(zlib.crc32(bytes(bad_kind))),
+        'trailing bytes': data + b'\0',
+        'zip archive (a torch checkpoint)': b'PK\x03\x04' + bytes(60),
+    }
+
+
+def parameter_flips(data: bytes, n_files: int = 40, flips: int = 6, size: int = 64) -> list[bytes]:
+    """Copies of a full-size model that mostly still load: input side set to `size` (so the engine
+    runs on them quickly), bytes flipped in the second half of the file (binary weights, the
+    head), CRC refitted."""
+    rng = np.random.default_rng(7)
+    body = bytearray(data[:-fmt.CRC.size])
+    struct.pack_into('<H', body, fmt.HEADER.size, size)
+    out = []
+    for _ in range(n_files):
+        copy = bytearray(body)
+        for i in rng.integers(len(body) // 2, len(body) - 64, flips):
+            copy[i] ^= int(rng.integers(1, 256))
+        out.append(with_fresh_crc(bytes(copy)))
+    return out
+
+
+def test_error_table_same_messages(random_ifq: Path):
+    for name, data in error_table(random_ifq.read_bytes()).items():
+        want, got = python_verdict(data), c_verdict(data)
+        assert want is not None and got == want, name
+
+
+def test_valid_files_load(random_ifq: Path, tiny_ifq_bytes: bytes):
+    for data in (random_ifq.read_bytes(), tiny_ifq_bytes,
+                 (Path(__file__).resolve().parents[1] / 'weights' / 'ifq_tinier_yolo.ifq').read_bytes()):
+        assert c_verdict(data) is None
+
+
+def test_same_refusals_on_mutated_files(tiny_ifq_bytes: bytes):
+    @FUZZ
+    @given(data=mutated(tiny_ifq_bytes))
+    def prop(data: bytes) -> None:
+        check_same_verdict(data)
+    prop()
+
+
+def test_same_refusals_on_truncations_and_bit_flips(tiny_ifq_bytes: bytes):
+    """Every truncation (CRC refitted) and one bit flip per byte (CRC refitted): the structural checks."""
+    body = tiny_ifq_bytes[:-fmt.CRC.size]
+    for n in range(len(body)):
+        check_same_verdict(with_fresh_crc(body[:n]))
+    for i in range(fmt.HEADER.size, len(body)):
+        flipped = bytearray(body)
+        flipped[i] ^= 1 << (i % 8)
+        check_same_verdict(with_fresh_crc(bytes(flipped)))
+
+
+def test_sanitized_loader_campaign(tiny_ifq_bytes: bytes, random_ifq: Path, tmp_path: Path, capsys):
+    """ASan + UBSan build of the loader (tools/ifq_check.c): damaged files in one run, no report."""
+    from ifq_tinier_yolo.native.build import CSRC, NativeUnavailable, build_program
+    try:
+        exe = build_program(CSRC / 'tools' / 'ifq_check.c', 'ifq_check-asan', sanitize=True)
+    except NativeUnavailable as e:
+        pytest.skip(f'no sanitizer build here: {str(e).splitlines()[-1]}')
+    files: list[bytes] = list(error_table(random_ifq.read_bytes()).values()) + [tiny_ifq_bytes]
+    body = tiny_ifq_bytes[:-fmt.CRC.size]
+    files += [body[:n] + tiny_ifq_bytes[-fmt.CRC.size:] for n in range(0, len(body), 7)]   # plain truncations
+    files += [with_fresh_crc(body[:n]) for n in range(fmt.HEADER.size, len(body), 3)]
+
+    files += parameter_flips(random_ifq.read_bytes())
+
+    @FUZZ
+    @given(data=mutated(tiny_ifq_bytes))
+    def collect(data: bytes) -> None:
+        files.append(data)
+    collect()
+
+    paths = []
+    for i, data in enumerate(files):
+        paths.append(tmp_path / f'{i}.ifq')
+        paths[-1].write_bytes(data)
+    done = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **SANITIZER_ENV})
+    assert done.returncode == 0 and 'Sanitizer' not in done.stderr and 'runtime error' not in done.stderr, \
+        done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(files)
+    for data, line in zip(files, lines):
+        status, _, message = line.split(' ', 2)
+        want = python_verdict(data)
+        assert (status == '0') == (want is None), (line, want)
+    loaded = sum(line.startswith('0 ') for line in lines)
+    with capsys.disabled():
+        print(f'\nsanitized loader: {len(files)} files, {loaded} loaded and ran, no sanitizer report')
