@@ -12,3 +12,6 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
     touch "$stamp"
 fi
+# The native C runtime (csrc/): compiled once per source version into build/native/; without a
+# C compiler this only prints a note and everything runs on the numpy engine.
+.venv/bin/python -m ifq_tinier_yolo.native.build >/dev/null || echo "note: the numpy engine will run instead" >&2

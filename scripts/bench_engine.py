@@ -1,13 +1,16 @@
-"""Speed of the integer engine against the float PyTorch model of the same network, side by side.
+"""Speed of the integer engines (numpy, native C) against YuNet, side by side, in one run.
 
-    .venv/bin/python scripts/bench_engine.py [--model M.ifq] [--checkpoint C.pt] [--size 416]
-                                             [--runs 30] [--threads 1,all]
+    .venv/bin/python scripts/bench_engine.py [--model M.ifq] [--sizes 416,576] [--threads 1,2]
+                                             [--runs 30] [--torch]
 
-For each thread count a child process (BLAS and torch limited to that many threads) times the
-engine (`runtime.run` on a letterboxed uint8 canvas) and the float model (`quant='float'`,
-canvas -> float tensor -> forward), alternating one run of each so that both see the same
-machine load, and reports medians. Without --model / --checkpoint both use a random-weight
-network of the netdef table (speed does not depend on the weights).
+For each thread count a child process (BLAS, OpenCV and torch limited to that many threads)
+times, at each input size, one detection pass on the same image including letterbox, decode
+and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend, one thread
+whatever the count: it does not split work) and YuNet (cv2.FaceDetectorYN, the image resized to
+the same longer side). Then the default detector settings (image pyramid, `Detector`) on both
+engines against YuNet at the model's input size. Runs alternate between the contenders so that
+all see the same machine load; medians in milliseconds. `--torch` adds the float PyTorch model
+of the same layer table (forward only).
 """
 from __future__ import annotations
 
@@ -21,68 +24,105 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SAMPLE = ROOT.parent / 'shared' / 'data' / 'samples' / 'grace_hopper.jpg'
+SAMPLE = ROOT / 'data' / 'samples' / 'grace_hopper.jpg'
+MODEL = ROOT / 'weights' / 'ifq_tinier_yolo.ifq'
+PEER = ROOT.parent / 'shared' / 'peers' / 'face_detection_yunet.onnx'
 WARMUP = 3
+CONF, NMS = 0.7, 0.45
 THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--model', type=Path, default=None, help='.ifq model (default: convert --checkpoint or random)')
-    p.add_argument('--checkpoint', type=Path, default=None, help='hwgq checkpoint for the float model weights')
-    p.add_argument('--size', type=int, default=416, help='square input side in pixels')
-    p.add_argument('--runs', type=int, default=30, help='timed runs per model (median reported)')
-    p.add_argument('--threads', default='1,all', help='comma-separated thread counts; all = every core')
+    p.add_argument('--model', type=Path, default=MODEL, help='.ifq model')
+    p.add_argument('--peer', type=Path, default=PEER, help='YuNet ONNX file (skipped if missing)')
+    p.add_argument('--image', type=Path, default=SAMPLE, help='the image every contender detects on')
+    p.add_argument('--sizes', default='416,576', help='comma-separated input sides (longer image side)')
+    p.add_argument('--threads', default='1,2', help='comma-separated thread counts; all = every core')
+    p.add_argument('--runs', type=int, default=30, help='timed runs per contender (median reported)')
+    p.add_argument('--torch', action='store_true', help='also time the float PyTorch model (forward only)')
     p.add_argument('--child', type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def child(args: argparse.Namespace) -> dict:
-    """Time both models in this process (thread limits already set); returns medians in ms."""
-    import numpy as np
+def contenders(args: argparse.Namespace, image) -> dict[str, object]:
+    """name -> zero-argument function doing one detection pass (built in the child process)."""
+    import cv2
+
+    from ifq_tinier_yolo import native, netdef
+    from ifq_tinier_yolo.apps.detector import Detector
+    from ifq_tinier_yolo.engine import runtime
+
+    model = runtime.load_model(args.model)
+    backend = native.load(args.model) if native.available() else None
+    out: dict[str, object] = {}
+    for size in map(int, args.sizes.split(',')):
+        out[f'numpy {size}'] = lambda s=size: runtime.detect(model, image, CONF, NMS, img_size=s)
+        if backend:
+            out[f'native {size}'] = lambda s=size: backend.detect(image, CONF, NMS, img_size=s)
+        if args.peer.is_file():
+            net = cv2.FaceDetectorYN.create(str(args.peer), '', (size, size), CONF, NMS, 5000)
+            scale = size / max(image.shape[:2])
+            small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+            net.setInputSize((small.shape[1], small.shape[0]))
+            out[f'yunet {size}'] = lambda n=net, im=image, sm=small.shape: n.detect(
+                cv2.resize(im, (sm[1], sm[0]), interpolation=cv2.INTER_LINEAR))
+        if args.torch:
+            out[f'torch float {size}'] = torch_forward(args, image, size)
+    numpy_default = Detector.load(args.model, conf=CONF, nms=NMS)
+    out['numpy default'] = lambda: numpy_default.detect_array(image)
+    if backend:
+        # the default settings on the native runtime: Detector with the backend's detect as its pass
+        sizes = netdef.pyramid_sizes(backend.input_size, netdef.PYRAMID_LEVELS, backend.specs)
+        native_default = Detector(backend.detect, args.model, 'native', CONF, NMS, sizes,
+                                  netdef.total_stride(backend.specs))
+        out['native default'] = lambda: native_default.detect_array(image)
+    return out
+
+
+def torch_forward(args: argparse.Namespace, image, size: int):
+    """The float PyTorch model of the same table: canvas -> tensor -> forward."""
     import torch
 
-    from ifq_tinier_yolo.engine import runtime
     from ifq_tinier_yolo.engine.preprocess import letterbox
-    from ifq_tinier_yolo.imageio import read_image
-    from ifq_tinier_yolo.integrate.convert import convert, convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import random_quant_network
     from ifq_tinier_yolo.model.predict import to_input
     from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
     torch.set_num_threads(args.child)
     torch.set_grad_enabled(False)
-    if args.checkpoint:
-        from ifq_tinier_yolo.checkpoint import load_checkpoint, model_from_checkpoint
-        qnet = model_from_checkpoint(load_checkpoint(args.checkpoint), quant='hwgq', path=args.checkpoint)
-    else:
-        qnet = random_quant_network()
-    if args.model:
-        engine_model = runtime.load_model(args.model)
-    elif args.checkpoint:
-        engine_model = convert(args.checkpoint, img_size=args.size)
-    else:
-        engine_model = convert_model(qnet, args.size)
+    qnet = random_quant_network()
     float_net = TinierYolo(qnet.layers, qnet.anchors, 'float').eval()
-    float_net.load_state_dict(qnet.state_dict())
-    image = read_image(SAMPLE) if SAMPLE.is_file() else \
+    canvas = letterbox(image, size)[0]
+    return lambda: float_net(to_input([canvas]))
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Time every contender in this process (thread limits already set); medians in ms."""
+    import cv2
+    import numpy as np
+
+    from ifq_tinier_yolo.imageio import read_image
+
+    cv2.setNumThreads(args.child)
+    image = read_image(args.image) if args.image.is_file() else \
         np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    canvas = letterbox(image, args.size)[0]
-
-    def engine() -> None:
-        runtime.run(engine_model, canvas)
-
-    def torch_float() -> None:
-        float_net(to_input([canvas]))
-
-    times: dict[str, list[float]] = {'engine': [], 'torch_float': []}
+    fns = contenders(args, image)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(WARMUP + args.runs):
-        for name, fn in (('engine', engine), ('torch_float', torch_float)):
+        for name, fn in fns.items():
             t = time.perf_counter()
             fn()
             if i >= WARMUP:
                 times[name].append((time.perf_counter() - t) * 1e3)
-    return {name: float(np.median(v)) for name, v in times.items()}
+    from ifq_tinier_yolo import native
+    kernels = native.load(args.model).kernels if native.available() else 'unavailable'
+    return {'ms': {name: float(np.median(v)) for name, v in times.items()}, 'kernels': kernels}
+
+
+def fmt(ms: dict[str, float], key: str) -> str:
+    return f'{ms[key]:.1f}' if key in ms else '-'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,22 +132,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cores = os.cpu_count() or 1
     counts = [cores if t.strip() == 'all' else int(t) for t in args.threads.split(',')]
-    print(f'bench {args.size}x{args.size}, median of {args.runs} alternating runs; engine = integer engine '
-          f'(numpy), torch float = the float PyTorch model of the same layer table')
+    sizes = [int(s) for s in args.sizes.split(',')]
+    print(f'one detection pass on {args.image.name} (letterbox, network, decode, NMS), median of {args.runs} '
+          f'alternating runs, ms; the native runtime uses one thread in every row')
+    rows = []
     for n in dict.fromkeys(counts):
         env = dict(os.environ, **{v: str(n) for v in THREAD_VARS})
-        cmd = [sys.executable, __file__, '--child', str(n), '--size', str(args.size), '--runs', str(args.runs)]
-        for flag, value in (('--model', args.model), ('--checkpoint', args.checkpoint)):
-            if value:
-                cmd += [flag, str(value)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        cmd = [sys.executable, __file__, '--child', str(n), '--sizes', args.sizes, '--runs', str(args.runs),
+               '--model', str(args.model), '--peer', str(args.peer), '--image', str(args.image)]
+        out = subprocess.run(cmd + (['--torch'] if args.torch else []), env=env, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr, file=sys.stderr)
             return out.returncode
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        e, f = r['engine'], r['torch_float']
-        print(f'threads {n}: engine {e:.1f} ms/image ({1e3 / e:.1f} images/s) | torch float {f:.1f} ms/image '
-              f'({1e3 / f:.1f} images/s) | engine speed / torch speed {f / e:.2f}')
+        rows.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
+    kernels = rows[0][1]['kernels']
+    torch_col = ' torch float |' if args.torch else ''
+    print(f'\n| threads | input | numpy engine | native ({kernels}) | YuNet | native / YuNet |{torch_col}')
+    print('| --- | --- | --- | --- | --- | --- |' + (' --- |' if args.torch else ''))
+    for n, r in rows:
+        ms = r['ms']
+        for s in sizes:
+            ratio = f'{ms[f"native {s}"] / ms[f"yunet {s}"]:.2f}' if f'native {s}' in ms and f'yunet {s}' in ms else '-'
+            extra = f' {fmt(ms, f"torch float {s}")} |' if args.torch else ''
+            print(f'| {n} | {s} | {fmt(ms, f"numpy {s}")} | {fmt(ms, f"native {s}")} | {fmt(ms, f"yunet {s}")} | '
+                  f'{ratio} |{extra}')
+    print('\n| threads | default detector (pyramid) numpy | native | YuNet at the largest size |')
+    print('| --- | --- | --- | --- |')
+    for n, r in rows:
+        ms = r['ms']
+        print(f'| {n} | {fmt(ms, "numpy default")} | {fmt(ms, "native default")} | {fmt(ms, f"yunet {max(sizes)}")} |')
     return 0
 
 

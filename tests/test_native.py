@@ -53,31 +53,36 @@ def dev_images() -> list[Path]:
 
 
 @pytest.fixture(scope='module')
-def reference(model, dev_images) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per dev image: the numpy engine's (canvas, head) at the model's input size."""
+def reference(model, dev_images) -> list[dict]:
+    """Per dev image, what the numpy engine gives at the model's input size: canvas, head, decoded
+    boxes and scores; and for the first DETECT_IMAGES the image and detect()'s result. Computed
+    once for all kernel sets (the numpy engine is the slow part of these tests)."""
     out = []
-    for path in dev_images:
-        canvas = letterbox(read_image(path), model.input_size)[0]
-        out.append((canvas, runtime.run(model, canvas)))
+    for i, path in enumerate(dev_images):
+        image = read_image(path)
+        canvas = letterbox(image, model.input_size)[0]
+        head = runtime.run(model, canvas)
+        ref = dict(canvas=canvas, head=head, decoded=runtime.decode_head(model, head, CONF, NMS))
+        if i < DETECT_IMAGES:
+            ref.update(image=image, faces=runtime.detect(model, image, CONF, NMS))
+        out.append(ref)
     return out
 
 
 @pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon'])
-def test_native_bit_exact_on_dev_images(kernels, model, dev_images, reference, capsys):
-    if not native.supported_kernels().count(kernels):
+def test_native_bit_exact_on_dev_images(kernels, reference, capsys):
+    if kernels not in native.supported_kernels():
         pytest.skip(f'kernel set {kernels} does not run on this CPU')
     backend = native.load(SHIPPED, kernels=kernels)
     assert backend.kernels == kernels
     same = 0
-    for canvas, head in reference:
-        got = backend.run(canvas)
-        boxes, scores = backend.decode_head(head, CONF, NMS)
-        want_boxes, want_scores = runtime.decode_head(model, head, CONF, NMS)
-        same += bool(np.array_equal(got, head) and np.array_equal(boxes, want_boxes)
-                     and np.array_equal(scores, want_scores))
-    for path in dev_images[:DETECT_IMAGES]:
-        image = read_image(path)
-        np.testing.assert_array_equal(backend.detect(image, CONF, NMS), runtime.detect(model, image, CONF, NMS))
+    for ref in reference:
+        head = backend.run(ref['canvas'])
+        boxes, scores = backend.decode_head(ref['head'], CONF, NMS)
+        same += bool(np.array_equal(head, ref['head']) and np.array_equal(boxes, ref['decoded'][0])
+                     and np.array_equal(scores, ref['decoded'][1]))
+        if 'image' in ref:
+            np.testing.assert_array_equal(backend.detect(ref['image'], CONF, NMS), ref['faces'])
     report(capsys, f'native bit-exact {same}/{len(reference)} ({kernels})')
     assert same == len(reference)
 
@@ -105,7 +110,7 @@ def test_native_tiny_table(tiny_ifq_bytes: bytes):
 def test_native_decode_with_containment(model, reference):
     """ifq_decode's containment option equals nms_at's (used by the pyramid merge)."""
     backend = native.load(SHIPPED)
-    _, head = reference[0]
+    head = reference[0]['head']
     boxes_q, _, obj = decode_fixed(head, model.anchors_q16, model.stride, model.out_multiplier,
                                    model.out_shift, score_threshold_q(0.01))
     keep = nms_at(boxes_q, obj, 0.45, contain=0.8)

@@ -76,3 +76,12 @@ def test_example_resizes_and_refuses_bad_input(detect_exe: Path, tmp_path: Path)
     (tmp_path / 'm.ifq').write_bytes(SHIPPED.read_bytes()[:50])
     done = run(detect_exe, str(tmp_path / 'm.ifq'), str(tmp_path / 'a.ppm'))
     assert done.returncode == 1 and 'truncated (50 bytes' in done.stderr
+
+
+def test_no_compiler_is_a_clear_fallback(monkeypatch: pytest.MonkeyPatch):
+    """Without a C compiler the builder says so in one line (callers then run the numpy engine)."""
+    from ifq_tinier_yolo.native import build
+    monkeypatch.setenv('PATH', '/nonexistent')
+    monkeypatch.delenv('CC', raising=False)
+    with pytest.raises(build.NativeUnavailable, match='no C compiler found'):
+        build.find_compiler()

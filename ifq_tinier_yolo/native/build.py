@@ -92,5 +92,15 @@ def build_program(main_c: Path, name: str, sanitize: bool = False) -> Path:
     return _compile(cc, [*flags, f'-I{CSRC}', str(main_c), *map(str, files)], out)
 
 
+def main() -> int:
+    """`python -m ifq_tinier_yolo.native.build`: build (or find) the library; say where, or why not."""
+    try:
+        print(build_library())
+    except NativeUnavailable as e:
+        print(f'native library not built: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == '__main__':
-    print(build_library())
+    sys.exit(main())
