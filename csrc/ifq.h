@@ -50,7 +50,7 @@ typedef enum {
     IFQ_KERNELS_AUTO = 0,    /* the fastest set this CPU runs */
     IFQ_KERNELS_PORTABLE,    /* plain C99 */
     IFQ_KERNELS_AVX2,        /* x86-64 AVX2 */
-    IFQ_KERNELS_AVX512,      /* x86-64 AVX-512 F/BW + VPOPCNTDQ + VNNI */
+    IFQ_KERNELS_AVX512,      /* x86-64 AVX-512 F/BW/VL + VPOPCNTDQ + VNNI */
     IFQ_KERNELS_NEON         /* AArch64 / ARMv7 NEON */
 } ifq_kernels;
 

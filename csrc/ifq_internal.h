@@ -4,6 +4,9 @@
 
 #include "ifq.h"
 
+#define IFQ_INT32_LIMIT ((int64_t)1 << 31)
+#define IFQ_ROW_SLACK 16   /* readable bytes after a ring: a first-layer window row is read up to row_len */
+
 #define IFQ_MAX_LAYERS 64
 #define IFQ_MAX_ANCHORS 64
 #define IFQ_N_THRESHOLDS 3        /* three thresholds per channel give the codes 0..3 */
@@ -50,26 +53,59 @@ struct ifq_model {
     ifq_layer layers[IFQ_MAX_LAYERS];
 };
 
-/* One instruction set: the inner products; everything around them is shared C. */
+typedef struct ifq_kernel_set ifq_kernel_set;
+
+/* One map between layers, held as a ring of rows (ifq_run.c). */
 typedef struct {
+    int h, w;             /* rows, columns of this map */
+    int words;            /* code maps: words per bit-plane per pixel */
+    size_t row_bytes;
+    int ring;             /* rows held */
+    uint8_t *rows;        /* ring * row_bytes */
+    int32_t *sums;        /* code maps: ring * w code sums over a pixel's channels */
+    int next;             /* next row to produce */
+} ifq_stage;
+
+/* Everything a runner allocated once, for one input side. */
+struct ifq_runner {
+    const ifq_model *m;
+    const ifq_kernel_set *ks;
+    int size, grid, n_stages;
+    ifq_stage st[IFQ_MAX_LAYERS];   /* st[0]: canvas rows; st[i]: output of layer i - 1 (not the head) */
+    const uint8_t **window;     /* the input rows of one output row */
+    const int32_t **window_sums;  /* and their pixels' code sums */
+    uint8_t *zero_row;          /* stands for the zero padding above and below a map */
+    uint8_t *patch;             /* first layer: a window at the map's edge, rows of row_len bytes */
+    const uint8_t **first_rows; /* first layer: the window's rows */
+    int32_t *acc32, *best32;    /* one conv position's accumulators, and their max over a pool window */
+    int64_t *acc64, *best64;    /* the same for layers too wide for int32 */
+    uint64_t *x0, *x1;          /* hidden layers: one window of codes as two bit-strings */
+    uint8_t *codes;             /* head: one pixel's codes, one byte each */
+    ifq_box *cand;              /* decode: candidates above the score threshold */
+    uint32_t *order;
+    ifq_row_source source;
+    void *user;
+    const uint8_t *canvas;
+    size_t feature_bytes, total_bytes;
+    void *blocks[IFQ_MAX_LAYERS + 16];
+    int n_blocks;
+};
+
+static inline uint8_t *ifq_row_slot(const ifq_stage *s, int y)
+{
+    return s->rows + (size_t)(y % s->ring) * s->row_bytes;
+}
+
+/* One instruction set (one kernels_*.c file, the shared row code of ifq_rows.h compiled for it). */
+struct ifq_kernel_set {
     ifq_kernels id;
-    /* The layers whose accumulators fit int32 (ifq_layer.acc_bound < 2^31) run on these.
-     * first layer: acc[o] = sum over ky < k, j < row_len of rows[ky][j] * weight (ky, j) of o,
-     * for o < out_pad (w_pairs or w_quads, whichever the set likes) */
-    void (*first_dot)(const uint8_t *const *rows, int k, int row_len, const int16_t *w_pairs,
-                      const int8_t *w_quads, int out_pad, int32_t *acc);
-    /* hidden: acc[o] = 2 (popcount(x0 & w_o) + 2 popcount(x1 & w_o)) - code_sum over `words`
-     * words, for the outputs o < 8 * groups of the lane layout of ifq_layer.w_bits */
-    void (*bit_dot)(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
-                    int32_t code_sum, int32_t *acc);
-    /* first / hidden: the codes of one pixel from its accumulators (acc[o] for o < codes_pad,
-     * the padding ones arbitrary) into nw words of bit 0 then nw words of bit 1; returns the
-     * pixel's code sum */
-    int32_t (*codes)(const int32_t *acc, const int32_t *t_lanes, const int32_t *neg_lanes, int n_out,
-                     int codes_pad, uint64_t *px, int nw);
-    /* head: acc[o] = sum_c codes[c] * w[o][c] over in_pad values (codes 0..3) */
-    void (*head_dot)(const uint8_t *codes, const int8_t *w, int in_pad, int n_out, int32_t *acc);
-} ifq_kernel_set;
+    /* one output row of a first or hidden layer from the window rows r->window / r->window_sums:
+     * codes into dst (the out stage's row), code sums into dst_sums */
+    void (*conv_row)(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out,
+                     uint8_t *dst, int32_t *dst_sums);
+    /* head row y from the last stage's row y into head (A*5, grid, grid) */
+    void (*head_row)(ifq_runner *r, int y, int32_t *head);
+};
 
 extern const ifq_kernel_set ifq_kernels_portable;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -16,42 +16,6 @@
 
 #include "ifq_internal.h"
 
-#define INT32_LIMIT ((int64_t)1 << 31)
-#define ROW_SLACK 16   /* readable bytes after a ring: a first-layer window row is read up to row_len */
-
-typedef struct {
-    int h, w;             /* rows, columns of this map */
-    int words;            /* code maps: words per bit-plane per pixel */
-    size_t row_bytes;
-    int ring;             /* rows held */
-    uint8_t *rows;        /* ring * row_bytes */
-    int32_t *sums;        /* code maps: ring * w code sums over a pixel's channels */
-    int next;             /* next row to produce */
-} stage;
-
-struct ifq_runner {
-    const ifq_model *m;
-    const ifq_kernel_set *ks;
-    int size, grid, n_stages;
-    stage st[IFQ_MAX_LAYERS];   /* st[0]: canvas rows; st[i]: output of layer i - 1 (not the head) */
-    const uint8_t **window;     /* the input rows of one output row */
-    const int32_t **window_sums;  /* and their pixels' code sums */
-    uint8_t *zero_row;          /* stands for the zero padding above and below a map */
-    uint8_t *patch;             /* first layer: a window at the map's edge, rows of row_len bytes */
-    const uint8_t **first_rows; /* first layer: the window's rows */
-    int32_t *acc32, *best32;    /* one conv position's accumulators, and their max over a pool window */
-    int64_t *acc64, *best64;    /* the same for layers too wide for int32 */
-    uint64_t *x0, *x1;          /* hidden layers: one window of codes as two bit-strings */
-    uint8_t *codes;             /* head: one pixel's codes, one byte each */
-    ifq_box *cand;              /* decode: candidates above the score threshold */
-    uint32_t *order;
-    ifq_row_source source;
-    void *user;
-    const uint8_t *canvas;
-    size_t feature_bytes, total_bytes;
-    void *blocks[IFQ_MAX_LAYERS + 16];
-    int n_blocks;
-};
 
 /* --- kernel sets ------------------------------------------------------------------------- */
 
@@ -62,7 +26,8 @@ static int cpu_has(ifq_kernels k)
     if (k == IFQ_KERNELS_AVX2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vnni");
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq") &&
+           __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
@@ -122,7 +87,7 @@ static int plan_stages(ifq_runner *r)
     int h = r->size, channels = 3;
     r->n_stages = m->n_layers;   /* the canvas plus the output of every layer but the head */
     for (int i = 0; i < r->n_stages; i++) {
-        stage *s = &r->st[i];
+        ifq_stage *s = &r->st[i];
         s->h = s->w = h;
         if (i == 0) {
             s->row_bytes = (size_t)h * 3;
@@ -151,8 +116,8 @@ static ifq_status create(ifq_runner *r, ifq_error *err)
         return IFQ_ERR_ARGUMENT;
     size_t max_row = 0, max_window = 1, max_out = 1, max_words = 1, max_patch = 1;
     for (int i = 0; i < r->n_stages; i++) {
-        stage *s = &r->st[i];
-        if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + ROW_SLACK, 1)))
+        ifq_stage *s = &r->st[i];
+        if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + IFQ_ROW_SLACK, 1)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * s->row_bytes;
         if (i > 0) {
@@ -174,7 +139,7 @@ static ifq_status create(ifq_runner *r, ifq_error *err)
     size_t cells = (size_t)r->grid * r->grid;
     size_t n_cand = cells * (size_t)m->n_anchors;
     r->feature_bytes += n_cand * IFQ_VALUES_PER_ANCHOR * sizeof(int32_t);   /* the caller's head */
-    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row + ROW_SLACK, 1)) ||
+    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row + IFQ_ROW_SLACK, 1)) ||
         !(r->window_sums = block(r, max_window, sizeof *r->window_sums)) ||
         !(r->patch = block(r, max_patch, 1)) ||
         !(r->first_rows = block(r, max_window, sizeof *r->first_rows)) ||
@@ -264,163 +229,12 @@ static void ensure(ifq_runner *r, int i, int y)
         produce(r, i, r->st[i].next++);
 }
 
-static uint8_t *row_slot(const stage *s, int y) { return s->rows + (size_t)(y % s->ring) * s->row_bytes; }
-
-/* First layer: pointers to the k rows of the window at conv position (row `top` of the window,
- * column xc), each k * C bytes (kx, c) plus readable padding up to row_len. Inside the map they
- * point into the line buffers (the padding bytes meet zero weights); at the edges into r->patch,
- * a copy with zeros outside the map. */
-static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in)
-{
-    const int k = L->k, C = L->in_ch, x0 = xc * L->stride - k / 2;
-    for (int ky = 0; ky < k; ky++) {
-        const uint8_t *row = r->window[top + ky];
-        if (x0 >= 0 && x0 + k <= w_in) {
-            r->first_rows[ky] = row + (size_t)x0 * C;
-            continue;
-        }
-        uint8_t *v = r->patch + (size_t)ky * L->row_len;
-        memset(v, 0, (size_t)L->row_len);
-        for (int kx = 0; kx < k; kx++)
-            if (x0 + kx >= 0 && x0 + kx < w_in)
-                memcpy(v + kx * C, row + (size_t)(x0 + kx) * C, (size_t)C);
-        r->first_rows[ky] = v;
-    }
-    return r->first_rows;
-}
-
-/* Append the low n bits of v at bit `pos` of a zeroed bit-string. */
-static void append_bits(uint64_t *dst, size_t pos, uint64_t v, int n)
-{
-    int off = (int)(pos % IFQ_WORD_BITS);
-    dst[pos / IFQ_WORD_BITS] |= v << off;
-    if (off + n > IFQ_WORD_BITS)
-        dst[pos / IFQ_WORD_BITS + 1] |= v >> (IFQ_WORD_BITS - off);
-}
-
-/* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1;
- * returns the window's code sum. */
-static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc)
-{
-    const int k = L->k, C = L->in_ch, nw = in->words;
-    memset(r->x0, 0, (size_t)L->w_words * sizeof *r->x0);
-    memset(r->x1, 0, (size_t)L->w_words * sizeof *r->x1);
-    int64_t sum = 0;
-    size_t pos = 0;
-    for (int ky = 0; ky < k; ky++)
-        for (int kx = 0; kx < k; kx++, pos += (size_t)C) {
-            int xi = xc * L->stride + kx - k / 2;
-            if (xi < 0 || xi >= in->w)
-                continue;   /* zero padding: no bits */
-            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
-            sum += r->window_sums[top + ky][xi];
-            if (pos % IFQ_WORD_BITS == 0 && C % IFQ_WORD_BITS == 0) {   /* whole words: copy */
-                memcpy(r->x0 + pos / IFQ_WORD_BITS, px, (size_t)nw * sizeof *px);
-                memcpy(r->x1 + pos / IFQ_WORD_BITS, px + nw, (size_t)nw * sizeof *px);
-                continue;
-            }
-            for (int j = 0; j < nw; j++) {
-                int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
-                append_bits(r->x0, pos + (size_t)j * IFQ_WORD_BITS, px[j], n);
-                append_bits(r->x1, pos + (size_t)j * IFQ_WORD_BITS, px[nw + j], n);
-            }
-        }
-    return sum;
-}
-
-/* acc[o] of a layer whose accumulators fit int32 (every real one), by the kernel set. */
-static void conv_acc32(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int32_t *acc)
-{
-    if (L->kind == IFQ_KIND_FIRST) {
-        r->ks->first_dot(window_rows_first(r, L, top, xc, in->w), L->k, L->row_len, L->w_pairs, L->w_quads,
-                         L->out_pad, acc);
-        return;
-    }
-    int32_t sum = (int32_t)gather_bits(r, L, in, top, xc);
-    r->ks->bit_dot(r->x0, r->x1, L->w_bits, L->w_words, L->groups, sum, acc);
-}
-
-static int popcount64(uint64_t x)
-{
-    int n = 0;
-    for (; x; x &= x - 1)
-        n++;
-    return n;
-}
-
-/* acc[o] in int64 for layers too wide for int32 (huge kernels): plain C, never fast. */
-static void conv_acc64(ifq_runner *r, const ifq_layer *L, const stage *in, int top, int xc, int64_t *acc)
-{
-    if (L->kind == IFQ_KIND_FIRST) {
-        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w);
-        for (int o = 0; o < L->out_ch; o++) {
-            int64_t a = 0;
-            for (int ky = 0; ky < L->k; ky++)
-                for (int j = 0; j < L->row_len; j++) {
-                    size_t at = (size_t)ky * L->row_len + j;
-                    a += (int64_t)rows[ky][j] * L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2];
-                }
-            acc[o] = a;
-        }
-        return;
-    }
-    int64_t sum = gather_bits(r, L, in, top, xc);
-    for (int o = 0; o < L->out_ch; o++) {
-        const uint64_t *w = L->w_bits + (size_t)(o / IFQ_LANES) * L->w_words * IFQ_LANES + o % IFQ_LANES;
-        int64_t p = 0;
-        for (int i = 0; i < L->w_words; i++)
-            p += popcount64(r->x0[i] & w[(size_t)i * IFQ_LANES]) + 2 * popcount64(r->x1[i] & w[(size_t)i * IFQ_LANES]);
-        acc[o] = 2 * p - sum;
-    }
-}
-
-/* Codes of int64 accumulators (the wide path); returns the code sum. */
-static int32_t codes64(const ifq_layer *L, const int64_t *acc, uint64_t *px, int nw)
-{
-    int32_t sum = 0;
-    memset(px, 0, 2 * (size_t)nw * sizeof *px);
-    for (int o = 0; o < L->out_ch; o++) {
-        int64_t v = L->negate[o] ? -acc[o] : acc[o];
-        const int32_t *t = L->thresholds + o * IFQ_N_THRESHOLDS;
-        unsigned code = (unsigned)(v > t[0]) + (unsigned)(v > t[1]) + (unsigned)(v > t[2]);
-        px[o / IFQ_WORD_BITS] |= (uint64_t)(code & 1u) << (o % IFQ_WORD_BITS);
-        px[nw + o / IFQ_WORD_BITS] |= (uint64_t)(code >> 1) << (o % IFQ_WORD_BITS);
-        sum += (int32_t)code;
-    }
-    return sum;
-}
-
-/* One output row of a first or hidden layer into its ring slot: conv, [2x2 max-pool of the raw
- * accumulators, before the sign], codes. */
-static void conv_row(ifq_runner *r, const ifq_layer *L, const stage *in, const stage *out, uint8_t *dst,
-                     int32_t *dst_sums)
-{
-    const int positions = L->pool ? 2 : 1, nw = out->words, wide = L->acc_bound >= INT32_LIMIT;
-    for (int x = 0; x < out->w; x++) {
-        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
-        for (int dy = 0; dy < positions; dy++)
-            for (int dx = 0; dx < positions; dx++) {
-                int top = dy * L->stride, xc = x * positions + dx, first = !dy && !dx;
-                if (wide) {
-                    conv_acc64(r, L, in, top, xc, first ? r->best64 : r->acc64);
-                    for (int o = 0; o < L->out_ch && !first; o++)
-                        r->best64[o] = r->acc64[o] > r->best64[o] ? r->acc64[o] : r->best64[o];
-                } else {
-                    conv_acc32(r, L, in, top, xc, first ? r->best32 : r->acc32);
-                    for (int o = 0; o < L->out_ch && !first; o++)
-                        r->best32[o] = r->acc32[o] > r->best32[o] ? r->acc32[o] : r->best32[o];
-                }
-            }
-        dst_sums[x] = wide ? codes64(L, r->best64, px, nw)
-                           : r->ks->codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad, px, nw);
-    }
-}
 
 /* Row y of stage i: pixels from the source (i = 0), or layer i - 1 on the rows it needs. */
 static void produce(ifq_runner *r, int i, int y)
 {
-    stage *s = &r->st[i];
-    uint8_t *dst = row_slot(s, y);
+    ifq_stage *s = &r->st[i];
+    uint8_t *dst = ifq_row_slot(s, y);
     if (i == 0) {
         if (r->canvas)
             memcpy(dst, r->canvas + (size_t)y * s->row_bytes, s->row_bytes);
@@ -429,35 +243,16 @@ static void produce(ifq_runner *r, int i, int y)
         return;
     }
     const ifq_layer *L = &r->m->layers[i - 1];
-    stage *in = &r->st[i - 1];
+    ifq_stage *in = &r->st[i - 1];
     int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
     ensure(r, i - 1, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
     for (int j = 0; j < span; j++) {
         int yi = first + j;
         int inside = yi >= 0 && yi < in->h;
-        r->window[j] = inside ? row_slot(in, yi) : r->zero_row;
+        r->window[j] = inside ? ifq_row_slot(in, yi) : r->zero_row;
         r->window_sums[j] = inside && i > 1 ? in->sums + (size_t)(yi % in->ring) * in->w : (const int32_t *)r->zero_row;
     }
-    conv_row(r, L, in, s, dst, s->sums + (size_t)(y % s->ring) * s->w);
-}
-
-/* Head row y: int8 weights on the codes, plus the int32 bias, channel-major into head. */
-static void head_row(ifq_runner *r, int y, int32_t *head)
-{
-    const ifq_layer *L = &r->m->layers[r->m->n_layers - 1];
-    const stage *in = &r->st[r->n_stages - 1];
-    const uint64_t *row = (const uint64_t *)row_slot(in, y);
-    const size_t plane = (size_t)r->grid * r->grid;
-    for (int x = 0; x < in->w; x++) {
-        const uint64_t *px = row + (size_t)x * 2 * in->words;
-        for (int c = 0; c < L->in_ch; c++) {
-            int w = c / IFQ_WORD_BITS, b = c % IFQ_WORD_BITS;
-            r->codes[c] = (uint8_t)(((px[w] >> b) & 1u) | ((px[in->words + w] >> b) & 1u) << 1);
-        }
-        r->ks->head_dot(r->codes, L->w_head, L->in_pad, L->out_ch, r->acc32);
-        for (int o = 0; o < L->out_ch; o++)
-            head[o * plane + (size_t)y * r->grid + x] = r->acc32[o] + L->bias[o];
-    }
+    r->ks->conv_row(r, L, in, s, dst, s->sums + (size_t)(y % s->ring) * s->w);
 }
 
 static ifq_status run(ifq_runner *r, int32_t *head)
@@ -468,7 +263,7 @@ static ifq_status run(ifq_runner *r, int32_t *head)
         r->st[i].next = 0;
     for (int y = 0; y < r->grid; y++) {
         ensure(r, r->n_stages - 1, y);
-        head_row(r, y, head);
+        r->ks->head_row(r, y, head);
     }
     return IFQ_OK;
 }

@@ -1,4 +1,4 @@
-/* kernels_portable.c: the reference kernel set in plain C99 (every other set must equal it). */
+/* kernels_portable.c: the reference kernel set in plain C99; every other set must equal it. */
 #include "ifq_internal.h"
 
 static int popcount64(uint64_t x)
@@ -13,6 +13,7 @@ static int popcount64(uint64_t x)
 #endif
 }
 
+/* acc[o] = sum over window rows ky and bytes j of rows[ky][j] * weight, for o < out_pad. */
 static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w, const int8_t *w_quads,
                       int out_pad, int32_t *acc)
 {
@@ -28,6 +29,7 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
         }
 }
 
+/* acc[o] = 2 (popcount(x0 & w_o) + 2 popcount(x1 & w_o)) - code_sum, outputs in lanes of 8. */
 static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
@@ -42,8 +44,8 @@ static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, i
         }
 }
 
-/* With non-decreasing thresholds the tests nest (m2 implies m1 implies m0), so the code
- * m0 + m1 + m2 has bit 0 = m0 ^ m1 ^ m2 and bit 1 = m1. */
+/* Codes into two bit-planes; returns their sum. With non-decreasing thresholds the tests nest
+ * (m2 implies m1 implies m0), so the code m0 + m1 + m2 has bit 0 = m0 ^ m1 ^ m2, bit 1 = m1. */
 static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
                      uint64_t *px, int nw)
 {
@@ -64,14 +66,30 @@ static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, i
     return sum;
 }
 
-static void head_dot(const uint8_t *codes, const int8_t *w, int in_pad, int n_out, int32_t *acc)
+static void max_into(int32_t *best, const int32_t *acc, int n)
+{
+    for (int o = 0; o < n; o++)
+        best[o] = acc[o] > best[o] ? acc[o] : best[o];
+}
+
+static void unpack_codes(const uint64_t *px, int nw, uint8_t *out)
+{
+    for (int c = 0; c < nw * IFQ_WORD_BITS; c++) {
+        int w = c / IFQ_WORD_BITS, b = c % IFQ_WORD_BITS;
+        out[c] = (uint8_t)(((px[w] >> b) & 1u) | ((px[nw + w] >> b) & 1u) << 1);
+    }
+}
+
+static void head_dot(const uint8_t *codes_in, const int8_t *w, int in_pad, int n_out, int32_t *acc)
 {
     for (int o = 0; o < n_out; o++, w += in_pad) {
         int32_t s = 0;
         for (int c = 0; c < in_pad; c++)
-            s += codes[c] * w[c];
+            s += codes_in[c] * w[c];
         acc[o] = s;
     }
 }
 
-const ifq_kernel_set ifq_kernels_portable = {IFQ_KERNELS_PORTABLE, first_dot, bit_dot, codes, head_dot};
+#define IFQ_KERNEL_SET ifq_kernels_portable
+#define IFQ_KERNEL_ID IFQ_KERNELS_PORTABLE
+#include "ifq_rows.h"

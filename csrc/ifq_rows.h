@@ -1,0 +1,186 @@
+/* ifq_rows.h: the layers row by row, compiled once into each kernels_*.c file (included after
+ * the file defines its kernels), so that the row loops call the kernels directly, inlined, with
+ * the file's instruction set. The including file defines, as static functions:
+ *     first_dot, bit_dot, codes     (see their use below; bit-exact with kernels_portable.c)
+ *     max_into(best, acc, n)        best[o] = max(best[o], acc[o]) for o < n (a multiple of 16)
+ *     unpack_codes(px, nw, codes)   a pixel's two bit-planes (nw words each) -> one byte per code
+ *                                   (64 * nw bytes; codes past the channels are 0)
+ *     head_dot                      acc[o] = sum_c codes[c] * w[o][c]
+ * and the macro IFQ_KERNEL_SET (name) and IFQ_KERNEL_ID (ifq_kernels value).
+ *
+ * Binary layers: codes are two bit-planes; the window at one position is gathered into two
+ * bit-strings x0, x1 (values ordered ky, kx, channel) and, with +-1 weights as bits w,
+ *     acc = sum w * code = 2 (popcount(x0 & w) + 2 popcount(x1 & w)) - (window's code sum)
+ * where the code sum, shared by all outputs, comes from the per-pixel sums of the stage.
+ */
+#include <string.h>
+
+#include "ifq_internal.h"
+
+/* First layer: pointers to the k rows of the window at conv position (row `top` of the window,
+ * column xc), each k * C bytes (kx, c) plus readable padding up to row_len. Inside the map they
+ * point into the line buffers (the padding bytes meet zero weights); at the edges into r->patch,
+ * a copy with zeros outside the map. */
+static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in)
+{
+    const int k = L->k, C = L->in_ch, x0 = xc * L->stride - k / 2;
+    for (int ky = 0; ky < k; ky++) {
+        const uint8_t *row = r->window[top + ky];
+        if (x0 >= 0 && x0 + k <= w_in) {
+            r->first_rows[ky] = row + (size_t)x0 * C;
+            continue;
+        }
+        uint8_t *v = r->patch + (size_t)ky * L->row_len;
+        memset(v, 0, (size_t)L->row_len);
+        for (int kx = 0; kx < k; kx++)
+            if (x0 + kx >= 0 && x0 + kx < w_in)
+                memcpy(v + kx * C, row + (size_t)(x0 + kx) * C, (size_t)C);
+        r->first_rows[ky] = v;
+    }
+    return r->first_rows;
+}
+
+/* Append the low n bits of v at bit `pos` of a zeroed bit-string. */
+static void append_bits(uint64_t *dst, size_t pos, uint64_t v, int n)
+{
+    int off = (int)(pos % IFQ_WORD_BITS);
+    dst[pos / IFQ_WORD_BITS] |= v << off;
+    if (off + n > IFQ_WORD_BITS)
+        dst[pos / IFQ_WORD_BITS + 1] |= v >> (IFQ_WORD_BITS - off);
+}
+
+/* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1;
+ * returns the window's code sum. */
+static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
+{
+    const int k = L->k, C = L->in_ch, nw = in->words;
+    memset(r->x0, 0, (size_t)L->w_words * sizeof *r->x0);
+    memset(r->x1, 0, (size_t)L->w_words * sizeof *r->x1);
+    int64_t sum = 0;
+    size_t pos = 0;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++, pos += (size_t)C) {
+            int xi = xc * L->stride + kx - k / 2;
+            if (xi < 0 || xi >= in->w)
+                continue;   /* zero padding: no bits */
+            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
+            sum += r->window_sums[top + ky][xi];
+            if (pos % IFQ_WORD_BITS == 0 && C % IFQ_WORD_BITS == 0) {   /* whole words: copy */
+                memcpy(r->x0 + pos / IFQ_WORD_BITS, px, (size_t)nw * sizeof *px);
+                memcpy(r->x1 + pos / IFQ_WORD_BITS, px + nw, (size_t)nw * sizeof *px);
+                continue;
+            }
+            for (int j = 0; j < nw; j++) {
+                int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
+                append_bits(r->x0, pos + (size_t)j * IFQ_WORD_BITS, px[j], n);
+                append_bits(r->x1, pos + (size_t)j * IFQ_WORD_BITS, px[nw + j], n);
+            }
+        }
+    return sum;
+}
+
+/* acc[o] of a layer whose accumulators fit int32 (every real one), by the kernel set. */
+static void conv_acc32(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int32_t *acc)
+{
+    if (L->kind == IFQ_KIND_FIRST) {
+        first_dot(window_rows_first(r, L, top, xc, in->w), L->k, L->row_len, L->w_pairs, L->w_quads,
+                         L->out_pad, acc);
+        return;
+    }
+    int32_t sum = (int32_t)gather_bits(r, L, in, top, xc);
+    bit_dot(r->x0, r->x1, L->w_bits, L->w_words, L->groups, sum, acc);
+}
+
+static int popcount_slow(uint64_t x)
+{
+    int n = 0;
+    for (; x; x &= x - 1)
+        n++;
+    return n;
+}
+
+/* acc[o] in int64 for layers too wide for int32 (huge kernels): plain C, never fast. */
+static void conv_acc64(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int64_t *acc)
+{
+    if (L->kind == IFQ_KIND_FIRST) {
+        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w);
+        for (int o = 0; o < L->out_ch; o++) {
+            int64_t a = 0;
+            for (int ky = 0; ky < L->k; ky++)
+                for (int j = 0; j < L->row_len; j++) {
+                    size_t at = (size_t)ky * L->row_len + j;
+                    a += (int64_t)rows[ky][j] * L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2];
+                }
+            acc[o] = a;
+        }
+        return;
+    }
+    int64_t sum = gather_bits(r, L, in, top, xc);
+    for (int o = 0; o < L->out_ch; o++) {
+        const uint64_t *w = L->w_bits + (size_t)(o / IFQ_LANES) * L->w_words * IFQ_LANES + o % IFQ_LANES;
+        int64_t p = 0;
+        for (int i = 0; i < L->w_words; i++)
+            p += popcount_slow(r->x0[i] & w[(size_t)i * IFQ_LANES]) + 2 * popcount_slow(r->x1[i] & w[(size_t)i * IFQ_LANES]);
+        acc[o] = 2 * p - sum;
+    }
+}
+
+/* Codes of int64 accumulators (the wide path); returns the code sum. */
+static int32_t codes64(const ifq_layer *L, const int64_t *acc, uint64_t *px, int nw)
+{
+    int32_t sum = 0;
+    memset(px, 0, 2 * (size_t)nw * sizeof *px);
+    for (int o = 0; o < L->out_ch; o++) {
+        int64_t v = L->negate[o] ? -acc[o] : acc[o];
+        const int32_t *t = L->thresholds + o * IFQ_N_THRESHOLDS;
+        unsigned code = (unsigned)(v > t[0]) + (unsigned)(v > t[1]) + (unsigned)(v > t[2]);
+        px[o / IFQ_WORD_BITS] |= (uint64_t)(code & 1u) << (o % IFQ_WORD_BITS);
+        px[nw + o / IFQ_WORD_BITS] |= (uint64_t)(code >> 1) << (o % IFQ_WORD_BITS);
+        sum += (int32_t)code;
+    }
+    return sum;
+}
+
+/* One output row of a first or hidden layer into its ring slot: conv, [2x2 max-pool of the raw
+ * accumulators, before the sign], codes. */
+static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out, uint8_t *dst,
+                     int32_t *dst_sums)
+{
+    const int positions = L->pool ? 2 : 1, nw = out->words, wide = L->acc_bound >= IFQ_INT32_LIMIT;
+    for (int x = 0; x < out->w; x++) {
+        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
+        for (int dy = 0; dy < positions; dy++)
+            for (int dx = 0; dx < positions; dx++) {
+                int top = dy * L->stride, xc = x * positions + dx, first = !dy && !dx;
+                if (wide) {
+                    conv_acc64(r, L, in, top, xc, first ? r->best64 : r->acc64);
+                    for (int o = 0; o < L->out_ch && !first; o++)
+                        r->best64[o] = r->acc64[o] > r->best64[o] ? r->acc64[o] : r->best64[o];
+                } else {
+                    conv_acc32(r, L, in, top, xc, first ? r->best32 : r->acc32);
+                    if (!first)
+                        max_into(r->best32, r->acc32, L->codes_pad);
+                }
+            }
+        dst_sums[x] = wide ? codes64(L, r->best64, px, nw)
+                           : codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad, px, nw);
+    }
+}
+
+
+/* Head row y: int8 weights on the codes, plus the int32 bias, channel-major into head. */
+static void head_row(ifq_runner *r, int y, int32_t *head)
+{
+    const ifq_layer *L = &r->m->layers[r->m->n_layers - 1];
+    const ifq_stage *in = &r->st[r->n_stages - 1];
+    const uint64_t *row = (const uint64_t *)ifq_row_slot(in, y);
+    const size_t plane = (size_t)r->grid * r->grid;
+    for (int x = 0; x < in->w; x++) {
+        unpack_codes(row + (size_t)x * 2 * in->words, in->words, r->codes);
+        head_dot(r->codes, L->w_head, L->in_pad, L->out_ch, r->acc32);
+        for (int o = 0; o < L->out_ch; o++)
+            head[o * plane + (size_t)y * r->grid + x] = r->acc32[o] + L->bias[o];
+    }
+}
+
+const ifq_kernel_set IFQ_KERNEL_SET = {IFQ_KERNEL_ID, conv_row, head_row};
