@@ -1,6 +1,6 @@
 /* ifq.h: the native IFQ-Tinier-YOLO runtime (C99, libc only).
  *
- * Load an .ifq model (docs/MODEL_FORMAT.md) from bytes, run the integer network on a
+ * Load an .ifq model (docs/MODEL_FORMAT.md, versions 1 and 2; a chain of layers) from bytes, run the integer network on a
  * letterboxed BGR canvas, decode the head in fixed point and run integer NMS. Bit-exact with
  * the numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
  *
@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define IFQ_FORMAT_VERSION 1     /* the .ifq format version this library reads */
+#define IFQ_FORMAT_VERSION 2     /* the newest .ifq format version this library reads (1 and 2) */
 #define IFQ_BOX_FRAC_BITS 8      /* ifq_box coordinates are in 2^-8 network pixels */
 #define IFQ_SCORE_FRAC_BITS 16   /* ifq_box scores are in 2^-16 */
 
@@ -32,13 +32,14 @@ typedef enum {
     IFQ_ERR_EMPTY,        /* zero bytes */
     IFQ_ERR_FOREIGN,      /* wrong magic bytes */
     IFQ_ERR_TRUNCATED,    /* shorter than the header announces */
-    IFQ_ERR_VERSION,      /* a format version other than 1 */
+    IFQ_ERR_VERSION,      /* a format version other than 1 and 2 */
     IFQ_ERR_TRAILING,     /* bytes after the end of the model */
     IFQ_ERR_CORRUPTED,    /* CRC-32 mismatch */
     IFQ_ERR_INVALID,      /* a field or array breaks the format's rules */
     IFQ_ERR_NOMEM,        /* an allocation failed (or a size overflows size_t) */
     IFQ_ERR_ARGUMENT,     /* a bad argument (input size, null pointer, kernels not on this CPU) */
-    IFQ_ERR_BUFFER        /* the caller's box buffer is too small */
+    IFQ_ERR_BUFFER,       /* the caller's box buffer is too small */
+    IFQ_ERR_UNSUPPORTED   /* a valid layer graph the native runtime does not run (only chains) */
 } ifq_status;
 
 typedef struct {

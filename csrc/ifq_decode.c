@@ -116,8 +116,8 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
                 t[f] = requantize(h[(size_t)f * plane], m->out_multiplier, m->out_shift);
             int64_t cx = round_shift(((col << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[0])) * m->stride, to_box);
             int64_t cy = round_shift(((row << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[1])) * m->stride, to_box);
-            int64_t w = round_shift(exp_q(t[2]) * m->anchors[a][0] * m->stride, wh_shift);
-            int64_t hh = round_shift(exp_q(t[3]) * m->anchors[a][1] * m->stride, wh_shift);
+            int64_t w = round_shift(exp_q(t[2]) * m->anchors[2 * a] * m->stride, wh_shift);
+            int64_t hh = round_shift(exp_q(t[3]) * m->anchors[2 * a + 1] * m->stride, wh_shift);
             int64_t x1 = cx - (w >> 1), y1 = cy - (hh >> 1);   /* w, hh >= 0 */
             ifq_box *b = &cand[n];
             b->x1 = (int32_t)clamp(x1, lim);

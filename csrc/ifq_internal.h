@@ -8,7 +8,6 @@
 #define IFQ_ROW_SLACK 16   /* readable bytes after a ring: a first-layer window row is read up to row_len */
 
 #define IFQ_MAX_LAYERS 64
-#define IFQ_MAX_ANCHORS 64
 #define IFQ_N_THRESHOLDS 3        /* three thresholds per channel give the codes 0..3 */
 #define IFQ_VALUES_PER_ANCHOR 5   /* tx, ty, tw, th, objectness */
 #define IFQ_WORD_BITS 64
@@ -46,10 +45,12 @@ typedef struct {
 } ifq_layer;
 
 struct ifq_model {
+    int version;              /* the file's format version, 1 or 2 */
+    int graph;                /* the table is a graph, not a chain: not run here (IFQ_ERR_UNSUPPORTED) */
     int input_size, n_layers, n_anchors, stride, separated;
-    int32_t out_multiplier;
+    int32_t out_multiplier;   /* the head's output scale: out_multiplier * 2^-out_shift */
     int out_shift;
-    int32_t anchors[IFQ_MAX_ANCHORS][2];   /* w, h in 2^-16 grid cells */
+    int32_t *anchors;         /* (n_anchors, 2): w, h in 2^-16 grid cells */
     ifq_layer layers[IFQ_MAX_LAYERS];
 };
 

@@ -14,8 +14,13 @@
 
 #define HEADER_BYTES 16
 #define CRC_BYTES 4
-#define DESCRIPTION_BYTES 16
-#define ROW_BYTES 24
+#define DESCRIPTION_V1_BYTES 16
+#define DESCRIPTION_BYTES 8
+#define ROW_V1_BYTES 24
+#define ROW_BYTES 32           /* version 2: the version-1 row, the number of inputs, 4 input rows, 3 spare */
+#define MAX_INPUTS 4
+#define MAX_ANCHORS_V1 64
+#define HEAD_SCALE_BYTES 8     /* version-2 head sections start with i32 multiplier, u8 shift, 3 spare */
 #define NAME_BYTES 16
 #define ALIGN 4
 #define MAX_CHANNELS (1 << 15)
@@ -32,7 +37,8 @@
 #define FLAG_SEPARATED 1u
 #define INT32_LIMIT ((int64_t)1 << 31)
 
-static const char *const KIND_NAMES[] = {"first", "hidden", "head"};
+static const char *const KIND_NAMES[] = {"first", "hidden", "head", "upsample"};
+#define KIND_UPSAMPLE 3
 
 typedef struct {
     const uint8_t *data;
@@ -95,11 +101,27 @@ static const uint8_t *take(reader *r, uint64_t n, const char *what, const char *
 static int64_t input_max(int kind) { return kind == IFQ_KIND_FIRST ? PIXEL_MAX : CODE_MAX; }
 static int64_t weight_max(int kind) { return kind == IFQ_KIND_HIDDEN ? 1 : FIXED_WEIGHT_MAX; }
 
+/* n_anchors anchors, i32 w and h each (in the description, or a version-2 head section). */
+static ifq_status read_anchors(reader *r, ifq_model *m, const char *layer)
+{
+    const uint8_t *a = take(r, (uint64_t)m->n_anchors * 8, layer ? " anchors" : "anchors", layer);
+    if (!a)
+        return IFQ_ERR_INVALID;
+    m->anchors = calloc((size_t)m->n_anchors * 2, sizeof *m->anchors);
+    if (!m->anchors)
+        return fail(r->err, IFQ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < 2 * m->n_anchors; i++)
+        m->anchors[i] = i32_at(a + 4 * i);
+    return IFQ_OK;
+}
+
 /* Layer table rows: names, kinds, sizes (the checks of modelfile._read_table). */
 static ifq_status read_table(reader *r, ifq_model *m)
 {
+    const int row_bytes = m->version == 1 ? ROW_V1_BYTES : ROW_BYTES;
+    const int kinds = m->version == 1 ? 3 : 4;
     for (int i = 0; i < m->n_layers; i++) {
-        const uint8_t *row = take(r, ROW_BYTES, "layer table row", NULL);
+        const uint8_t *row = take(r, (uint64_t)row_bytes, "layer table row", NULL);
         if (!row)
             return IFQ_ERR_INVALID;
         ifq_layer *L = &m->layers[i];
@@ -119,11 +141,20 @@ static ifq_status read_table(reader *r, ifq_model *m)
         L->pool = row[19];
         L->in_ch = (int)u16_at(row + 20);
         L->out_ch = (int)u16_at(row + 22);
-        if (L->kind > IFQ_KIND_HEAD || !(L->in_ch > 0 && L->in_ch < MAX_CHANNELS && L->out_ch > 0 &&
-                                         L->out_ch < MAX_CHANNELS) || L->k == 0 || L->stride == 0)
+        if (L->kind >= kinds || !(L->in_ch > 0 && L->in_ch < MAX_CHANNELS && L->out_ch > 0 &&
+                                  L->out_ch < MAX_CHANNELS) || L->k == 0 || L->stride == 0)
             return fail(r->err, IFQ_ERR_INVALID,
                         "layer %s: malformed table row (kind %d, kernel %d, stride %d, channels %d -> %d)",
                         L->name, L->kind, L->k, L->stride, L->in_ch, L->out_ch);
+        if (m->version == 1)
+            continue;
+        int n_in = row[24], bad = n_in > MAX_INPUTS;   /* version 2: inputs, each an earlier row */
+        for (int j = 0; j < MAX_INPUTS; j++)
+            bad |= j < n_in ? row[25 + j] >= i : row[25 + j] != 0;
+        if (bad)
+            return fail(r->err, IFQ_ERR_INVALID, "layer %s: malformed inputs (each must be an earlier row)", L->name);
+        /* a chain reads the row above (no inputs named, or just that one); a graph does not */
+        m->graph |= !(n_in == 0 || (n_in == 1 && row[25] == i - 1)) || L->kind == KIND_UPSAMPLE;
     }
     return IFQ_OK;
 }
@@ -132,6 +163,11 @@ static ifq_status read_table(reader *r, ifq_model *m)
 static ifq_status check_table(ifq_model *m, ifq_error *err)
 {
     int n = m->n_layers;
+    if (m->graph)   /* a well-formed graph may be valid for the numpy engine: say it is a limit of ours */
+        return fail(err, IFQ_ERR_UNSUPPORTED, "a layer graph (inputs other than the row above, upsampling, "
+                    "several heads): the native runtime runs chains of layers; use the numpy engine");
+    if (m->version > 1)
+        m->n_anchors = m->layers[n - 1].out_ch / IFQ_VALUES_PER_ANCHOR;   /* the head holds them */
     if (m->layers[0].kind != IFQ_KIND_FIRST || m->layers[n - 1].kind != IFQ_KIND_HEAD)
         return fail(err, IFQ_ERR_INVALID, "invalid model: layer table must start with a first layer and end with a head");
     for (int i = 0; i < n; i++)
@@ -153,6 +189,8 @@ static ifq_status check_table(ifq_model *m, ifq_error *err)
             stride *= (int64_t)L->stride * (L->pool ? L->pool : 1);
     }
     const ifq_layer *head = &m->layers[n - 1];
+    if (m->n_anchors < 1)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: a head needs anchors", head->name);
     if (head->out_ch != m->n_anchors * IFQ_VALUES_PER_ANCHOR)
         return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: %d channels, expected %d anchors x 5",
                     head->name, head->out_ch, m->n_anchors);
@@ -278,9 +316,19 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
 }
 
 /* Bias and weights of the head. */
-static ifq_status read_head(reader *r, ifq_layer *L)
+static ifq_status read_head(reader *r, ifq_model *m, ifq_layer *L)
 {
     const int O = L->out_ch, I = L->in_ch;
+    if (m->version > 1) {   /* version 2: the head's output scale and anchors open its section */
+        const uint8_t *scale = take(r, HEAD_SCALE_BYTES, " output scale", L->name);
+        if (!scale)
+            return IFQ_ERR_INVALID;
+        m->out_multiplier = i32_at(scale);
+        m->out_shift = scale[4];
+        ifq_status st = read_anchors(r, m, L->name);
+        if (st != IFQ_OK)
+            return st;
+    }
     const uint8_t *b = take(r, (uint64_t)O * 4, " bias", L->name);
     if (!b)
         return IFQ_ERR_INVALID;
@@ -310,7 +358,7 @@ static ifq_status read_head(reader *r, ifq_layer *L)
 }
 
 /* One layer section: length, kinds of arrays, arrays, zero padding to its announced end. */
-static ifq_status read_section(reader *r, ifq_layer *L)
+static ifq_status read_section(reader *r, ifq_model *m, ifq_layer *L)
 {
     size_t start = r->pos;
     const uint8_t *h = take(r, 8, " section header", L->name);
@@ -326,7 +374,7 @@ static ifq_status read_section(reader *r, ifq_layer *L)
         if (w_bits != 8 || t_bytes != 0)
             return fail(r->err, IFQ_ERR_INVALID, "layer %s: head section must hold 8-bit weights and no thresholds",
                         L->name);
-        st = read_head(r, L);
+        st = read_head(r, m, L);
     } else {
         int want_bits = L->kind == IFQ_KIND_FIRST ? 8 : 1;
         int t_ok = L->kind == IFQ_KIND_FIRST ? t_bytes == 4 : (t_bytes == 2 || t_bytes == 4);
@@ -372,7 +420,7 @@ static ifq_status read_metadata(reader *r)
 }
 
 /* Header checks in the Python reader's order: empty, magic, length, version, size, CRC, flags. */
-static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err, uint32_t *flags)
+static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err, uint32_t *flags, int *version_out)
 {
     static const uint8_t MAGIC[8] = {'I', 'F', 'Q', 'T', 'Y', 'O', 'L', 'O'};
     if (size == 0)
@@ -384,10 +432,11 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
     uint32_t version = u16_at(data + 8), payload = u32_at(data + 12);
     *flags = u16_at(data + 10);
     if (version > IFQ_FORMAT_VERSION)
-        return fail(err, IFQ_ERR_VERSION, "format version %u is newer than this program reads (%d); update ifq-tinier-yolo",
-                    version, IFQ_FORMAT_VERSION);
-    if (version != IFQ_FORMAT_VERSION)
-        return fail(err, IFQ_ERR_VERSION, "unknown format version %u (this program reads %d)", version, IFQ_FORMAT_VERSION);
+        return fail(err, IFQ_ERR_VERSION, "format version %u is newer than this program reads (1, 2); "
+                    "update ifq-tinier-yolo", version);
+    if (version < 1)
+        return fail(err, IFQ_ERR_VERSION, "unknown format version %u (this program reads 1, 2)", version);
+    *version_out = (int)version;
     uint64_t expected = (uint64_t)HEADER_BYTES + payload + CRC_BYTES;
     if (size < expected)
         return fail(err, IFQ_ERR_TRUNCATED, "truncated (%zu bytes, the header announces %llu)", size,
@@ -405,42 +454,49 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
 static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_error *err)
 {
     uint32_t flags = 0;
-    ifq_status st = check_header(data, size, err, &flags);
+    ifq_status st = check_header(data, size, err, &flags, &m->version);
     if (st != IFQ_OK)
         return st;
     m->separated = (flags & FLAG_SEPARATED) != 0;
     reader r = {data, HEADER_BYTES, size - CRC_BYTES, err};
-    const uint8_t *d = take(&r, DESCRIPTION_BYTES, "description", NULL);
-    if (!d)
-        return IFQ_ERR_INVALID;
-    m->input_size = (int)u16_at(d);
-    m->n_layers = (int)u16_at(d + 2);
-    m->n_anchors = (int)u16_at(d + 4);
-    int frac = (int)u16_at(d + 6);
-    m->out_multiplier = i32_at(d + 8);
-    m->out_shift = d[12];
-    if (!(m->n_layers >= 2 && m->n_layers <= IFQ_MAX_LAYERS && m->n_anchors >= 1 &&
-          m->n_anchors <= IFQ_MAX_ANCHORS) || frac != ANCHOR_FRAC_BITS)
-        return fail(err, IFQ_ERR_INVALID, "malformed description (%d layers, %d anchors, %d anchor fraction bits)",
-                    m->n_layers, m->n_anchors, frac);
-    const uint8_t *a = take(&r, (uint64_t)m->n_anchors * 8, "anchors", NULL);
-    if (!a)
-        return IFQ_ERR_INVALID;
-    for (int i = 0; i < m->n_anchors; i++) {
-        m->anchors[i][0] = i32_at(a + 8 * i);
-        m->anchors[i][1] = i32_at(a + 8 * i + 4);
+    if (m->version == 1) {   /* size, layers, anchors, fraction bits, the head's scale, then anchors */
+        const uint8_t *d = take(&r, DESCRIPTION_V1_BYTES, "description", NULL);
+        if (!d)
+            return IFQ_ERR_INVALID;
+        m->input_size = (int)u16_at(d);
+        m->n_layers = (int)u16_at(d + 2);
+        m->n_anchors = (int)u16_at(d + 4);
+        int frac = (int)u16_at(d + 6);
+        m->out_multiplier = i32_at(d + 8);
+        m->out_shift = d[12];
+        if (!(m->n_layers >= 2 && m->n_layers <= IFQ_MAX_LAYERS && m->n_anchors >= 1 &&
+              m->n_anchors <= MAX_ANCHORS_V1) || frac != ANCHOR_FRAC_BITS)
+            return fail(err, IFQ_ERR_INVALID, "malformed description (%d layers, %d anchors, %d anchor fraction bits)",
+                        m->n_layers, m->n_anchors, frac);
+        if ((st = read_anchors(&r, m, NULL)) != IFQ_OK)
+            return st;
+    } else {                 /* size, layers, fraction bits, 0: the heads hold anchors and scale */
+        const uint8_t *d = take(&r, DESCRIPTION_BYTES, "description", NULL);
+        if (!d)
+            return IFQ_ERR_INVALID;
+        m->input_size = (int)u16_at(d);
+        m->n_layers = (int)u16_at(d + 2);
+        int frac = (int)u16_at(d + 4);
+        if (!(m->n_layers >= 2 && m->n_layers <= IFQ_MAX_LAYERS) || frac != ANCHOR_FRAC_BITS || u16_at(d + 6))
+            return fail(err, IFQ_ERR_INVALID, "malformed description (%d layers, %d anchor fraction bits)",
+                        m->n_layers, frac);
     }
     if ((st = read_table(&r, m)) != IFQ_OK || (st = check_table(m, err)) != IFQ_OK)
         return st;
     for (int i = 0; i < m->n_layers; i++)
-        if ((st = read_section(&r, &m->layers[i])) != IFQ_OK)
+        if ((st = read_section(&r, m, &m->layers[i])) != IFQ_OK)
             return st;
     if ((st = read_metadata(&r)) != IFQ_OK)
         return st;
     if (r.pos != r.end)
         return fail(err, IFQ_ERR_INVALID, "%zu bytes of payload after the metadata", r.end - r.pos);
-    for (int i = 0; i < m->n_anchors; i++)
-        if (m->anchors[i][0] <= 0 || m->anchors[i][1] <= 0)
+    for (int i = 0; i < 2 * m->n_anchors; i++)
+        if (m->anchors[i] <= 0)
             return fail(err, IFQ_ERR_INVALID, "invalid model: anchors must be positive");
     if (m->out_multiplier < (1 << 30))   /* as an i32 it is below 2^31 by construction */
         return fail(err, IFQ_ERR_INVALID, "invalid model: out_multiplier %ld outside [2**30, 2**31)",
@@ -448,9 +504,8 @@ static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_erro
     if (m->out_shift < MIN_OUT_SHIFT || m->out_shift > MAX_OUT_SHIFT)
         return fail(err, IFQ_ERR_INVALID, "invalid model: out_shift %d outside [%d, %d]", m->out_shift,
                     MIN_OUT_SHIFT, MAX_OUT_SHIFT);
-    for (int i = 0; i < m->n_anchors; i++)
-        if (m->anchors[i][0] >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS ||
-            m->anchors[i][1] >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS)
+    for (int i = 0; i < 2 * m->n_anchors; i++)
+        if (m->anchors[i] >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS)
             return fail(err, IFQ_ERR_INVALID, "invalid model: anchors must be below %d grid cells", MAX_ANCHOR_CELLS);
     if (m->stride > MAX_STRIDE)
         return fail(err, IFQ_ERR_INVALID, "invalid model: the total stride must be at most %d", MAX_STRIDE);
@@ -495,6 +550,7 @@ void ifq_model_free(ifq_model *m)
         free(L->w_head);
         free(L->bias);
     }
+    free(m->anchors);
     free(m);
 }
 

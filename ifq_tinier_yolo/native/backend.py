@@ -25,6 +25,7 @@ from ..errors import ConfigError, ImageError, ModelFileError
 from ..fileio import read_bytes
 from ..netdef import LayerSpec
 from . import binding
+from .build import NativeUnavailable
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class NativeBackend:
     def __init__(self, data: bytes, source: str = '<bytes>', kernels: str = 'auto'):
         try:
             self._model = binding.Model(data)
+        except binding.Unsupported as e:
+            raise NativeUnavailable(f'{source}: {e}') from None
         except ValueError as e:
             raise ModelFileError(f'{source}: {e}') from None
         self.model = modelfile.from_bytes(data, source)   # the layer table, and the reference engine's model
@@ -130,6 +133,6 @@ class NativeBackend:
 
 
 def load(path: str | Path, kernels: str = 'auto') -> NativeBackend:
-    """Load an .ifq file on the native runtime (ModelFileError on any defect, NativeUnavailable
-    when the library cannot be built here)."""
+    """Load an .ifq file on the native runtime (ModelFileError on any defect; NativeUnavailable
+    when the library cannot be built here or the model is a layer graph, which it does not run)."""
     return NativeBackend(read_bytes(path, ModelFileError, 'model file'), str(path), kernels)

@@ -10,7 +10,11 @@ import numpy as np
 from .build import build_library
 
 KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon')   # ifq_kernels enum order
-ERR_BUFFER = 10                                            # IFQ_ERR_BUFFER
+ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED
+
+
+class Unsupported(ValueError):
+    """A valid model the native runtime does not run (a layer graph rather than a chain)."""
 
 
 class Error(C.Structure):
@@ -67,13 +71,13 @@ def kernels_supported(name: str) -> bool:
 
 
 class Model:
-    """A loaded model handle; raises ValueError with the C loader's one-line message."""
+    """A loaded model handle; raises ValueError (Unsupported for graphs) with the C loader's message."""
 
     def __init__(self, data: bytes):
         lib, err, handle = library(), Error(), C.c_void_p()
         status = lib.ifq_model_load(data, len(data), C.byref(handle), C.byref(err))
         if status:
-            raise ValueError(err.message.decode('utf-8', 'replace'))
+            raise (Unsupported if status == ERR_UNSUPPORTED else ValueError)(err.message.decode('utf-8', 'replace'))
         self.handle = handle
         self._free = weakref.finalize(self, lib.ifq_model_free, handle)
         self.input_size = lib.ifq_model_input_size(handle)
