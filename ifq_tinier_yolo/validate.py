@@ -1,7 +1,7 @@
 """Quick validation during training: the FDDB-style dev benchmark on the WIDER val subset.
 
 The dev benchmark (as in shared/reference/fddb) has one ellipse per valid WIDER val face of at
-least 8x8 px: axes half the box sides (major axis vertical), centre the box centre. Scored with
+least 8x8 px: the ellipse inscribed in the box (`boxes.fddb_ellipses`, major axis first). Scored with
 the official FDDB semantics (`evaluation.fddb`); the headline is the discrete TPR at 100 FP.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .boxes import fddb_ellipses
 from .datasets.wider import read_wider
 from .evaluation.fddb import Roc, score_detections, tpr_at_fp
 from .imageio import read_image
@@ -17,22 +18,9 @@ from .model.predict import detect_batch
 from .model.tinier_yolo import TinierYolo
 
 MIN_FACE = 8                 # faces smaller than this (either side) are not in the benchmark
-FDDB_VERTICAL = 1.570796     # angle of a tall ellipse as the benchmark file writes it (pi/2, 6 decimals)
 VAL_CONF = 0.01              # low threshold so the ROC covers the whole range
 VAL_NMS = 0.45
 BATCH = 8
-
-
-def wider_boxes_to_ellipses(boxes: np.ndarray) -> np.ndarray:
-    """float (N, 4) x, y, w, h -> float64 (N, 5) ra, rb, angle, cx, cy (FDDB ellipse rows).
-
-    ra is the major semi-axis: vertical (angle pi/2) unless the box is wider than tall (angle 0).
-    """
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    tall = b[:, 3] >= b[:, 2]
-    return np.column_stack([np.maximum(b[:, 2], b[:, 3]) / 2, np.minimum(b[:, 2], b[:, 3]) / 2,
-                            np.where(tall, FDDB_VERTICAL, 0.0),
-                            b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2])
 
 
 class DevBenchmark:
@@ -44,7 +32,7 @@ class DevBenchmark:
             items = items[:max_images]
         self.names = [it.name for it in items]     # '<event>/<file>.jpg'
         self.images = [read_image(it.path) for it in items]
-        self.ellipses = [wider_boxes_to_ellipses(it.boxes) for it in items]
+        self.ellipses = [fddb_ellipses(it.boxes) for it in items]
 
     def detections(self, model: TinierYolo, img_size: int) -> list[np.ndarray]:
         """Per image float64 (N, 5) x, y, w, h, score in original pixels."""

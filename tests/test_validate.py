@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo.datasets.fddb import read_fold
-from ifq_tinier_yolo.validate import DevBenchmark, wider_boxes_to_ellipses
+from ifq_tinier_yolo.validate import DevBenchmark
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
 REF = SHARED / 'reference' / 'fddb' / 'FDDB-folds'
-
-
-def test_box_to_ellipse_puts_the_major_axis_first():
-    e = wider_boxes_to_ellipses(np.array([[10, 20, 30, 40], [0, 0, 50, 20]], dtype=np.float32))
-    np.testing.assert_allclose(e[0], [20, 15, 1.570796, 25, 40])   # tall: vertical major axis
-    np.testing.assert_allclose(e[1], [25, 10, 0.0, 25, 10])        # wide: horizontal
-    assert wider_boxes_to_ellipses(np.zeros((0, 4))).shape == (0, 5)
 
 
 @pytest.fixture(scope='module')

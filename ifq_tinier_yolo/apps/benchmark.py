@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
+from ..boxes import fddb_ellipses
 from ..datasets import fddb, wider
 from ..errors import ConfigError, DataError, ImageError
 from ..imageio import read_image_sized
@@ -25,7 +26,6 @@ from .detect import detector_from_args, write_text
 from .detector import Detector, no_detections, scale_boxes
 
 FOLD_LIST = re.compile(r'^FDDB-fold-(\d+)\.txt$')
-UPRIGHT = math.pi / 2   # ellipse angle with the major axis (ra) vertical, as FDDB annotates upright faces
 
 
 def detect_file(detector: Detector, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -49,11 +49,12 @@ def stretch_boxes(boxes: np.ndarray, factor: float, height: int) -> np.ndarray:
 def fddb_block(name: str, boxes: np.ndarray, ellipse: bool) -> str:
     """One image's block: name, count, then `left top width height score` or `ra rb angle cx cy score` lines."""
     lines = [name, str(len(boxes))]
-    for x, y, w, h, score in boxes:
-        if ellipse:   # the ellipse inscribed in the box, major axis vertical
-            lines.append(f'{h / 2:.2f} {w / 2:.2f} {UPRIGHT:.6f} {x + w / 2:.2f} {y + h / 2:.2f} {score:.6f}')
-        else:
-            lines.append(f'{x:.2f} {y:.2f} {w:.2f} {h:.2f} {score:.6f}')
+    if ellipse:   # the ellipse inscribed in each box, major axis first as FDDB annotates
+        rows = np.column_stack([fddb_ellipses(boxes), boxes[:, 4]])
+        lines += [f'{ra:.2f} {rb:.2f} {angle:.6f} {cx:.2f} {cy:.2f} {score:.6f}'
+                  for ra, rb, angle, cx, cy, score in rows]
+    else:
+        lines += [f'{x:.2f} {y:.2f} {w:.2f} {h:.2f} {score:.6f}' for x, y, w, h, score in boxes]
     return '\n'.join(lines) + '\n'
 
 

@@ -15,6 +15,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from ..boxes import corners
 from ..engine.preprocess import letterbox
 from ..netdef import LETTERBOX_FILL
 
@@ -111,7 +112,7 @@ def map_boxes(boxes: np.ndarray, width: int, height: int, x0: float, y0: float, 
     A face is kept when >= cfg.min_visible of its in-image area is inside the window and its
     clipped canvas box is at least cfg.min_box_px on each side.
     """
-    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]], axis=1).astype(np.float64)  # (N, 4)
+    xyxy = corners(boxes).astype(np.float64)  # (N, 4)
     xyxy = np.clip(xyxy, 0, [width, height, width, height])
     area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     out = (xyxy - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..boxes import corners  # noqa: F401 - apps.detector still imports it from here
+
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
         contain_num: int | None = None) -> np.ndarray:
@@ -30,11 +32,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
             keep_rest &= inter * iou_den <= contain_num * area[rest]
         order = rest[keep_rest]
     return np.asarray(keep, dtype=np.int64)
-
-
-def corners(xywh: np.ndarray) -> np.ndarray:
-    """(N, >=4) x, y, w, h -> (N, 4) x1, y1, x2, y2 with x2 = x + w."""
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

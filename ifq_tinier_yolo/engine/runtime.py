@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import netdef
+from ..boxes import detection_rows
 from ..errors import ConfigError, ImageError
 from . import layers as L
 from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, decode_fixed, score_threshold_q
@@ -177,7 +178,7 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
     canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
     boxes, scores = decode_head(model, run(model, canvas), conf, nms_iou)
     b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
-    out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
+    out = detection_rows(b, scores).astype(np.float64)
     return out.reshape(-1, DETECTION_COLUMNS)
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.io
 
-from ..engine.nms import corners
+from ..boxes import corners
 from ..errors import ConfigError, DataError
 
 SETTINGS = ('easy', 'medium', 'hard')

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .. import netdef
+from ..boxes import detection_rows
 from ..engine.decode import decode_float
 from ..engine.nms import nms_at
 from ..engine.preprocess import letterbox, unletterbox_boxes
@@ -27,7 +28,7 @@ def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, con
     for i, (im, (_, scale, px, py)) in enumerate(zip(images, boxed)):
         boxes, scores = decode_nms_float([h[i] for h in heads], model.head_anchors, strides, conf, nms_iou)
         b = unletterbox_boxes(boxes, scale, px, py, im.shape[1], im.shape[0])
-        results.append(np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]))
+        results.append(detection_rows(b, scores))
     return results
 
 
