@@ -177,3 +177,29 @@ def test_emit_c_header(tmp_path: Path, tiny_ifq_bytes: bytes):
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     model = fmt.from_bytes(tiny_ifq_bytes)
     assert out == [str(model.input_size), str(len(model.layers))]
+
+
+def test_selftest_program(random_ifq: Path):
+    """csrc/tools/ifq_selftest.c: every kernel set of this CPU equals the portable one (the porting check)."""
+    from ifq_tinier_yolo.native.build import CSRC, build_program
+    exe = build_program(CSRC / 'tools' / 'ifq_selftest.c', 'ifq_selftest')
+    for model in (SHIPPED, random_ifq):
+        done = subprocess.run([str(exe), str(model), '32', '96'], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_neon_under_emulation(random_ifq: Path, tmp_path: Path, capsys):
+    """The NEON set, cross-compiled for AArch64 and run under qemu, equals the portable one."""
+    import shutil
+    from ifq_tinier_yolo.native.build import CSRC, library_sources
+    cc, qemu = shutil.which('aarch64-linux-gnu-gcc'), shutil.which('qemu-aarch64')
+    if not cc or not qemu:
+        pytest.skip('needs aarch64-linux-gnu-gcc and qemu-aarch64 (apt: gcc-aarch64-linux-gnu qemu-user)')
+    exe = tmp_path / 'selftest'
+    subprocess.run([cc, '-static', '-std=c99', '-O2', f'-I{CSRC}', str(CSRC / 'tools' / 'ifq_selftest.c'),
+                    *map(str, library_sources()), '-o', str(exe)], check=True, capture_output=True)
+    for model in (SHIPPED, random_ifq):
+        done = subprocess.run([qemu, str(exe), str(model), '32', '64'], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and 'neon: 8/8' in done.stdout, done.stdout + done.stderr
+    report(capsys, f'neon (qemu-aarch64): {done.stdout.strip()}')

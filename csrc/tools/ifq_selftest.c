@@ -1,0 +1,102 @@
+/* ifq_selftest: is every kernel set this CPU runs bit-exact with the portable one? For porting:
+ * build it for the target (it needs only the library) and run it there, or under an emulator.
+ *
+ *     ifq_selftest MODEL.ifq [SIZE ...]       sizes default to the model's own
+ *
+ * Runs each set on pseudo-random canvases (and a black and a white one) at each size and
+ * compares every head integer with the portable set's; prints one line per set, exits 1 on any
+ * difference.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ifq.h"
+
+#define CANVASES 4
+
+static uint8_t *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *data = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n)) != NULL &&
+        fread(data, 1, (size_t)n, f) != (size_t)n) {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    *size = (size_t)n;
+    return data;
+}
+
+static void fill(uint8_t *canvas, size_t n, int which)
+{
+    uint32_t x = 2463534242u + (uint32_t)which;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        canvas[i] = which == 0 ? 0 : which == 1 ? 255 : (uint8_t)x;
+    }
+}
+
+/* The head of one canvas on one kernel set; 0 on failure. */
+static int head_of(const ifq_model *m, int size, ifq_kernels k, const uint8_t *canvas, int32_t *head)
+{
+    ifq_runner *r;
+    ifq_error err;
+    if (ifq_runner_create(m, size, k, &r, &err) != IFQ_OK) {
+        fprintf(stderr, "%s at %d: %s\n", ifq_kernels_name(k), size, err.message);
+        return 0;
+    }
+    int ok = ifq_run(r, canvas, head) == IFQ_OK;
+    ifq_runner_free(r);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.ifq [SIZE ...]\n", argv[0]);
+        return 2;
+    }
+    size_t n;
+    uint8_t *bytes = read_file(argv[1], &n);
+    ifq_model *m;
+    ifq_error err;
+    if (!bytes || ifq_model_load(bytes, n, &m, &err) != IFQ_OK) {
+        fprintf(stderr, "%s: %s\n", argv[1], bytes ? err.message : "cannot read the file");
+        return 1;
+    }
+    free(bytes);
+    int failed = 0;
+    for (int k = IFQ_KERNELS_AVX2; k <= IFQ_KERNELS_NEON; k++) {
+        if (!ifq_kernels_supported((ifq_kernels)k))
+            continue;
+        int same = 0, total = 0;
+        for (int s = 2; s < (argc > 2 ? argc : 3); s++) {
+            int size = argc > 2 ? atoi(argv[s]) : ifq_model_input_size(m);
+            size_t len = (size_t)size * size * 3, head_len = (size_t)ifq_model_num_anchors(m) * 5 *
+                         (size / ifq_model_stride(m)) * (size / ifq_model_stride(m));
+            uint8_t *canvas = malloc(len);
+            int32_t *want = malloc(head_len * sizeof *want), *got = malloc(head_len * sizeof *got);
+            for (int c = 0; c < CANVASES && canvas && want && got; c++) {
+                fill(canvas, len, c);
+                total++;
+                same += head_of(m, size, IFQ_KERNELS_PORTABLE, canvas, want) &&
+                        head_of(m, size, (ifq_kernels)k, canvas, got) &&
+                        memcmp(want, got, head_len * sizeof *got) == 0;
+            }
+            free(canvas);
+            free(want);
+            free(got);
+        }
+        printf("%s: %d/%d heads equal to portable\n", ifq_kernels_name((ifq_kernels)k), same, total);
+        failed |= same != total;
+    }
+    ifq_model_free(m);
+    return failed;
+}
