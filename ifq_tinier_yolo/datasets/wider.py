@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import DataError
+from ..textio import quote, read_lines
 
 SPLITS = ('train', 'val')
 ATTRIBUTES = ('blur', 'expression', 'illumination', 'invalid', 'occlusion', 'pose')
@@ -20,7 +21,6 @@ FIELDS_PER_FACE = 4 + len(ATTRIBUTES)   # x y w h + the attribute columns
 INVALID = ATTRIBUTES.index('invalid')   # column of `invalid` in WiderImage.attrs
 WIDTH_PERCENTILES = (5, 25, 50, 75, 95)
 VALUE_LIMIT = 1 << 31                   # every number of a face row must fit an int32
-FOUND_CHARS = 80                        # longest piece of the file quoted in an error
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,7 @@ class _Lines:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            # newline=None accepts CRLF and CR line endings as well as LF; utf-8-sig drops a BOM
-            with open(path, encoding='utf-8-sig', newline=None) as f:
-                self.lines = [line.strip() for line in f]
-        except UnicodeDecodeError as e:
-            raise DataError(f'{path}: not a text annotation file ({e.reason} at byte {e.start})') from None
-        except OSError as e:
-            raise DataError(f'{path}: cannot read annotation file ({e.strerror})') from None
+        self.lines = read_lines(path, 'annotation file')
         self.pos = 0
 
     def next(self) -> tuple[int, str] | None:
@@ -77,11 +70,6 @@ class _Lines:
         return DataError(f'{self.path}:{line}: expected {expected}, found {found}')
 
 
-def _quote(text: str) -> str:
-    """repr of a piece of the file for an error message, cut to FOUND_CHARS characters."""
-    return repr(text if len(text) <= FOUND_CHARS else text[:FOUND_CHARS] + '...')
-
-
 def _face_row(text: str) -> list[int] | None:
     """The row as FIELDS_PER_FACE integers, or None when it is not such a row."""
     fields = text.split()
@@ -96,13 +84,13 @@ def _face_row(text: str) -> list[int] | None:
 def _check_name(lines: _Lines, line: int, name: str) -> None:
     """An image path must be relative, stay inside the images folder and not look like a number row."""
     if not name.isprintable():
-        raise lines.error(line, 'an image path of printable characters', _quote(name))
+        raise lines.error(line, 'an image path of printable characters', quote(name))
     if _face_row(name) is not None or name.lstrip('-').isdigit():
         raise lines.error(line, 'an image path <event>/<file>.jpg (is the previous face count too small?)',
-                          _quote(name))
+                          quote(name))
     pure = PurePosixPath(name.replace('\\', '/'))
     if pure.is_absolute() or Path(name).is_absolute() or '..' in pure.parts:
-        raise lines.error(line, 'an image path relative to the images folder', f'{_quote(name)} (outside the dataset root)')
+        raise lines.error(line, 'an image path relative to the images folder', f'{quote(name)} (outside the dataset root)')
 
 
 def _parse_face(lines: _Lines, name: str, k: int, count: int) -> list[int]:
@@ -115,15 +103,15 @@ def _parse_face(lines: _Lines, name: str, k: int, count: int) -> list[int]:
     fields = text.split()
     if len(fields) != FIELDS_PER_FACE:
         hint = ' (face count too large?)' if len(fields) == 1 else ''
-        raise lines.error(line, what, f'{len(fields)} fields {_quote(text)}{hint}')
+        raise lines.error(line, what, f'{len(fields)} fields {quote(text)}{hint}')
     row = []
     for field, value in zip(('x', 'y', 'w', 'h') + ATTRIBUTES, fields):
         try:
             row.append(int(value))
         except ValueError:
-            raise lines.error(line, f'an integer {field}', _quote(value)) from None
+            raise lines.error(line, f'an integer {field}', quote(value)) from None
         if not -VALUE_LIMIT < row[-1] < VALUE_LIMIT:
-            raise lines.error(line, f'an integer {field} within +-2**31', _quote(value))
+            raise lines.error(line, f'an integer {field} within +-2**31', quote(value))
     if row[2] < 0 or row[3] < 0:
         raise lines.error(line, 'a non-negative face size w h', f'{row[2]} {row[3]}')
     return row
@@ -157,7 +145,7 @@ def read_wider(root: Path, split: str, drop_invalid: bool = True, min_size: floa
         try:
             count = int(text)
         except ValueError:
-            raise lines.error(line, f'the face count of {name} (one integer)', _quote(text)) from None
+            raise lines.error(line, f'the face count of {name} (one integer)', quote(text)) from None
         if count < 0:
             raise lines.error(line, f'a non-negative face count for {name}', f'{count}')
         rows = [_parse_face(lines, name, k, count) for k in range(count)]
@@ -165,7 +153,7 @@ def read_wider(root: Path, split: str, drop_invalid: bool = True, min_size: floa
         if count == 0 and (peek := lines.peek()) is not None and _face_row(peek) is not None:
             line, text = lines.next()
             if any(_face_row(text)):
-                raise lines.error(line, f'the all-zero placeholder row of {name} (face count 0)', _quote(text))
+                raise lines.error(line, f'the all-zero placeholder row of {name} (face count 0)', quote(text))
         data = np.array(rows, dtype=np.int64).reshape(-1, FIELDS_PER_FACE)   # (N, 10)
         keep = np.ones(len(data), dtype=bool)
         if drop_invalid:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import struct
 import sys
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -32,7 +31,7 @@ from ..datasets.fddb import (ELLIPSE_COLUMNS, ListEntry, align_blocks, detection
                              iter_blocks, list_entries)
 from ..errors import DataError, ImageError
 from ..fileio import atomic_write_text
-from ..imageio import image_size
+from ..imageio import read_image_size
 from .plots import plot_roc
 
 DISCRETE_IOU = 0.5                          # a matched pair counts as a detection above this IoU
@@ -41,8 +40,6 @@ FP_POINTS = (50, 100, 500, 1000)            # false-positive counts at which the
 COORD_LIMIT = 2 ** 24                        # coordinates are clamped here so OpenCV's int math cannot overflow
 RECT_COLUMNS = 5                             # left top width height score
 ELLIPSE_DET_COLUMNS = 6                      # ra rb angle cx cy score
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # start-of-frame markers carry the size
 
 
 class Roc(NamedTuple):
@@ -222,40 +219,6 @@ def score_detections(annotations: Sequence[np.ndarray], detections: Sequence[np.
         results.append(image_results(ann, det, size))
         faces += len(ann)
     return merge_results(results, faces)
-
-
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, None for anything else."""
-    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b'IHDR':
-        return struct.unpack('>II', data[16:24])
-    if not data.startswith(b'\xff\xd8'):
-        return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:   # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
-            i += 2
-        elif marker in _JPEG_SOF:
-            height, width = struct.unpack('>HH', data[i + 5:i + 9])
-            return width, height
-        else:
-            i += 2 + struct.unpack('>H', data[i + 2:i + 4])[0]
-    return None
-
-
-def read_image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file: the header of a JPEG or PNG, else the decoded image."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f'{path}: cannot read image ({e.strerror})') from None
-    size = _header_size(data)
-    if size is None or 0 in size:
-        return image_size(path)
-    return size
 
 
 def _image_sizes(entries: Sequence[ListEntry], images: Path, ext: str) -> list[tuple[int, int]]:

@@ -20,6 +20,7 @@ import scipy.io
 
 from ..boxes import corners
 from ..errors import ConfigError, DataError
+from ..textio import quote, read_lines
 
 SETTINGS = ('easy', 'medium', 'hard')
 THRESHOLDS = 1000
@@ -27,7 +28,6 @@ GT_FILE = 'wider_face_val.mat'
 SETTING_FILE = 'wider_{}_val.mat'
 PRED_COLUMNS = ('x', 'y', 'w', 'h', 'score')
 MESSAGE_CHARS = 120   # longest quoted piece of a library's error message
-FOUND_CHARS = 80      # longest piece of a prediction file quoted in an error
 COUNT_DIGITS = 18     # a box count has at most this many digits (int() refuses over 4300)
 
 
@@ -88,20 +88,9 @@ def load_ground_truth(gt_dir: str | Path) -> WiderGroundTruth:
     return WiderGroundTruth(dict(zip(keys, boxes)), keep)
 
 
-def _quote(text: str) -> str:
-    """repr of a piece of the file for an error message, cut to FOUND_CHARS characters."""
-    return repr(text if len(text) <= FOUND_CHARS else text[:FOUND_CHARS] + '...')
-
-
 def read_prediction_file(path: Path) -> np.ndarray:
     """Boxes of one submission file (name, count, `x y w h score` lines) as float64 (K, 5)."""
-    try:
-        text = path.read_bytes().decode('utf-8-sig')
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f'{path}: cannot read prediction file ({e})') from None
-    lines = [ln.strip() for ln in text.replace('\r\n', '\n').replace('\r', '\n').split('\n')]
-    while lines and not lines[-1]:
-        lines.pop()
+    lines = read_lines(path, 'prediction file')
     if len(lines) < 2:
         raise DataError(f'{path}:{max(len(lines), 1)}: expected an image name line and a count line, '
                         f'found end of file')
@@ -110,9 +99,9 @@ def read_prediction_file(path: Path) -> np.ndarray:
         stem = stem[:-4]
     if stem != path.stem:
         raise DataError(f'{path}:1: expected the image name {path.stem!r} (the file name), '
-                        f'found {_quote(lines[0])}')
+                        f'found {quote(lines[0])}')
     if not (lines[1].isascii() and lines[1].isdigit()) or len(lines[1]) > COUNT_DIGITS:
-        raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {_quote(lines[1])}')
+        raise DataError(f'{path}:2: expected the number of boxes (an integer >= 0), found {quote(lines[1])}')
     count = int(lines[1])
     if len(lines) - 2 != count:
         raise DataError(f'{path}:2: expected {count} box lines after the count, found {len(lines) - 2}')
@@ -124,7 +113,7 @@ def read_prediction_file(path: Path) -> np.ndarray:
         except ValueError:
             row = []
         if len(row) != len(PRED_COLUMNS) or not all(map(math.isfinite, row)):
-            raise DataError(f'{path}:{number}: expected 5 numbers `x y w h score`, found {_quote(line)}')
+            raise DataError(f'{path}:{number}: expected 5 numbers `x y w h score`, found {quote(line)}')
         rows.append(row)
     return np.array(rows, dtype=np.float64).reshape(count, len(PRED_COLUMNS))
 
