@@ -40,42 +40,78 @@ static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L
     return r->first_rows;
 }
 
-/* Append the low n bits of v at bit `pos` of a zeroed bit-string. */
-static void append_bits(uint64_t *dst, size_t pos, uint64_t v, int n)
+/* A bit-string written in order, a word at a time (no read-modify-write of memory). */
+typedef struct {
+    uint64_t *dst;
+    uint64_t cur;   /* bits not yet stored */
+    int fill;       /* how many, 0..63 */
+} bit_writer;
+
+/* Append the low n bits of v (1 <= n <= 64; v's higher bits zero). */
+static void put_bits(bit_writer *b, uint64_t v, int n)
 {
-    int off = (int)(pos % IFQ_WORD_BITS);
-    dst[pos / IFQ_WORD_BITS] |= v << off;
-    if (off + n > IFQ_WORD_BITS)
-        dst[pos / IFQ_WORD_BITS + 1] |= v >> (IFQ_WORD_BITS - off);
+    b->cur |= v << b->fill;
+    if (b->fill + n < IFQ_WORD_BITS) {
+        b->fill += n;
+        return;
+    }
+    int used = IFQ_WORD_BITS - b->fill;   /* bits of v that completed the word */
+    *b->dst++ = b->cur;
+    b->cur = used < IFQ_WORD_BITS ? v >> used : 0;
+    b->fill += n - IFQ_WORD_BITS;
 }
 
-/* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1;
- * returns the window's code sum. */
+static void put_zeros(bit_writer *b, int n)
+{
+    for (; n > 0; n -= IFQ_WORD_BITS)
+        put_bits(b, 0, n < IFQ_WORD_BITS ? n : IFQ_WORD_BITS);
+}
+
+/* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1
+ * (w_words words each); returns the window's code sum. */
 static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
 {
     const int k = L->k, C = L->in_ch, nw = in->words;
-    memset(r->x0, 0, (size_t)L->w_words * sizeof *r->x0);
-    memset(r->x1, 0, (size_t)L->w_words * sizeof *r->x1);
     int64_t sum = 0;
-    size_t pos = 0;
+    if (C % IFQ_WORD_BITS == 0) {   /* whole words: copy, zeros for the padding */
+        for (int ky = 0, at = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++, at += nw) {
+                int xi = xc * L->stride + kx - k / 2;
+                if (xi < 0 || xi >= in->w) {
+                    for (int j = 0; j < nw; j++)
+                        r->x0[at + j] = r->x1[at + j] = 0;
+                    continue;
+                }
+                const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
+                sum += r->window_sums[top + ky][xi];
+                for (int j = 0; j < nw; j++) {   /* a few words: a loop, not a library call */
+                    r->x0[at + j] = px[j];
+                    r->x1[at + j] = px[nw + j];
+                }
+            }
+        return sum;
+    }
+    bit_writer b0 = {r->x0, 0, 0}, b1 = {r->x1, 0, 0};
     for (int ky = 0; ky < k; ky++)
-        for (int kx = 0; kx < k; kx++, pos += (size_t)C) {
+        for (int kx = 0; kx < k; kx++) {
             int xi = xc * L->stride + kx - k / 2;
-            if (xi < 0 || xi >= in->w)
-                continue;   /* zero padding: no bits */
-            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
-            sum += r->window_sums[top + ky][xi];
-            if (pos % IFQ_WORD_BITS == 0 && C % IFQ_WORD_BITS == 0) {   /* whole words: copy */
-                memcpy(r->x0 + pos / IFQ_WORD_BITS, px, (size_t)nw * sizeof *px);
-                memcpy(r->x1 + pos / IFQ_WORD_BITS, px + nw, (size_t)nw * sizeof *px);
+            if (xi < 0 || xi >= in->w) {   /* zero padding */
+                put_zeros(&b0, C);
+                put_zeros(&b1, C);
                 continue;
             }
+            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
+            sum += r->window_sums[top + ky][xi];
             for (int j = 0; j < nw; j++) {
                 int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
-                append_bits(r->x0, pos + (size_t)j * IFQ_WORD_BITS, px[j], n);
-                append_bits(r->x1, pos + (size_t)j * IFQ_WORD_BITS, px[nw + j], n);
+                put_bits(&b0, px[j], n);
+                put_bits(&b1, px[nw + j], n);
             }
         }
+    if (b0.fill) {   /* the last, partial word */
+        *b0.dst = b0.cur;
+        *b1.dst = b1.cur;
+    }
     return sum;
 }
 

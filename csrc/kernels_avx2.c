@@ -34,7 +34,7 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
                                         2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1);
     (void)w_quads;
     for (int g = 0; g < out_pad; g += 8) {
-        __m256i sum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};   /* two chains: latency */
+        __m256i sum01 = _mm256_setzero_si256(), sum23 = _mm256_setzero_si256();   /* two chains: latency */
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
@@ -43,10 +43,10 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
                 const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 2 * g;
                 __m256i w01 = _mm256_loadu_si256((const __m256i *)wj);
                 __m256i w23 = _mm256_loadu_si256((const __m256i *)(wj + 2 * out_pad));
-                sum[0] = _mm256_add_epi32(sum[0], _mm256_madd_epi16(_mm256_shuffle_epi8(q, lo), w01));
-                sum[1] = _mm256_add_epi32(sum[1], _mm256_madd_epi16(_mm256_shuffle_epi8(q, hi), w23));
+                sum01 = _mm256_add_epi32(sum01, _mm256_madd_epi16(_mm256_shuffle_epi8(q, lo), w01));
+                sum23 = _mm256_add_epi32(sum23, _mm256_madd_epi16(_mm256_shuffle_epi8(q, hi), w23));
             }
-        _mm256_storeu_si256((__m256i *)(acc + g), _mm256_add_epi32(sum[0], sum[1]));
+        _mm256_storeu_si256((__m256i *)(acc + g), _mm256_add_epi32(sum01, sum23));
     }
 }
 

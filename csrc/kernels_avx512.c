@@ -21,15 +21,18 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
 {
     (void)w_pairs;
     for (int g = 0; g < out_pad; g += 16) {
-        __m512i sum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};   /* two chains: latency */
+        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();   /* two chains: latency */
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
                 memcpy(&quad, rows[ky] + j, sizeof quad);
                 __m512i wv = _mm512_loadu_si512(w + ((size_t)ky * row_len + j) * out_pad + 4 * g);
-                sum[ky & 1] = _mm512_dpbusd_epi32(sum[ky & 1], _mm512_set1_epi32(quad), wv);
+                if (j & 4)
+                    odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi32(quad), wv);
+                else
+                    even = _mm512_dpbusd_epi32(even, _mm512_set1_epi32(quad), wv);
             }
-        _mm512_storeu_si512(acc + g, _mm512_add_epi32(sum[0], sum[1]));
+        _mm512_storeu_si512(acc + g, _mm512_add_epi32(even, odd));
     }
 }
 
