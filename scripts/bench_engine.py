@@ -50,7 +50,7 @@ def contenders(args: argparse.Namespace, image) -> dict[str, object]:
     """name -> zero-argument function doing one detection pass (built in the child process)."""
     import cv2
 
-    from ifq_tinier_yolo import native, netdef
+    from ifq_tinier_yolo import native
     from ifq_tinier_yolo.apps.detector import Detector
     from ifq_tinier_yolo.engine import runtime
 
@@ -70,13 +70,10 @@ def contenders(args: argparse.Namespace, image) -> dict[str, object]:
                 cv2.resize(im, (sm[1], sm[0]), interpolation=cv2.INTER_LINEAR))
         if args.torch:
             out[f'torch float {size}'] = torch_forward(args, image, size)
-    numpy_default = Detector.load(args.model, conf=CONF, nms=NMS)
+    numpy_default = Detector.load(args.model, backend='int', conf=CONF, nms=NMS)
     out['numpy default'] = lambda: numpy_default.detect_array(image)
     if backend:
-        # the default settings on the native runtime: Detector with the backend's detect as its pass
-        sizes = netdef.pyramid_sizes(backend.input_size, netdef.PYRAMID_LEVELS, backend.specs)
-        native_default = Detector(backend.detect, args.model, 'native', CONF, NMS, sizes,
-                                  netdef.total_stride(backend.specs))
+        native_default = Detector.load(args.model, backend='native', conf=CONF, nms=NMS)
         out['native default'] = lambda: native_default.detect_array(image)
     return out
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import build_library
+from .build import NativeUnavailable, build_library
 
 KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon')   # ifq_kernels enum order
 ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED
@@ -61,7 +61,11 @@ def library() -> C.CDLL:
     """The loaded native library (built on first use); NativeUnavailable if it cannot be."""
     global _LIB
     if _LIB is None:
-        _LIB = _declare(C.CDLL(str(build_library())))
+        path = build_library()
+        try:
+            _LIB = _declare(C.CDLL(str(path)))
+        except (OSError, AttributeError) as e:   # a library that does not load, or lacks a symbol
+            raise NativeUnavailable(f'{path}: cannot load the native library ({e})') from None
     return _LIB
 
 
