@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo.apps.benchmark import stretch_boxes
-from ifq_tinier_yolo.datasets.fddb import read_detections
 from ifq_tinier_yolo.evaluation.wider import read_prediction_file
 
 from cli_helpers import run
+from fddb_files import read_detections
 
 FOLD_1 = ['2002/08/11/big/img_591', '2002/08/26/big/img_265', '2003/01/01/big/img_missing']
 FOLD_2 = ['2002/07/19/big/img_130']

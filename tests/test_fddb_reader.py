@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo.datasets.fddb import (ellipse_to_box, read_detections, read_ellipses, read_fold,
-                                           read_fold_list)
+from ifq_tinier_yolo.datasets.fddb import read_fold_list
 from ifq_tinier_yolo.errors import DataError
+
+from fddb_files import ellipse_to_box, read_detections, read_ellipses, read_fold
 
 SHARED_FOLDS = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'fddb' / 'FDDB-folds'
 needs_folds = pytest.mark.skipif(not SHARED_FOLDS.is_dir(),

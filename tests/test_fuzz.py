@@ -32,6 +32,8 @@ from ifq_tinier_yolo.evaluation.fddb import score_detections
 from ifq_tinier_yolo.evaluation.wider import read_prediction_file
 from ifq_tinier_yolo.imageio import read_image_sized
 
+import fddb_files
+
 FIXTURE_WIDER = Path(__file__).resolve().parent / 'fixtures' / 'wider'
 # cases per property: ~1 s each by default; IFQ_FUZZ_EXAMPLES=5000 for a longer campaign
 EXAMPLES = int(os.environ.get('IFQ_FUZZ_EXAMPLES', '150'))
@@ -172,9 +174,9 @@ def test_wider_reader_mutated_files(wider_root: Path, record_property):
 # --- FDDB readers -------------------------------------------------------------------------------
 
 def fddb_readers(path: Path) -> dict[str, Callable[[], object]]:
-    return {'list': lambda: fddb.read_fold_list(path), 'ellipses': lambda: fddb.read_ellipses(path),
-            'rect detections': lambda: fddb.read_detections(path),
-            'ellipse detections': lambda: fddb.read_detections(path, ellipse=True)}
+    return {'list': lambda: fddb.read_fold_list(path), 'ellipses': lambda: fddb_files.read_ellipses(path),
+            'rect detections': lambda: fddb_files.read_detections(path),
+            'ellipse detections': lambda: fddb_files.read_detections(path, ellipse=True)}
 
 
 def run_reader(read: Callable[[], object], path: Path) -> object | None:

@@ -12,7 +12,7 @@ from ifq_tinier_yolo import netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine.model import IntegerModel
 from ifq_tinier_yolo.errors import ConversionError, ModelFileError
-from ifq_tinier_yolo.integrate.modelfile import file_bytes, load, save
+from ifq_tinier_yolo.integrate.modelfile import file_bytes, save
 from ifq_tinier_yolo.integrate.report import placeholder_model
 from ifq_tinier_yolo.netdef import LayerSpec
 
@@ -55,7 +55,7 @@ def load_error(data: bytes, tmp_path: Path) -> str:
     path = tmp_path / 'm.ifq'
     path.write_bytes(data)
     with pytest.raises(ModelFileError) as e:
-        load(path)
+        fmt.read(path)
     msg = str(e.value)
     assert '\n' not in msg and str(path) in msg
     return msg
@@ -72,7 +72,7 @@ def test_round_trip(model, tmp_path):
     path = tmp_path / 'sub' / 'model.ifq'
     n = save(model, path)
     assert n == path.stat().st_size == file_bytes(model)
-    assert_same(model, load(path))
+    assert_same(model, fmt.read(path))
     assert [p.name for p in path.parent.iterdir()] == ['model.ifq']     # no temp file left
 
 
@@ -169,7 +169,7 @@ def test_crafted_invalid_contents_with_valid_crc(model, data, tmp_path):
 
 def test_missing_file(tmp_path):
     with pytest.raises(ModelFileError, match='no such model file'):
-        load(tmp_path / 'absent.ifq')
+        fmt.read(tmp_path / 'absent.ifq')
 
 
 def test_atomic_save_keeps_old_file_on_failure(model, tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo.datasets.fddb import read_fold
 from ifq_tinier_yolo.validate import DevBenchmark
+
+from fddb_files import read_fold
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
 REF = SHARED / 'reference' / 'fddb' / 'FDDB-folds'

@@ -55,8 +55,8 @@ def test_convert_writes_the_model(files, model_file, capsys):
     rc, out, _ = run_cli(capsys, 'convert', str(files['ckpt']), '--out', str(files['dir'] / 'again.ifq'))
     assert rc == 0 and out.strip() == f'model bytes {model_file.stat().st_size}'
     assert (files['dir'] / 'again.ifq').read_bytes() == model_file.read_bytes()   # deterministic
-    from ifq_tinier_yolo.integrate.modelfile import load
-    assert load(model_file).input_size == IMG_SIZE
+    from ifq_tinier_yolo.engine.modelfile import read
+    assert read(model_file).input_size == IMG_SIZE
 
 
 def test_convert_refuses_a_float_checkpoint(files, capsys):

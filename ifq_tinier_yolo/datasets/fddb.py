@@ -143,19 +143,9 @@ def iter_blocks(path: str | Path, columns: Sequence[str], annotation: bool = Fal
         yield Block(name, regions, path, name_line)
 
 
-def read_ellipses(path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(name, float64 (N, 5) ra rb angle cx cy) per image of an ellipse annotation file."""
-    return [(b.name, b.regions) for b in iter_blocks(path, ELLIPSE_COLUMNS, annotation=True)]
-
-
 def detection_columns(ellipse: bool) -> tuple[str, ...]:
     """Column names of a detection line: 6 for ellipses, 5 for rectangles."""
     return ELLIPSE_DETECTION_COLUMNS if ellipse else RECT_DETECTION_COLUMNS
-
-
-def read_detections(path: str | Path, ellipse: bool = False) -> list[tuple[str, np.ndarray]]:
-    """(name, float64 (N, 5) left top width height score, or (N, 6) ra rb angle cx cy score) per image."""
-    return [(b.name, b.regions) for b in iter_blocks(path, detection_columns(ellipse))]
 
 
 def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: str, files: Sequence[Path],
@@ -185,20 +175,3 @@ def align_blocks(entries: Sequence[ListEntry], blocks: Iterable[Block], what: st
         raise DataError(f'{last.path}:{last.line}: {expected} after this one, found the end of the {what} '
                         f'({len(regions)} of {len(entries)} images)')
     return regions
-
-
-def read_fold(list_path: str | Path, ellipse_path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """(name, float64 (N, 5) ellipses) per image; DataError unless both files name the same images in order."""
-    entries = list_entries(list_path)
-    regions = align_blocks(entries, iter_blocks(ellipse_path, ELLIPSE_COLUMNS, annotation=True),
-                           'annotations', [Path(ellipse_path)])
-    return [(entry.name, r) for entry, r in zip(entries, regions)]
-
-
-def ellipse_to_box(ra: float, rb: float, angle: float, cx: float,
-                   cy: float) -> tuple[float, float, float, float]:
-    """(x, y, w, h) of the axis-aligned box around the ellipse (radii px, angle radians, centre px)."""
-    # ra lies along direction `angle` from the x axis, rb perpendicular to it
-    half_w = math.hypot(ra * math.cos(angle), rb * math.sin(angle))
-    half_h = math.hypot(ra * math.sin(angle), rb * math.cos(angle))
-    return cx - half_w, cy - half_h, 2 * half_w, 2 * half_h

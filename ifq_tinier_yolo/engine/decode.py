@@ -50,11 +50,6 @@ def round_shift(x: np.ndarray, shift: int) -> np.ndarray:
     return (x + (np.int64(1) << np.int64(shift - 1))) >> np.int64(shift)
 
 
-def saturate(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """int64 x clamped to [lo, hi]."""
-    return np.clip(x, lo, hi)
-
-
 def _table(fn, lo: int, hi: int, frac_bits: int) -> np.ndarray:
     """int64 samples round(fn(v) * 2**frac_bits) at v = lo + i * 2**-LUT_STEP_BITS, up to hi."""
     v = lo + np.arange(((hi - lo) << LUT_STEP_BITS) + 1, dtype=np.float64) / (1 << LUT_STEP_BITS)
@@ -68,7 +63,7 @@ EXP_LUT = _table(np.exp, *EXP_RANGE, EXP_FRAC_BITS)
 def lut_lookup(r: np.ndarray, table: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """int64 r in 2**-16 -> table value, linearly interpolated, r saturated to [lo, hi]; rounds half up."""
     frac_shift = REQUANT_FRAC_BITS - LUT_STEP_BITS
-    pos = saturate(r - (lo << REQUANT_FRAC_BITS), 0, (hi - lo) << REQUANT_FRAC_BITS)
+    pos = np.clip(r - (lo << REQUANT_FRAC_BITS), 0, (hi - lo) << REQUANT_FRAC_BITS)
     idx = np.minimum(pos >> frac_shift, len(table) - 2)
     frac = pos - (idx << frac_shift)                                     # 0 .. 2**frac_shift
     return table[idx] + round_shift((table[idx + 1] - table[idx]) * frac, frac_shift)
@@ -110,5 +105,5 @@ def decode_fixed(head: np.ndarray, anchors_q16: np.ndarray, stride: int, out_mul
     h = round_shift(eh * anchors_q16[a, 1] * stride, wh_shift)
     x1, y1 = cx - (w >> 1), cy - (h >> 1)
     lim = BOX_LIMIT << BOX_FRAC_BITS
-    boxes = saturate(np.stack([x1, y1, x1 + w, y1 + h], axis=1), -lim, lim)   # (N, 4)
+    boxes = np.clip(np.stack([x1, y1, x1 + w, y1 + h], axis=1), -lim, lim)   # (N, 4)
     return boxes.astype(np.int64), score[a, r, c], obj[a, r, c]

@@ -1,4 +1,4 @@
-"""Writing and reading `.ifq` model files (the format itself: engine/modelfile.py, docs/MODEL_FORMAT.md)."""
+"""Writing `.ifq` model files (the format and its reader, `read`: engine/modelfile.py, docs/MODEL_FORMAT.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +18,6 @@ def save(model: IntegerModel, path: str | Path) -> int:
     with atomic_open(path, 'wb') as f:
         f.write(data)
     return len(data)
-
-
-def load(path: str | Path) -> IntegerModel:
-    """Read and check an `.ifq` file; ModelFileError with a one-line message on any defect."""
-    return fmt.read(path)
 
 
 def file_bytes(model: IntegerModel) -> int:
