@@ -12,14 +12,13 @@ import os
 import sys
 from pathlib import Path
 
+from .apps.backends import BACKENDS
+from .defaults import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL, DEFAULT_NMS
 from .errors import IfqError
+from .export.cli import add_arguments as export_arguments
 from .netdef import PYRAMID_LEVELS
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / 'weights' / 'ifq_tinier_yolo.ifq'
-DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')
-# detect / webcam score threshold. Shipped model on the dev benchmark: 0.7 finds 55% of the faces
-# with 0.8 false positives per image; 0.6 finds 57% with 1.4 (weights/README.md).
-DEFAULT_CONF = 0.7
+EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'qonnx')   # the `export` extra
 
 
 def _add(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
@@ -32,11 +31,12 @@ def _add(sub, name: str, handler: str, help: str) -> argparse.ArgumentParser:
 def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     """Flags shared by every command that runs the detector."""
     p.add_argument('--model', type=Path, default=None,
-                   help=f'model file: .ifq for the integer backend, .pt for torch '
+                   help=f'model file: .ifq (integer model), .pt (checkpoint) or .onnx (export) '
                         f'(default {DEFAULT_MODEL.name} / {DEFAULT_CHECKPOINT.name} in weights/)')
-    p.add_argument('--backend', choices=('int', 'torch'), default=None,
-                   help='int: the integer engine (numpy only); torch: the quantization network '
-                        '(default: from the --model suffix, int without --model)')
+    p.add_argument('--backend', choices=tuple(BACKENDS), default=None,
+                   help='; '.join(f'{b.name}: {b.about} ({b.suffix})' for b in BACKENDS.values())
+                        + ' (default: from the --model suffix; .ifq runs native where the C library is built, '
+                          'else int)')
     p.add_argument('--img-size', type=int, default=None,
                    help='network input side in pixels (default: the model\'s)')
     p.add_argument('--levels', type=int, default=PYRAMID_LEVELS,
@@ -47,7 +47,7 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     p.add_argument('--flip', action='store_true',
                    help='also run the mirror image and fuse the two (twice the time, fewer false positives)')
     p.add_argument('--conf', type=float, default=conf, help='score threshold')
-    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold')
+    p.add_argument('--nms', type=float, default=DEFAULT_NMS, help='NMS IoU threshold')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,13 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help='also convert the checkpoint the separated way and print, for both conversions, '
                         'head values differing from torch and detections agreeing with torch')
     p.add_argument('--conf', type=float, default=0.3, help='score threshold for --compare-separated')
-    p.add_argument('--nms', type=float, default=0.45, help='NMS IoU threshold for --compare-separated')
+    p.add_argument('--nms', type=float, default=DEFAULT_NMS, help='NMS IoU threshold for --compare-separated')
     p = _add(sub, 'report', 'ifq_tinier_yolo.integrate.report:cli_report',
              'per-layer table, model bytes and runtime feature-map memory')
     p.add_argument('--model', type=Path, default=DEFAULT_MODEL)
     p.add_argument('--img-size', type=int, default=None)
     p.add_argument('--table', action='store_true',
                    help='report the current netdef layer table without a model file (placeholder parameters)')
+    p = _add(sub, 'export', 'ifq_tinier_yolo.export.cli:cli_export',
+             'write the integer model as ONNX (onnxruntime, OpenCV DNN) or QONNX (FINN); needs pip install .[export]')
+    export_arguments(p)
 
     # detect / webcam
     p = _add(sub, 'detect', 'ifq_tinier_yolo.apps.detect:cli_detect', 'detect faces in images, folders and videos')
@@ -197,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:   # e.g. `train` on an engine-only install without torch
         if args.debug or (e.name or '').startswith('ifq_tinier_yolo'):
             raise
-        print(f'error: this command needs the Python package {e.name!r}: '
-              f'pip install -r requirements.txt', file=sys.stderr)
+        hint = "'.[export]'" if e.name in EXPORT_PACKAGES else '-r requirements.txt'
+        print(f'error: this command needs the Python package {e.name!r}: pip install {hint}', file=sys.stderr)
         return 1
     except IfqError as e:
         if args.debug:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo import Detector, Face
-from ifq_tinier_yolo.apps import detector as detector_module
-from ifq_tinier_yolo.apps.detector import resolve_model, scale_boxes
+from ifq_tinier_yolo.apps import backends
+from ifq_tinier_yolo.apps.detector import scale_boxes
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
 
 IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
@@ -27,7 +27,7 @@ def detector(random_checkpoint: Path) -> Detector:
 
 @pytest.fixture(scope='module')
 def detector_int(random_ifq: Path) -> Detector:
-    return Detector.load(random_ifq, conf=0.0, img_size=IMG_SIZE)
+    return Detector.load(random_ifq, 'int', conf=0.0, img_size=IMG_SIZE)
 
 
 def noise(shape: tuple[int, ...], dtype=np.uint8, high: int = 256) -> np.ndarray:
@@ -98,8 +98,8 @@ def test_scale_boxes():
 
 def test_missing_default_model_says_where(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     weights = tmp_path / 'weights'
-    monkeypatch.setattr(detector_module, 'DEFAULT_PATH',
-                        {'int': weights / 'ifq_tinier_yolo.ifq', 'torch': weights / 'ifq_tinier_yolo.pt'})
+    monkeypatch.setattr(backends, 'DEFAULT_FILE',
+                        {'.ifq': weights / 'ifq_tinier_yolo.ifq', '.pt': weights / 'ifq_tinier_yolo.pt'})
     expected = r'^no trained model at weights/ifq_tinier_yolo\.ifq: see weights/README\.md$'
     with pytest.raises(ModelFileError, match=expected):
         Detector.load()
@@ -111,11 +111,11 @@ def test_model_file_errors(tmp_path: Path, random_checkpoint: Path):
     with pytest.raises(ModelFileError, match='no such model file'):
         Detector.load(tmp_path / 'absent.pt')
     with pytest.raises(ConfigError, match='unknown model file type'):
-        Detector.load(tmp_path / 'model.onnx')
+        Detector.load(tmp_path / 'model.tflite')
     with pytest.raises(ConfigError, match='--backend torch'):
-        resolve_model(random_checkpoint, 'int')
+        backends.resolve(random_checkpoint, 'int')
     with pytest.raises(ConfigError, match='unknown backend'):
-        resolve_model(random_checkpoint, 'cuda')
+        backends.resolve(random_checkpoint, 'cuda')
     junk = tmp_path / 'junk.pt'
     junk.write_bytes(b'not a checkpoint')
     with pytest.raises(ModelFileError, match='junk.pt'):
@@ -134,6 +134,20 @@ def test_not_an_array(detector: Detector):
         detector.detect([[0, 0, 0]])
     with pytest.raises(ImageError):
         detector.detect(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_ifq_file_runs_natively_or_says_why_not(random_ifq: Path):
+    """An .ifq model runs on the C runtime when it is built, else on the numpy engine with a notice;
+    both give the same boxes."""
+    from ifq_tinier_yolo import native
+    auto = Detector.load(random_ifq, conf=0.0, img_size=IMG_SIZE)
+    plain = Detector.load(random_ifq, 'int', conf=0.0, img_size=IMG_SIZE)
+    if native.available():
+        assert auto.backend == 'native' and auto.notice is None
+    else:
+        assert auto.backend == 'int' and auto.notice.startswith('notice: numpy engine runs')
+    image = noise((48, 80, 3))
+    np.testing.assert_array_equal(auto.detect_array(image), plain.detect_array(image))
 
 
 def test_ifq_file_runs_on_the_integer_engine(detector_int: Detector):

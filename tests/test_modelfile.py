@@ -38,12 +38,11 @@ def data(model) -> bytes:
 
 def assert_same(a: IntegerModel, b: IntegerModel) -> None:
     assert a.specs == b.specs and a.input_size == b.input_size and a.separated == b.separated
-    assert (a.out_multiplier, a.out_shift) == (b.out_multiplier, b.out_shift)
-    assert np.array_equal(a.anchors_q16, b.anchors_q16) and b.anchors_q16.dtype == np.int64
     assert a.metadata == b.metadata
     for la, lb in zip(a.layers, b.layers):
         assert la.in_ch == lb.in_ch
-        for name in ('weights', 'thresholds', 'signs', 'bias'):
+        assert (la.out_multiplier, la.out_shift) == (lb.out_multiplier, lb.out_shift)
+        for name in ('weights', 'thresholds', 'signs', 'bias', 'anchors_q16'):
             x, y = getattr(la, name), getattr(lb, name)
             assert (x is None) == (y is None), name
             if x is not None:
@@ -80,28 +79,45 @@ def test_round_trip_separated_and_full_table(model, tmp_path):
     from dataclasses import replace
     sep = replace(model, separated=True)
     assert_same(sep, fmt.from_bytes(fmt.to_bytes(sep)))
-    full = placeholder_model()
-    assert_same(full, fmt.from_bytes(fmt.to_bytes(full)))
+    for table in netdef.NETWORKS.values():
+        full = placeholder_model(table)
+        assert_same(full, fmt.from_bytes(fmt.to_bytes(full)))
 
 
-def test_netdef_table_fits_the_budget():
-    n = file_bytes(placeholder_model())
-    hidden_bits = sum(s.out_ch * c * s.kernel ** 2 for s, c in zip(netdef.LAYERS, netdef.in_channels())
+@pytest.mark.parametrize('table', netdef.NETWORKS)
+def test_netdef_tables_fit_the_budget(table):
+    layers = netdef.NETWORKS[table]
+    n = file_bytes(placeholder_model(layers))
+    hidden_bits = sum(s.out_ch * c * s.kernel ** 2 for s, c in zip(layers, netdef.in_channels(layers))
                       if s.kind == 'hidden')
     assert hidden_bits // 8 < n <= SIZE_BUDGET
+
+
+def test_version_1_files_are_read():
+    """The version-1 file of the hwgq4 model (one head, anchors and scale in the description)."""
+    v1 = fmt.read(Path(__file__).parent / 'fixtures' / 'v1_model.ifq')
+    assert [l.spec.kind for l in v1.layers] == [s.kind for s in netdef.LAYERS] and len(v1.heads) == 1
+    assert v1.anchors_q16.shape == (5, 2) and (v1.out_multiplier, v1.out_shift) == (1281015552, 39)
+    again = fmt.from_bytes(fmt.to_bytes(v1))          # written as version 2, read back the same
+    assert_same(v1, again)
+    assert struct.unpack_from('<H', fmt.to_bytes(v1), 8)[0] == 2
 
 
 def test_layout_matches_the_spec(model, data):
     """The header and trailer as docs/MODEL_FORMAT.md describes them."""
     magic, version, flags, payload = struct.unpack_from('<8sHHI', data)
-    assert (magic, version, flags) == (b'IFQTYOLO', 1, 0)
+    assert (magic, version, flags) == (b'IFQTYOLO', 2, 0)
     assert len(data) == 16 + payload + 4
     assert struct.unpack_from('<I', data, 16 + payload)[0] == zlib.crc32(data[:16 + payload])
-    size, n_layers, n_anchors, frac, mult, shift = struct.unpack_from('<HHHHiB', data, 16)
-    assert (size, n_layers, n_anchors, frac) == (32, 4, 2, 16)
-    assert (mult, shift) == (model.out_multiplier, model.out_shift)
-    name = struct.unpack_from('<16s', data, 32 + 8 * n_anchors)[0]
-    assert name.rstrip(b'\0') == b'c1'
+    assert struct.unpack_from('<HHHH', data, 16) == (32, 4, 16, 0)
+    rows = [struct.unpack_from('<16sBBBBHHB4s3x', data, 24 + 32 * i) for i in range(4)]
+    assert [r[0].rstrip(b'\0') for r in rows] == [b'c1', b'c2', b'c3', b'head']
+    assert [r[1] for r in rows] == [0, 1, 1, 2] and all(r[7] == 0 for r in rows)   # a chain: no named inputs
+    head = 24 + 32 * 4 + sum(fmt.section_bytes(layer) for layer in model.layers[:-1])
+    n, w_bits, t_bytes, _, mult, shift = struct.unpack_from('<IBBHiB', data, head)
+    assert (w_bits, t_bytes, mult, shift) == (8, 0, model.out_multiplier, model.out_shift)
+    anchors = np.frombuffer(data, '<i4', 2 * len(ANCHORS), head + 16).reshape(-1, 2)
+    assert np.array_equal(anchors, model.anchors_q16)
 
 
 def test_empty_file(tmp_path):
@@ -126,7 +142,7 @@ def test_trailing_bytes(data, tmp_path):
 
 
 def test_newer_and_unknown_version(data, tmp_path):
-    newer = data[:8] + struct.pack('<H', 2) + data[10:]
+    newer = data[:8] + struct.pack('<H', 3) + data[10:]
     assert 'newer' in load_error(newer, tmp_path)
     assert 'unknown format version 0' in load_error(data[:8] + struct.pack('<H', 0) + data[10:], tmp_path)
 
@@ -147,11 +163,11 @@ def test_every_single_bit_flip_is_rejected(data, tmp_path):
 def test_crafted_invalid_contents_with_valid_crc(model, data, tmp_path):
     """Files that pass the CRC but break a rule: bad kind, thresholds out of order, bad padding."""
     body = bytearray(data[:-4])
-    table = 16 + 16 + 8 * len(ANCHORS)
+    table = 16 + 8
     bad = bytearray(body)
     bad[table + 16] = 7                                            # kind code of layer c1
     assert 'malformed table row' in load_error(with_crc(bytes(bad)), tmp_path)
-    sec2 = table + 24 * len(TINY) + fmt.section_bytes(model.layers[0])
+    sec2 = table + 32 * len(TINY) + fmt.section_bytes(model.layers[0])
     t = np.frombuffer(bytes(body[sec2 + 8:sec2 + 14]), dtype='<i2').copy()     # c2 channel 0: 3 x int16
     bad = bytearray(body)
     bad[sec2 + 8:sec2 + 14] = t[::-1].tobytes() if t[0] != t[2] else np.array([5, 4, 3], '<i2').tobytes()
@@ -177,7 +193,7 @@ def test_atomic_save_keeps_old_file_on_failure(model, tmp_path):
     path = tmp_path / 'model.ifq'
     save(model, path)
     before = path.read_bytes()
-    broken = replace(model, out_shift=99)                          # fails the model check
+    broken = replace(model, layers=(*model.layers[:-1], replace(model.layers[-1], out_shift=99)))   # fails the check
     with pytest.raises(ConversionError):
         save(broken, path)
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1

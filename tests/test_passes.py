@@ -55,7 +55,7 @@ def one_layer_net(affine: tuple[np.ndarray, ...], in_ch: int = 1, kind: str = 'h
     w = np.ones((o, in_ch, 3, 3), dtype=np.float32)
     layer = P.LayerDesc(spec, in_ch, w, np.ones(o, np.float32), 1.0,
                         affine=tuple(np.asarray(v, dtype=np.float32) for v in affine))
-    return P.NetDesc((layer,), ANCHORS, 32, CUTS)
+    return P.NetDesc((layer,), 32, CUTS)
 
 
 def compose(net: P.NetDesc) -> P.LayerDesc:
@@ -126,7 +126,7 @@ def test_compose_thresholds_against_the_torch_block(torch_one_thread_module):
     w, w_scale = block.int_weights()
     net = P.NetDesc((P.LayerDesc(block.spec, 8, w.detach().numpy(), w_scale.detach().numpy(), 0.538,
                                  affine=tuple(t.detach().numpy() for t in block.post_affine())),),
-                    ANCHORS, 32, CUTS)
+                    32, CUTS)
     layer = compose(net)
     assert np.array_equal(int_codes(layer.thresholds, layer.signs, acc), want)
     assert set(np.unique(acc).tolist()) == set(range(-9, 16))

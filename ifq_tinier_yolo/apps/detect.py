@@ -40,9 +40,13 @@ class Source:
 
 
 def detector_from_args(args: argparse.Namespace) -> Detector:
-    """The Detector named by the shared detection flags (--model, --backend, --conf, --nms, --img-size, --levels, --flip, --upscale)."""
-    return Detector.load(args.model, args.backend, args.conf, args.nms, args.img_size, args.levels, args.flip,
-                         args.upscale)
+    """The Detector named by the shared detection flags (--model, --backend, --conf, --nms, --img-size,
+    --levels, --flip, --upscale); says on stderr when the native runtime cannot run the model."""
+    detector = Detector.load(args.model, args.backend, args.conf, args.nms, args.img_size, args.levels, args.flip,
+                             args.upscale)
+    if detector.notice:
+        print(detector.notice, file=sys.stderr)
+    return detector
 
 
 def _annotated_name(rel: Path, video: bool) -> Path:

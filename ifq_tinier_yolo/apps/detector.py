@@ -1,36 +1,33 @@
 """The public Python API: `Detector.load(path).detect(bgr_image) -> list[Face]` in original pixels.
 
-Two backends share this interface: 'int', the integer engine reading an `.ifq` model (numpy
-only), and 'torch', the quantization network of a `.pt` checkpoint. The backend follows the
-model file's suffix; only the torch backend imports torch, when it is loaded.
+The backends of `apps/backends.py` share this interface: 'native' (the C runtime) and 'int'
+(the numpy engine) read an `.ifq` model, 'torch' a `.pt` checkpoint, 'onnx' an exported
+`.onnx` file. The backend follows the model file's suffix; an `.ifq` model runs natively when
+the C library is built, else on the numpy engine (`Detector.notice` says so).
+
+A Detector is safe to call from several threads at once: it holds no per-call state, the
+numpy engine's plans are built under a lock and the native runtime serialises its buffers.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import netdef
-from ..cli import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL
-from ..errors import ConfigError, ImageError, ModelFileError
+from ..defaults import DEFAULT_CONF, DEFAULT_NMS
 from ..engine.nms import corners, iou_matrix, nms_at
+from ..errors import ConfigError, ImageError
 from ..imageio import to_bgr8
+from .backends import RunFn, load
 
-BACKENDS = ('int', 'torch')
-BACKEND_OF_SUFFIX = {'.ifq': 'int', '.pt': 'torch'}
-DEFAULT_PATH = {'int': DEFAULT_MODEL, 'torch': DEFAULT_CHECKPOINT}
 COLUMNS = ('x', 'y', 'w', 'h', 'score')   # columns of every (N, 5) detection array
 # A box lying this much (fraction of its area) inside a better one is a part of that face: a
 # small-receptive-field level fires on the eyes or mouth of a face it cannot see whole.
 CONTAIN = 0.8
 # Boxes of the plain and the mirrored pass overlapping this much (IoU) are the same face.
 FLIP_MATCH_IOU = 0.5
-
-# (uint8 (H, W, 3) BGR image, conf, nms IoU, input side) -> float64 (N, 5) x, y, w, h, score in its pixels
-RunFn = Callable[[np.ndarray, float, float, int], np.ndarray]
-
 
 @dataclass(frozen=True)
 class Face:
@@ -53,57 +50,6 @@ def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[in
         return boxes
     sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
     return boxes * np.array([sx, sy, sx, sy, 1.0])
-
-
-def resolve_model(path: str | Path | None, backend: str | None) -> tuple[Path, str]:
-    """(model file, backend) from the arguments: the backend follows the suffix, the default file the backend."""
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f'unknown backend {backend!r}: expected one of {", ".join(BACKENDS)}')
-    if path is None:
-        backend = backend or 'int'
-        default = DEFAULT_PATH[backend]
-        if not default.is_file():
-            raise ModelFileError(f'no trained model at {default.parent.name}/{default.name}: '
-                                 f'see {default.parent.name}/README.md')
-        return default, backend
-    path = Path(path)
-    inferred = BACKEND_OF_SUFFIX.get(path.suffix.lower())
-    if inferred is None:
-        raise ConfigError(f'{path}: unknown model file type {path.suffix!r}: expected .ifq (integer engine) '
-                          f'or .pt (torch checkpoint)')
-    if backend is not None and backend != inferred:
-        raise ConfigError(f'{path}: a {path.suffix} file runs on the {inferred} backend (--backend {inferred}); '
-                          f'the {backend} backend reads {DEFAULT_PATH[backend].suffix} files')
-    if not path.is_file():
-        raise ModelFileError(f'{path}: no such model file')
-    return path, inferred
-
-
-def _load_int(path: Path) -> tuple[RunFn, int, tuple[netdef.LayerSpec, ...]]:
-    """The integer engine on an .ifq model (numpy only; imported here so the torch path never loads it).
-
-    Returns the run function, the model's input side and its layer table.
-    """
-    from ..engine import runtime
-
-    model = runtime.load_model(path)
-
-    def run(image: np.ndarray, conf: float, nms: float, size: int) -> np.ndarray:
-        return runtime.detect(model, image, conf, nms, img_size=size)
-    return run, model.input_size, model.specs
-
-
-def _load_torch(path: Path) -> tuple[RunFn, int, tuple[netdef.LayerSpec, ...]]:
-    """The quantization network of a .pt checkpoint, in eval mode (imports torch); as `_load_int`."""
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..model.predict import detect_batch
-
-    ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt, path=path)
-
-    def run(image: np.ndarray, conf: float, nms: float, size: int) -> np.ndarray:
-        return detect_batch(model, [image], size, conf, nms)[0]
-    return run, int(ckpt.get('img_size', netdef.INPUT_SIZE)), model.layers
 
 
 def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
@@ -153,10 +99,11 @@ class Detector:
     """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
 
     def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
-                 stride: int, flip: bool = False, up_size: int = 0):
+                 stride: int, flip: bool = False, up_size: int = 0, notice: str | None = None):
         self._run = run
         self.path = path              # the model file
-        self.backend = backend        # 'int' or 'torch'
+        self.backend = backend        # the backend that runs it: a name of apps.backends.BACKENDS
+        self.notice = notice          # one line when it is not the backend asked for (native unavailable)
         self.conf = conf              # score threshold in [0, 1]
         self.nms = nms                # NMS IoU threshold in (0, 1]
         self.sizes = sizes            # network input side of each pyramid level, pixels
@@ -171,9 +118,10 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = DEFAULT_CONF,
-             nms: float = 0.45, img_size: int | None = None,
+             nms: float = DEFAULT_NMS, img_size: int | None = None,
              levels: int = netdef.PYRAMID_LEVELS, flip: bool = False, upscale: bool = False) -> Detector:
-        """Load a model: .ifq -> integer engine, .pt -> torch; path None -> weights/ifq_tinier_yolo.ifq.
+        """Load a model: .ifq -> native (else numpy) engine, .pt -> torch, .onnx -> onnxruntime;
+        path None -> weights/ifq_tinier_yolo.ifq.
 
         img_size None runs the model at its own input size; `levels` > 1 adds pyramid levels at
         half, quarter... that size for faces larger than the network's receptive field; `upscale`
@@ -188,15 +136,15 @@ class Detector:
             raise ConfigError(f'img_size {img_size} must be a positive number of pixels')
         if not isinstance(levels, int) or not 1 <= levels <= 4:
             raise ConfigError(f'levels {levels} must be an integer from 1 to 4')
-        path, backend = resolve_model(path, backend)
-        run, model_size, layers = _load_int(path) if backend == 'int' else _load_torch(path)
-        size = img_size or model_size
+        path, m = load(path, backend)
+        size = img_size or m.input_size
         try:
-            netdef.check_input_size(size, layers)
+            netdef.check_input_size(size, m.specs)
         except ValueError as e:
             raise ConfigError(f'img_size: {e}') from None
-        return cls(run, path, backend, conf, nms, netdef.pyramid_sizes(size, levels, layers),
-                   netdef.total_stride(layers), bool(flip), netdef.upscale_size(size, layers) if upscale else 0)
+        return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
+                   netdef.total_stride(m.specs), bool(flip), netdef.upscale_size(size, m.specs) if upscale else 0,
+                   m.notice)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..netdef import VALUES_PER_ANCHOR
@@ -77,6 +79,15 @@ def requantize(h: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
 def score_threshold_q(conf: float) -> int:
     """A score threshold in [0, 1] in the units of the sigmoid table (2**-16), rounded."""
     return int(round(conf * (1 << SCORE_FRAC_BITS)))
+
+
+@dataclass(frozen=True, eq=False)
+class HeadDecoder:
+    """What decoding one head needs besides its integers."""
+    anchors_q16: np.ndarray   # int64 (A, 2) anchor w, h in 2**-16 grid cells
+    out_multiplier: int       # head value = h * out_multiplier * 2**-out_shift
+    out_shift: int
+    stride: int               # input pixels per grid cell
 
 
 def decode_fixed(head: np.ndarray, anchors_q16: np.ndarray, stride: int, out_multiplier: int,

@@ -108,6 +108,11 @@ def maxpool2(acc: np.ndarray) -> np.ndarray:
     return a.max(axis=(3, 5))
 
 
+def upsample2(codes: np.ndarray) -> np.ndarray:
+    """uint8 (B, H, W, C) -> (B, 2H, 2W, C): nearest neighbour, each value repeated 2x2."""
+    return codes.repeat(2, axis=1).repeat(2, axis=2)
+
+
 def threshold_codes(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """acc, thresholds (3, ...) broadcasting against it, same dtype -> uint8 codes #{k : acc > thresholds[k]}."""
     codes = (acc > thresholds[0]).view(np.uint8)

@@ -4,8 +4,12 @@ docs/MODEL_FORMAT.md is the specification; this module is its one implementation
 all integers little-endian:
 
     header  16 B   magic 'IFQTYOLO', u16 version, u16 flags, u32 payload length P
-    payload P  B   description, anchors, layer table, one section per layer, metadata (JSON)
+    payload P  B   description, layer table, one section per layer, metadata (JSON)
     crc     4 B    u32 CRC-32 (zlib / IEEE 802.3) of header + payload
+
+Version 2 (written) holds a layer graph: rows name their inputs, heads carry their anchors and
+output scale in their sections. Version 1 (a chain with one head, whose anchors and scale sit
+in the description) is still read.
 
 Every length and shape is checked on reading; any defect raises ModelFileError with a
 one-line message naming the file.
@@ -21,20 +25,25 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..fileio import read_bytes
-from ..netdef import LayerSpec
+from ..netdef import VALUES_PER_ANCHOR, LayerSpec
 from .decode import MAX_ANCHOR_CELLS, MAX_STRIDE
 from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
 
 MAGIC = b'IFQTYOLO'
-VERSION = 1
+VERSION = 2
+READ_VERSIONS = (1, 2)
 FLAG_SEPARATED = 1                    # bit 0: made by the separated conversion
 KNOWN_FLAGS = FLAG_SEPARATED
 HEADER = struct.Struct('<8sHHI')      # magic, version, flags, payload length
-DESCRIPTION = struct.Struct('<HHHHiB3x')   # input size, layers, anchors, anchor frac bits, multiplier, shift
-LAYER_ROW = struct.Struct('<16sBBBBHH')    # name, kind, kernel, stride, pool, in_ch, out_ch
+DESCRIPTION_V1 = struct.Struct('<HHHHiB3x')   # input size, layers, anchors, anchor frac bits, multiplier, shift
+DESCRIPTION = struct.Struct('<HHHH')  # input size, layers, anchor frac bits, 0
+LAYER_ROW_V1 = struct.Struct('<16sBBBBHH')    # name, kind, kernel, stride, pool, in_ch, out_ch
+LAYER_ROW = struct.Struct('<16sBBBBHHB4s3x')  # ... then number of inputs (0: the row above), input rows
+MAX_INPUTS = 4
 SECTION = struct.Struct('<IBBH')      # section bytes after this field, weight bits, threshold bytes, 0
+HEAD_SCALE = struct.Struct('<iB3x')   # head sections: out_multiplier, out_shift
 CRC = struct.Struct('<I')
-KINDS = ('first', 'hidden', 'head')   # kind code = index
+KINDS = ('first', 'hidden', 'head', 'upsample')   # kind code = index; version 1 has the first three
 NAME_BYTES = 16                       # layer names: ASCII, at most 15 characters, NUL padded
 MAX_LAYERS, MAX_ANCHORS, MAX_CHANNELS = 64, 64, 1 << 15
 MAX_INPUT_SIZE = 4096                 # default input side in pixels (the canvas alone is 48 MiB)
@@ -55,8 +64,11 @@ def _pack_bits(bits: np.ndarray) -> bytes:
 def _section(layer: IntLayer) -> bytes:
     """One layer section, its length field included."""
     s = layer.spec
-    if s.kind == 'head':
-        body = layer.bias.astype('<i4').tobytes() + layer.weights.tobytes()
+    if not s.info.has_weights:
+        body, head = b'', (0, 0)
+    elif s.kind == 'head':
+        body = (HEAD_SCALE.pack(layer.out_multiplier, layer.out_shift) + layer.anchors_q16.astype('<i4').tobytes()
+                + layer.bias.astype('<i4').tobytes() + layer.weights.tobytes())
         head = (8, 0)
     else:
         t_bytes = layer.thresholds.dtype.itemsize
@@ -74,18 +86,19 @@ def section_bytes(layer: IntLayer) -> int:
 
 
 def to_bytes(model: IntegerModel) -> bytes:
-    """Serialise a checked model (ValueError if it is not valid)."""
+    """Serialise a checked model (ValueError if it is not valid), as format version 2."""
     model.check()
-    parts = [DESCRIPTION.pack(model.input_size, len(model.layers), len(model.anchors_q16),
-                              ANCHOR_FRAC_BITS, model.out_multiplier, model.out_shift),
-             model.anchors_q16.astype('<i4').tobytes()]
+    index = {layer.spec.name: i for i, layer in enumerate(model.layers)}
+    parts = [DESCRIPTION.pack(model.input_size, len(model.layers), ANCHOR_FRAC_BITS, 0)]
     for layer in model.layers:
         s = layer.spec
         name = s.name.encode('ascii')
         if len(name) >= NAME_BYTES:
             raise ValueError(f'layer {s.name}: name longer than {NAME_BYTES - 1} characters')
-        parts.append(LAYER_ROW.pack(name, KINDS.index(s.kind), s.kernel, s.stride, s.pool,
-                                    layer.in_ch, s.out_ch))
+        if len(s.inputs) > MAX_INPUTS:
+            raise ValueError(f'layer {s.name}: more than {MAX_INPUTS} inputs')
+        parts.append(LAYER_ROW.pack(name, KINDS.index(s.kind), s.kernel, s.stride, s.pool, layer.in_ch, s.out_ch,
+                                    len(s.inputs), bytes(index[n] for n in s.inputs)))
     parts += [_section(layer) for layer in model.layers]
     meta = model.metadata.encode('utf-8')
     if len(meta) > MAX_METADATA or not isinstance(json.loads(meta), dict):
@@ -128,35 +141,53 @@ class _Reader:
         return bits[:n].astype(bool)
 
 
-def _read_table(r: _Reader, n_layers: int) -> list[tuple[LayerSpec, int]]:
+def _read_table(r: _Reader, n_layers: int, version: int) -> list[tuple[LayerSpec, int]]:
     """The layer table rows -> (spec, in_ch) per layer."""
-    rows = []
+    rows, names = [], []
     for i in range(n_layers):
-        raw, kind, kernel, stride, pool, in_ch, out_ch = r.unpack(LAYER_ROW, f'layer table row {i}')
+        if version == 1:
+            raw, kind, kernel, stride, pool, in_ch, out_ch = r.unpack(LAYER_ROW_V1, f'layer table row {i}')
+            n_in, inputs, kinds = 0, b'', KINDS[:3]
+        else:
+            raw, kind, kernel, stride, pool, in_ch, out_ch, n_in, inputs = r.unpack(LAYER_ROW, f'layer table row {i}')
+            kinds = KINDS
         name = raw.rstrip(b'\0')
         if b'\0' in name or not name or not name.isascii() or not name.decode().isprintable():
             raise r.fail(f'layer table row {i}: malformed name {raw!r}')
-        if kind >= len(KINDS) or not (0 < in_ch < MAX_CHANNELS and 0 < out_ch < MAX_CHANNELS) \
+        if kind >= len(kinds) or not (0 < in_ch < MAX_CHANNELS and 0 < out_ch < MAX_CHANNELS) \
                 or kernel == 0 or stride == 0:
             raise r.fail(f'layer {name.decode()}: malformed table row (kind {kind}, kernel {kernel}, '
                          f'stride {stride}, channels {in_ch} -> {out_ch})')
-        rows.append((LayerSpec(name.decode(), KINDS[kind], out_ch, kernel, stride, pool), in_ch))
+        if n_in > MAX_INPUTS or any(j >= i for j in inputs[:n_in]) or any(inputs[n_in:]):
+            raise r.fail(f'layer {name.decode()}: malformed inputs (each must be an earlier row)')
+        src = tuple(names[j] for j in inputs[:n_in])
+        names.append(name.decode())
+        rows.append((LayerSpec(name.decode(), kinds[kind], out_ch, kernel, stride, pool, src), in_ch))
     return rows
 
 
-def _read_section(r: _Reader, spec: LayerSpec, in_ch: int) -> IntLayer:
-    """One layer section -> IntLayer (shapes from the table; lengths checked)."""
+def _read_section(r: _Reader, spec: LayerSpec, in_ch: int, head_scale: tuple | None) -> IntLayer:
+    """One layer section -> IntLayer (shapes from the table; lengths checked). head_scale:
+    (multiplier, shift, anchors) of a version-1 head, which its section does not hold."""
     start = r.pos
     size, w_bits, t_bytes, zero = r.unpack(SECTION, f'layer {spec.name} section header')
     end = start + 4 + size                                             # the length field is 4 bytes
     if size % ALIGN or size < SECTION.size - 4 or end > r.end or zero:
         raise r.fail(f'layer {spec.name}: malformed section header (length {size})')
     o, shape = spec.out_ch, (spec.out_ch, in_ch, spec.kernel, spec.kernel)
-    if spec.kind == 'head':
+    if not spec.info.has_weights:
+        if (w_bits, t_bytes) != (0, 0):
+            raise r.fail(f'layer {spec.name}: a {spec.kind} section holds no arrays')
+        layer = IntLayer(spec, in_ch, None)
+    elif spec.kind == 'head':
         if (w_bits, t_bytes) != (8, 0):
             raise r.fail(f'layer {spec.name}: head section must hold 8-bit weights and no thresholds')
+        scale = head_scale if head_scale is not None else \
+            (*r.unpack(HEAD_SCALE, f'layer {spec.name} output scale'),
+             r.array('<i4', (o // VALUES_PER_ANCHOR, 2), f'layer {spec.name} anchors').astype(np.int64))
         layer = IntLayer(spec, in_ch, bias=r.array('<i4', (o,), f'layer {spec.name} bias'),
-                         weights=r.array('<i1', shape, f'layer {spec.name} weights'))
+                         weights=r.array('<i1', shape, f'layer {spec.name} weights'),
+                         out_multiplier=scale[0], out_shift=scale[1], anchors_q16=scale[2])
     else:
         want_bits = 8 if spec.kind == 'first' else 1
         if w_bits != want_bits or t_bytes not in ((4,) if spec.kind == 'first' else (2, 4)):
@@ -205,9 +236,10 @@ def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
     _, version, flags, payload_len = HEADER.unpack_from(data)
     if version > VERSION:
         raise ModelFileError(f'{source}: format version {version} is newer than this program reads '
-                             f'({VERSION}); update ifq-tinier-yolo')
-    if version != VERSION:
-        raise ModelFileError(f'{source}: unknown format version {version} (this program reads {VERSION})')
+                             f'({", ".join(map(str, READ_VERSIONS))}); update ifq-tinier-yolo')
+    if version not in READ_VERSIONS:
+        raise ModelFileError(f'{source}: unknown format version {version} (this program reads '
+                             f'{", ".join(map(str, READ_VERSIONS))})')
     expected = HEADER.size + payload_len + CRC.size
     if len(data) < expected:
         raise ModelFileError(f'{source}: truncated ({len(data)} bytes, the header announces {expected})')
@@ -220,26 +252,33 @@ def from_bytes(data: bytes, source: str = '<bytes>') -> IntegerModel:
     if flags & ~KNOWN_FLAGS:
         raise ModelFileError(f'{source}: unknown flags {flags:#x}')
     r = _Reader(data, HEADER.size, body_end, source)
-    size, n_layers, n_anchors, frac, mult, shift = r.unpack(DESCRIPTION, 'description')
-    if not (2 <= n_layers <= MAX_LAYERS and 1 <= n_anchors <= MAX_ANCHORS) or frac != ANCHOR_FRAC_BITS:
-        raise r.fail(f'malformed description ({n_layers} layers, {n_anchors} anchors, '
-                     f'{frac} anchor fraction bits)')
-    anchors = r.array('<i4', (n_anchors, 2), 'anchors').astype(np.int64)
-    rows = _read_table(r, n_layers)
-    layers = tuple(_read_section(r, spec, in_ch) for spec, in_ch in rows)
+    head_scale = None
+    if version == 1:
+        size, n_layers, n_anchors, frac, mult, shift = r.unpack(DESCRIPTION_V1, 'description')
+        if not (2 <= n_layers <= MAX_LAYERS and 1 <= n_anchors <= MAX_ANCHORS) or frac != ANCHOR_FRAC_BITS:
+            raise r.fail(f'malformed description ({n_layers} layers, {n_anchors} anchors, '
+                         f'{frac} anchor fraction bits)')
+        head_scale = (mult, shift, r.array('<i4', (n_anchors, 2), 'anchors').astype(np.int64))
+    else:
+        size, n_layers, frac, zero = r.unpack(DESCRIPTION, 'description')
+        if not 2 <= n_layers <= MAX_LAYERS or frac != ANCHOR_FRAC_BITS or zero:
+            raise r.fail(f'malformed description ({n_layers} layers, {frac} anchor fraction bits)')
+    rows = _read_table(r, n_layers, version)
+    layers = tuple(_read_section(r, spec, in_ch, head_scale) for spec, in_ch in rows)
     metadata = _read_metadata(r)
     if r.pos != body_end:
         raise r.fail(f'{body_end - r.pos} bytes of payload after the metadata')
-    model = IntegerModel(layers, anchors, size, mult, shift, separated=bool(flags & FLAG_SEPARATED),
-                         metadata=metadata)
+    model = IntegerModel(layers, size, separated=bool(flags & FLAG_SEPARATED), metadata=metadata)
     try:
         model.check()
     except ValueError as e:
         raise r.fail(f'invalid model: {e}') from None
     # limits of the engine beyond model.check: the decoder's fixed-point range, and a canvas that fits memory
-    if int(anchors.max()) >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS or model.stride > MAX_STRIDE:
-        raise r.fail(f'invalid model: anchors must be below {MAX_ANCHOR_CELLS} grid cells and the total stride '
-                     f'at most {MAX_STRIDE} (found {model.anchors.max():g} cells, stride {model.stride})')
+    for head, stride in zip(model.heads, model.head_strides):
+        if int(head.anchors_q16.max()) >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS or stride > MAX_STRIDE:
+            raise r.fail(f'invalid model: anchors must be below {MAX_ANCHOR_CELLS} grid cells and the stride '
+                         f'at most {MAX_STRIDE} (layer {head.spec.name}: {head.anchors.max():g} cells, '
+                         f'stride {stride})')
     if size > MAX_INPUT_SIZE:
         raise r.fail(f'invalid model: input size {size} is over {MAX_INPUT_SIZE} pixels')
     return model

@@ -1,12 +1,14 @@
 """The integer engine: .ifq model -> int32 head accumulators -> faces. numpy (+ opencv) only.
 
     model = load_model('weights/ifq_tinier_yolo.ifq')
-    head = run(model, canvas)                 # uint8 (S, S, 3) BGR canvas -> int32 (A*5, S/16, S/16)
+    heads = run_heads(model, canvas)          # uint8 (S, S, 3) BGR canvas -> per head int32 (A*5, S/s, S/s)
     faces = detect(model, bgr, 0.3, 0.45)     # float64 (N, 5) x, y, w, h, score, original pixels
 
 Per layer: integer conv (im2col GEMM, or exact Winograd for 3x3 stride-1 binary layers) ->
 [2x2 max-pool of the accumulators] -> code = #{k : sign * acc > tau_k} as uint8 codes 0..3.
-The head adds its int32 bias. Arithmetic is integer throughout: float32 carries integers only
+A layer reading several layers concatenates their codes; an upsample layer repeats each code
+2x2. Each head adds its int32 bias; the heads' boxes are decoded each at its own scale and
+stride, then go through one NMS. Arithmetic is integer throughout: float32 carries integers only
 where `prepare` proved every partial sum below 2**24, otherwise int64 does.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -21,7 +24,7 @@ from .. import netdef
 from ..boxes import detection_rows
 from ..errors import ConfigError, ImageError
 from . import layers as L
-from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, decode_fixed, score_threshold_q
+from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, HeadDecoder, decode_fixed, requantize, score_threshold_q
 from .model import N_THRESHOLDS, IntegerModel, IntLayer, input_max, weight_max
 from .modelfile import read
 from .nms import nms_at
@@ -34,20 +37,24 @@ DETECTION_COLUMNS = 5   # x, y, w, h, score
 class Step:
     """One layer prepared for execution."""
     name: str
-    method: str                     # 'im2col', 'winograd' or 'head'
+    method: str                     # 'im2col', 'winograd', 'head' or 'upsample'
+    sources: tuple[int, ...]        # layers whose outputs are concatenated as the input (-1: the canvas)
     kernel: int
     stride: int
     pool: bool
     out_ch: int
-    weights: np.ndarray             # im2col: (O, k*k*I); winograd: (16, I, O); head: (I, O); float32 or int64
+    weights: np.ndarray | None      # im2col: (O, k*k*I); winograd: (16, I, O); head: (I, O); float32 or int64
     thresholds: np.ndarray | None   # winograd: (3, O); im2col: (3, O, 1, 1, 1); accumulator units x gain
     post_signs: np.ndarray | None   # +-1 after the max-pool, shaped as thresholds[0]; None: folded
     bias: np.ndarray | None         # int32 (O,), head only
 
 
-def _prepare_layer(layer: IntLayer) -> Step:
+def _prepare_layer(layer: IntLayer, sources: tuple[int, ...]) -> Step:
     """Reorder weights for the GEMMs, fold signs and the Winograd gain, choose exact dtypes."""
     s = layer.spec
+    sources = sources or (-1,)
+    if not s.info.has_weights:
+        return Step(s.name, s.kind, sources, 1, 1, False, s.out_ch, None, None, None, None)
     w = layer.weights.astype(np.int64)                                   # (O, I, k, k)
     signs = layer.signs.astype(np.int64) if layer.signs is not None else np.ones(s.out_ch, np.int64)
     fold = not s.pool                    # a sign commutes with the conv, not with the max-pool
@@ -69,7 +76,7 @@ def _prepare_layer(layer: IntLayer) -> Step:
     if layer.thresholds is not None:
         thresholds = (layer.thresholds.astype(np.int64).T * gain).astype(mat.dtype).reshape(view)
     post = None if fold or (signs > 0).all() else signs.astype(mat.dtype).reshape(view[1:])
-    return Step(s.name, method, s.kernel, s.stride, bool(s.pool), s.out_ch, np.ascontiguousarray(mat),
+    return Step(s.name, method, sources, s.kernel, s.stride, bool(s.pool), s.out_ch, np.ascontiguousarray(mat),
                 thresholds, post, layer.bias)
 
 
@@ -81,7 +88,7 @@ def prepare(model: IntegerModel) -> tuple[Step, ...]:
     plan = _PLANS.get(id(model))
     if plan is None:
         model.check()
-        plan = tuple(_prepare_layer(layer) for layer in model.layers)
+        plan = tuple(_prepare_layer(layer, src) for layer, src in zip(model.layers, netdef.sources(model.specs)))
         _PLANS[id(model)] = plan
         weakref.finalize(model, _PLANS.pop, id(model), None)
     return plan
@@ -127,36 +134,59 @@ def _conv_step(step: Step, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes.transpose(1, 2, 3, 0))             # (B, Ho, Wo, O)
 
 
-def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> np.ndarray:
-    """uint8 (B, H, W, 3) BGR canvases -> int32 head (B, A*5, H/16, W/16): acc + bias, exact.
+def _head_step(step: Step, x: np.ndarray) -> np.ndarray:
+    """uint8 codes (B, H, W, I) -> int32 head (B, O, H, W): acc + bias, exact."""
+    b, h, w, c = x.shape
+    acc = x.reshape(-1, c).astype(step.weights.dtype) @ step.weights    # (B*H*W, O)
+    out = acc.astype(np.int32) + step.bias                               # exact: |acc| < 2**24 or int64
+    return np.ascontiguousarray(out.reshape(b, h, w, step.out_ch).transpose(0, 3, 1, 2))
+
+
+def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> list[np.ndarray]:
+    """uint8 (B, H, W, 3) BGR canvases -> per head int32 (B, A*5, H/s, W/s): acc + bias, exact.
 
     packed=True holds the feature maps between layers as 2-bit codes packed four per byte
     (a quarter of the memory, a little slower); the result is identical.
     """
     _check_canvases(model, canvases)
     plan = prepare(model)
-    x, channels = canvases, netdef.IN_CHANNELS
-    for step in plan[:-1]:
-        if packed and x is not canvases:
-            x = L.unpack_codes(x, channels)                              # this layer's input only
-        x, channels = _conv_step(step, x), step.out_ch                   # uint8 codes (B, H', W', O)
-        if packed:
-            x = L.pack_codes(x)                                          # held between layers: 2 bits a code
-    if packed:
-        x = L.unpack_codes(x, channels)
-    head = plan[-1]
-    b, h, w, c = x.shape
-    acc = x.reshape(-1, c).astype(head.weights.dtype) @ head.weights    # (B*H*W, O)
-    out = acc.astype(np.int32) + head.bias                               # exact: |acc| < 2**24 or int64
-    return np.ascontiguousarray(out.reshape(b, h, w, head.out_ch).transpose(0, 3, 1, 2))  # (B, O, H, W)
+    last_use = {j: i for i, step in enumerate(plan) for j in step.sources}
+    maps: dict[int, tuple[np.ndarray, int]] = {-1: (canvases, netdef.IN_CHANNELS)}   # layer -> (map, channels)
+    heads = []
+    for i, step in enumerate(plan):
+        inputs = []
+        for j in step.sources:
+            x, channels = maps[j]
+            inputs.append(L.unpack_codes(x, channels) if packed and j >= 0 else x)
+            if last_use[j] == i:
+                del maps[j]                                              # free maps nobody reads again
+        x = inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=-1)
+        if step.method == 'head':
+            heads.append(_head_step(step, x))
+            continue
+        out = L.upsample2(x) if step.method == 'upsample' else _conv_step(step, x)   # uint8 codes (B, H', W', O)
+        maps[i] = (L.pack_codes(out) if packed else out, step.out_ch)
+    return heads
 
 
-def run(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> np.ndarray:
-    """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+def run_heads(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> list[np.ndarray]:
+    """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, S/s, S/s)."""
     if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
         raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
                          f'{getattr(canvas, "shape", type(canvas).__name__)}')
-    return run_batch(model, canvas[None], packed)[0]
+    return [h[0] for h in run_heads_batch(model, canvas[None], packed)]
+
+
+def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> np.ndarray:
+    """Single-head models: uint8 (B, H, W, 3) canvases -> int32 head (B, A*5, H/16, W/16)."""
+    model.head   # noqa: B018 - ValueError for a model of several heads
+    return run_heads_batch(model, canvases, packed)[0]
+
+
+def run(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> np.ndarray:
+    """Single-head models: uint8 (S, S, 3) canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+    model.head   # noqa: B018 - ValueError for a model of several heads
+    return run_heads(model, canvas, packed)[0]
 
 
 def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: float,
@@ -165,9 +195,17 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
 
     Letterbox -> integer layers -> fixed-point decode -> integer NMS; float only for the result.
     """
-    size = img_size or model.input_size
+    return detect_with(lambda canvas: run_heads(model, canvas), model.decoders, model.specs, bgr_image,
+                       conf, nms_iou, img_size or model.input_size)
+
+
+def detect_with(run_heads_fn: Callable[[np.ndarray], list[np.ndarray]], decoders: list[HeadDecoder],
+                specs: tuple[netdef.LayerSpec, ...], bgr_image: np.ndarray, conf: float, nms_iou: float,
+                size: int) -> np.ndarray:
+    """`detect` on any backend that turns a letterboxed canvas into head integers (the numpy
+    engine, the native runtime, onnxruntime): checks, letterbox, decode + NMS, original pixels."""
     try:
-        netdef.check_input_size(size, model.specs)
+        netdef.check_input_size(size, specs)
     except ValueError as e:
         raise ConfigError(f'img_size: {e}') from None
     if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
@@ -176,19 +214,39 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
             or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
         raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
     canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-    boxes, scores = decode_head(model, run(model, canvas), conf, nms_iou)
+    boxes, scores = decode_heads(decoders, run_heads_fn(canvas), conf, nms_iou)
     b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
     out = detection_rows(b, scores).astype(np.float64)
     return out.reshape(-1, DETECTION_COLUMNS)
 
 
-def decode_head(model: IntegerModel, head: np.ndarray, conf: float,
-                nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """int32 head (A*5, H, W) -> fixed-point decode + integer NMS -> (float64 (N, 4) x1, y1, x2, y2
-    in network pixels, float64 (N,) scores), best first; float only for the returned values."""
-    boxes_q, scores_q, objectness = decode_fixed(head, model.anchors_q16, model.stride,
-                                                 model.out_multiplier, model.out_shift,
-                                                 score_threshold_q(conf))
-    keep = nms_at(boxes_q, objectness, nms_iou)
+def rank_key(requantized: np.ndarray, objectness: np.ndarray) -> np.ndarray:
+    """int64 NMS ranking of candidates: the requantized objectness (comparable across heads),
+    ties broken by the head integer (so a single head ranks exactly by its integers)."""
+    r = np.clip(requantized, -(1 << 30), 1 << 30)
+    return (r << 32) + (objectness.astype(np.int64) + (1 << 31))
+
+
+def decode_heads(decoders: list[HeadDecoder], heads: list[np.ndarray], conf: float,
+                 nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """int32 (A*5, H, W) of each head -> fixed-point decode of each + one integer NMS ->
+    (float64 (N, 4) x1, y1, x2, y2 in network pixels, float64 (N,) scores), best first; float
+    only for the returned values."""
+    conf_q = score_threshold_q(conf)
+    boxes, scores, keys = [], [], []
+    for d, head in zip(decoders, heads):
+        b, s, obj = decode_fixed(head, d.anchors_q16, d.stride, d.out_multiplier, d.out_shift, conf_q)
+        boxes.append(b)
+        scores.append(s)
+        keys.append(rank_key(requantize(obj, d.out_multiplier, d.out_shift), obj))
+    boxes_q, scores_q = np.concatenate(boxes).reshape(-1, 4), np.concatenate(scores)
+    keep = nms_at(boxes_q, np.concatenate(keys), nms_iou)
     return (boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS),
             scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS))
+
+
+def decode_head(model: IntegerModel, head: np.ndarray, conf: float,
+                nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Single-head models: int32 head (A*5, H, W) -> `decode_heads`."""
+    model.head   # noqa: B018 - ValueError for a model of several heads
+    return decode_heads(model.decoders, [head], conf, nms_iou)

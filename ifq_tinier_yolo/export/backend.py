@@ -5,7 +5,7 @@
     faces = backend.detect(bgr, 0.3, 0.45)       # float64 (N, 5) x, y, w, h, score, original pixels
 
 Only the layers run in onnxruntime; letterboxing (engine/preprocess.py), the fixed-point
-decode and NMS (engine.runtime.decode_head) are the engine's own, so a bit-exact head gives
+decode and NMS (engine.runtime.detect_with) are the engine's own, so a bit-exact head gives
 identical detections. Needs onnxruntime only (not onnx).
 """
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import netdef
 from ..engine import runtime
-from ..engine.preprocess import letterbox, unletterbox_boxes
-from ..errors import ConfigError, ImageError, ModelFileError
+from ..engine.decode import HeadDecoder
+from ..errors import ImageError, ModelFileError
 from ..netdef import LayerSpec
 from . import meta
 from .meta import INPUT
@@ -56,21 +55,9 @@ class OnnxBackend:
 
         Same checks, letterbox, decode and NMS as engine.runtime.detect; only `run` differs.
         """
-        size = img_size or self.input_size
-        try:
-            netdef.check_input_size(size, self.specs)
-        except ValueError as e:
-            raise ConfigError(f'img_size: {e}') from None
-        if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
-            raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
-        if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \
-                or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
-            raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
-        canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-        boxes, scores = runtime.decode_head(self, self.run(canvas), conf, nms_iou)
-        b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
-        out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
-        return out.reshape(-1, runtime.DETECTION_COLUMNS)
+        decoder = HeadDecoder(self.anchors_q16, self.out_multiplier, self.out_shift, self.stride)
+        return runtime.detect_with(lambda canvas: [self.run(canvas)], [decoder], self.specs, bgr_image, conf,
+                                   nms_iou, img_size or self.input_size)
 
     def __repr__(self) -> str:
         return f'OnnxBackend({str(self.path)!r}, input_size={self.input_size})'

@@ -40,26 +40,29 @@ def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
     """The eval-mode hwgq network as a pass description (float32 numpy arrays)."""
     if model.quant != 'hwgq':
         raise ConversionError(f'convert needs a hwgq (quantization) network, not quant={model.quant!r}')
-    if not netdef.is_chain(model.layers):
-        raise ConversionError(f'the integer model holds a chain of layers with one head; this network has '
-                              f'{len(model.heads)} heads (two-scale conversion is not built yet)')
     chans = netdef.in_channels(model.layers)
-    layers = []
-    for block, in_ch in zip(model.blocks, chans):
-        w, w_scale = block.int_weights()
-        bn = block.bn
-        layers.append(LayerDesc(
-            block.spec, in_ch, _np(w), _np(w_scale), float(block.in_scale),
-            bn=BatchNorm(_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), float(bn.eps)),
-            affine=tuple(_np(t) for t in block.post_affine())))
-    w, bias, out_scale = model.head.int_params()
-    layers.append(LayerDesc(model.head.spec, chans[-1], _np(w), _np(out_scale), float(netdef.HWGQ_STEP),
-                            head_bias=_np(bias), out_scale=float(out_scale.reshape(-1)[0])))
+    blocks, heads, layers = iter(model.blocks), iter(model.heads), []
+    for spec, in_ch in zip(model.layers, chans):
+        if spec.kind == 'head':
+            head = next(heads)
+            w, bias, out_scale = head.int_params()
+            layers.append(LayerDesc(spec, in_ch, _np(w), _np(out_scale), float(netdef.HWGQ_STEP),
+                                    head_bias=_np(bias), out_scale=float(out_scale.reshape(-1)[0])))
+        elif spec.info.has_weights:
+            block = next(blocks)
+            w, w_scale = block.int_weights()
+            bn = block.bn
+            layers.append(LayerDesc(
+                spec, in_ch, _np(w), _np(w_scale), float(block.in_scale),
+                bn=BatchNorm(_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), float(bn.eps)),
+                affine=tuple(_np(t) for t in block.post_affine())))
+        else:   # a parameter-free layer (upsample) converts as it is
+            layers.append(LayerDesc(spec, in_ch, None, None, float(netdef.HWGQ_STEP)))
     try:
         netdef.check_input_size(input_size, model.layers)
     except ValueError as e:
         raise ConversionError(f'input size: {e}') from None
-    return NetDesc(tuple(layers), tuple(model.anchors), int(input_size), _np(HWGQ_CUTS_F32))
+    return NetDesc(tuple(layers), int(input_size), _np(HWGQ_CUTS_F32))
 
 
 def convert_model(model: TinierYolo, input_size: int, separated: bool = False) -> IntegerModel:
@@ -85,7 +88,7 @@ def convert(ckpt_path: str | Path, separated: bool = False, img_size: int | None
 
 @torch.no_grad()
 def random_quant_network(layers: tuple[netdef.LayerSpec, ...] = netdef.LAYERS,
-                         anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS, seed: int = 0,
+                         anchors: netdef.Anchors | None = None, seed: int = 0,
                          calib_size: int = 64, calib_batch: int = 4) -> TinierYolo:
     """A randomly initialised eval-mode hwgq TinierYolo with realistic BN statistics (tests, benchmarks).
 

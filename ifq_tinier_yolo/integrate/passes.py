@@ -37,10 +37,10 @@ class BatchNorm:
 @dataclass(frozen=True, eq=False)
 class LayerDesc:
     """One layer as the passes see it; fields fill in as the conversion proceeds."""
-    spec: LayerSpec
+    spec: LayerSpec                         # heads: with their anchors (grid cells)
     in_ch: int
-    weights: np.ndarray                     # (O, I, k, k): float32 integer-valued, then int8
-    w_scale: np.ndarray                     # float32 (O,) or (1,): value of one weight unit
+    weights: np.ndarray | None              # (O, I, k, k): float32 integer-valued, then int8; None: upsample
+    w_scale: np.ndarray | None              # float32 (O,) or (1,): value of one weight unit
     in_scale: float                         # value of one input unit: 1/255 (pixels) or HWGQ_STEP (codes)
     bn: BatchNorm | None = None             # first / hidden layers
     affine: tuple[np.ndarray, ...] | None = None   # float32 (acc_scale, bn_scale, bn_shift) (O,) as torch has them
@@ -58,7 +58,6 @@ class LayerDesc:
 class NetDesc:
     """A whole network for the passes."""
     layers: tuple[LayerDesc, ...]
-    anchors: tuple[tuple[float, float], ...]   # grid cells
     input_size: int                            # pixels
     cuts: np.ndarray                           # float32 (3,) HWGQ cut points, as the float model compares
     separated: bool = False
@@ -273,21 +272,24 @@ def to_integer_model(net: NetDesc) -> IntegerModel:
     """A fully converted description -> the engine's IntegerModel (ConversionError if incomplete)."""
     layers = []
     for ld in net.layers:
+        spec = replace(ld.spec, anchors=())   # the integer model holds anchors in fixed point
+        if not spec.info.has_weights:
+            layers.append(IntLayer(spec, ld.in_ch, None))
+            continue
         if ld.weights.dtype != np.int8:
             raise _fail(ld, 'weights not converted to integers')
-        if ld.spec.kind == 'head':
+        if spec.kind == 'head':
             if ld.head_bias is None or ld.head_bias.dtype != np.int32 or ld.out_multiplier is None:
                 raise _fail(ld, 'head bias or output scale not converted')
-            # the integer model keeps anchors in fixed point beside the table, not in the spec
-            layers.append(IntLayer(replace(ld.spec, anchors=()), ld.in_ch, ld.weights, bias=ld.head_bias))
+            anchors = np.round(np.asarray(ld.spec.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS))
+            layers.append(IntLayer(spec, ld.in_ch, ld.weights, bias=ld.head_bias,
+                                   anchors_q16=anchors.astype(np.int64).reshape(-1, 2),
+                                   out_multiplier=ld.out_multiplier, out_shift=ld.out_shift))
         else:
             if ld.thresholds is None or ld.thresholds.dtype not in (np.int16, np.int32):
                 raise _fail(ld, 'thresholds not computed and narrowed')
-            layers.append(IntLayer(ld.spec, ld.in_ch, ld.weights, ld.thresholds, ld.signs))
-    head = net.layers[-1]
-    anchors = np.round(np.asarray(net.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
-    model = IntegerModel(tuple(layers), anchors, net.input_size, head.out_multiplier, head.out_shift,
-                         separated=net.separated)
+            layers.append(IntLayer(spec, ld.in_ch, ld.weights, ld.thresholds, ld.signs))
+    model = IntegerModel(tuple(layers), net.input_size, separated=net.separated)
     try:
         model.check()
     except ValueError as e:

@@ -9,6 +9,7 @@ pair of one layer. numpy only: no torch needed.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
@@ -47,56 +48,73 @@ def float_param_bytes(specs: tuple[LayerSpec, ...]) -> int:
 
 def map_shapes(specs: tuple[LayerSpec, ...], size: int) -> list[tuple[int, int, int]]:
     """(C, H, W) of the input image and of every layer's output at a square input of `size`."""
-    shapes, h = [(netdef.IN_CHANNELS, size, size)], size
-    for spec in specs:
-        h = (h - 1) // spec.stride + 1                  # 'same' padding
-        h = h // 2 if spec.pool else h
+    shapes = [(netdef.IN_CHANNELS, size, size)]
+    for spec, src in zip(specs, netdef.sources(specs)):
+        h = shapes[src[0] + 1][1] if src else size
+        if spec.kind == 'upsample':
+            h *= netdef.UPSAMPLE
+        else:
+            h = (h - 1) // spec.stride + 1              # 'same' padding
+            h = h // 2 if spec.pool else h
         shapes.append((spec.out_ch, h, h))
     return shapes
 
 
 def feature_memory(specs: tuple[LayerSpec, ...], size: int) -> dict[str, tuple[int, str]]:
-    """Peak bytes of input + output map over the layers -> {'packed', 'uint8', 'float'}: (bytes, layer)."""
+    """Peak bytes of the maps alive while a layer runs (its inputs, its output, and maps kept for
+    later layers) -> {'packed', 'uint8', 'float'}: (bytes, layer)."""
     shapes = map_shapes(specs, size)
-    n = [int(np.prod(s)) for s in shapes]
+    n = [int(np.prod(s)) for s in shapes]              # index 0: the image, i + 1: layer i
+    head = [False] + [s.kind == 'head' for s in specs]
     widths = {
-        'packed': [n[0]] + [-(-c // CODES_PER_BYTE) * h * w for c, h, w in shapes[1:-1]] + [INT32_BYTES * n[-1]],
-        'uint8': [n[0]] + n[1:-1] + [INT32_BYTES * n[-1]],
+        'packed': [n[0]] + [INT32_BYTES * k if hd else -(-c // CODES_PER_BYTE) * h * w
+                            for k, hd, (c, h, w) in zip(n[1:], head[1:], shapes[1:])],
+        'uint8': [n[0]] + [INT32_BYTES * k if hd else k for k, hd in zip(n[1:], head[1:])],
         'float': [FLOAT_BYTES * k for k in n],
     }
+    src = [tuple(j + 1 for j in s) or (0,) for s in netdef.sources(specs)]
+    last_use = {j: i for i, s in enumerate(src) for j in s}
+    live = [[j for j in range(i + 2) if j == i + 1 or last_use.get(j, -1) >= i] for i in range(len(specs))]
     out = {}
     for key, b in widths.items():
-        pairs = [b[i] + b[i + 1] for i in range(len(specs))]
-        i = int(np.argmax(pairs))
-        out[key] = (pairs[i], specs[i].name)
+        totals = [sum(b[j] for j in maps) for maps in live]
+        i = int(np.argmax(totals))
+        out[key] = (totals[i], specs[i].name)
     return out
 
 
-def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS,
-                      anchors: tuple[tuple[float, float], ...] = netdef.ANCHORS,
-                      size: int = netdef.INPUT_SIZE) -> IntegerModel:
-    """A valid model of the table with placeholder parameters (sizes only; it detects nothing)."""
-    layers, specs = [], netdef.without_anchors(specs)
+def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS, size: int = netdef.INPUT_SIZE) -> IntegerModel:
+    """A valid model of the table (heads with their anchors) with placeholder parameters (sizes only)."""
+    layers = []
     for spec, c in zip(specs, netdef.in_channels(specs)):
+        bare = replace(spec, anchors=())
+        if not spec.info.has_weights:
+            layers.append(IntLayer(bare, c, None))
+            continue
         w = np.ones((spec.out_ch, c, spec.kernel, spec.kernel), dtype=np.int8)
         if spec.kind == 'head':
-            layers.append(IntLayer(spec, c, w, bias=np.zeros(spec.out_ch, dtype=np.int32)))
+            a = np.round(np.asarray(spec.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
+            layers.append(IntLayer(bare, c, w, bias=np.zeros(spec.out_ch, dtype=np.int32), anchors_q16=a,
+                                   out_multiplier=1 << 30, out_shift=40))
         else:
             t = np.zeros((spec.out_ch, N_THRESHOLDS), dtype=np.int32 if spec.kind == 'first' else np.int16)
-            layers.append(IntLayer(spec, c, w, t, np.ones(spec.out_ch, dtype=np.int8)))
-    a = np.round(np.asarray(anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
-    return IntegerModel(tuple(layers), a, size, 1 << 30, 40)
+            layers.append(IntLayer(bare, c, w, t, np.ones(spec.out_ch, dtype=np.int8)))
+    return IntegerModel(tuple(layers), size)
 
 
 def table_lines(model: IntegerModel, size: int) -> list[str]:
     """The per-layer table: kind, input and output maps, weight / threshold bits, file bytes."""
     shapes = map_shapes(model.specs, size)
     rows = [('layer', 'kind', 'input', 'output', 'w bits', 'thr bits', 'weights', 'bytes')]
-    for i, layer in enumerate(model.layers):
+    for i, (layer, src) in enumerate(zip(model.layers, netdef.sources(model.specs))):
         s = layer.spec
-        thr = 'int32 bias' if s.kind == 'head' else f'{8 * layer.thresholds.dtype.itemsize}'
-        rows.append((s.name, s.kind, 'x'.join(map(str, shapes[i])), 'x'.join(map(str, shapes[i + 1])),
-                     str(s.weight_bits), thr, f'{layer.weights.size:,}', f'{fmt.section_bytes(layer):,}'))
+        thr = 'int32 bias' if s.kind == 'head' else f'{8 * layer.thresholds.dtype.itemsize}' \
+            if layer.thresholds is not None else '-'
+        c_in = sum(shapes[j + 1][0] for j in src) if src else netdef.IN_CHANNELS
+        _, h, w = shapes[src[0] + 1] if src else shapes[0]
+        weights = layer.weights.size if layer.weights is not None else 0
+        rows.append((s.name, s.kind, f'{c_in}x{h}x{w}', 'x'.join(map(str, shapes[i + 1])),
+                     str(s.weight_bits), thr, f'{weights:,}', f'{fmt.section_bytes(layer):,}'))
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     return ['  '.join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
 
@@ -108,6 +126,10 @@ def report_lines(model: IntegerModel, size: int) -> list[str]:
     tiny = tiny_yolo_bytes()
     mem = feature_memory(model.specs, size)
     lines = table_lines(model, size)
+    for head, stride in zip(model.heads, model.head_strides):
+        anchors = ', '.join(f'{w:.3f}x{h:.3f}' for w, h in head.anchors)
+        lines.append(f'head {head.spec.name}: stride {stride}, grid {size // stride}x{size // stride}, '
+                     f'anchors (cells) {anchors}, output scale {head.out_multiplier} * 2**-{head.out_shift}')
     lines += [f'conversion {"separated" if model.separated else "integrated"}',
               f'model bytes {n_bytes}',
               f'float32 parameter bytes of the same network {fl} ({fl / n_bytes:.1f}x the model)',

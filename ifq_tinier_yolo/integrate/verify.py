@@ -1,7 +1,7 @@
 """`verify`: the integer engine against the quantized PyTorch model, image by image, bit for bit.
 
-For each image: letterbox at the model's input size, run the engine (`runtime.run`) and the
-torch network (`head_integers`), compare the int32 head accumulators exactly. Prints
+For each image: letterbox at the model's input size, run the engine (`runtime.run_heads`) and
+the torch network (`head_integers`), compare the int32 accumulators of every head exactly. Prints
 `bit-exact K/N` and exits non-zero unless K == N; unreadable images count as failures.
 With --compare-separated it also converts the checkpoint the separated way in memory and
 prints, for both conversions, the head values that differ from torch and the detections
@@ -43,23 +43,28 @@ def collect_images(sources: list[Path]) -> list[Path]:
     return out
 
 
-def torch_head(net: TinierYolo, canvas: np.ndarray) -> np.ndarray:
-    """The torch network's head accumulators (A*5, H, W) as float64 (integer-valued), for one canvas."""
+def torch_heads(net: TinierYolo, canvas: np.ndarray) -> list[np.ndarray]:
+    """The torch network's accumulators (A*5, H, W) of each head as float64 (integer-valued), for one canvas."""
     with torch.no_grad():
-        head = net.head_integers(to_input([canvas]))[0][0].numpy()       # float32 integers
-    return head.astype(np.float64)
+        return [h[0].numpy().astype(np.float64) for h in net.head_integers(to_input([canvas]))]
 
 
-def engine_detections(model: IntegerModel, head: np.ndarray, conf: float, nms_iou: float) -> np.ndarray:
-    """Fixed-point decode + integer NMS of an int32 head -> float64 (N, 4) boxes in network pixels."""
-    return runtime.decode_head(model, head, conf, nms_iou)[0]
+def engine_detections(model: IntegerModel, heads: list[np.ndarray], conf: float, nms_iou: float) -> np.ndarray:
+    """Fixed-point decode + integer NMS of int32 heads -> float64 (N, 4) boxes in network pixels."""
+    return runtime.decode_heads(model.decoders, heads, conf, nms_iou)[0]
 
 
-def float_detections(net: TinierYolo, model: IntegerModel, head: np.ndarray, conf: float,
+def float_detections(net: TinierYolo, model: IntegerModel, heads: list[np.ndarray], conf: float,
                      nms_iou: float) -> np.ndarray:
-    """What the torch path reports: float decode of head * out_scale + NMS -> (N, 4) network pixels."""
-    value = head.astype(np.float32) * np.float32(model.out_scale)       # as the float head computes
-    return decode_nms_float([value], [net.anchors], [model.stride], conf, nms_iou)[0]
+    """What the torch path reports: float decode of each head * its out_scale + NMS -> (N, 4) network pixels."""
+    values = [h.astype(np.float32) * np.float32(layer.out_scale)      # as the float head computes
+              for h, layer in zip(heads, model.heads)]
+    return decode_nms_float(values, net.head_anchors, model.head_strides, conf, nms_iou)[0]
+
+
+def flat(heads: list[np.ndarray]) -> np.ndarray:
+    """All heads' values in one vector (for counting)."""
+    return np.concatenate([h.ravel() for h in heads])
 
 
 def matched(a: np.ndarray, b: np.ndarray) -> int:
@@ -133,15 +138,16 @@ def cli_verify(args: argparse.Namespace) -> int:
             print(f'error: {e}', file=sys.stderr)
             continue
         canvas = letterbox(image, size)[0]
-        ref = torch_head(net, canvas)
+        ref = torch_heads(net, canvas)
         ref_dets = float_detections(net, model, ref, conf, nms_iou) if compare else np.zeros((0, 4))
         for prefix, m in (('', model), *others.items()):
-            head = runtime.run(m, canvas)
-            dets = engine_detections(m, head, conf, nms_iou) if compare else np.zeros((0, 4))
-            if not tallies[prefix].add(head, ref, dets, ref_dets) and not prefix:
-                n = int(np.count_nonzero(head != ref))
-                print(f'{path}: {n} of {head.size} head values differ', file=sys.stderr)
-    print(f'bit-exact {tallies[""].exact}/{len(images)}')
+            heads = runtime.run_heads(m, canvas)
+            dets = engine_detections(m, heads, conf, nms_iou) if compare else np.zeros((0, 4))
+            if not tallies[prefix].add(flat(heads), flat(ref), dets, ref_dets) and not prefix:
+                n = int(np.count_nonzero(flat(heads) != flat(ref)))
+                print(f'{path}: {n} of {flat(heads).size} head values differ', file=sys.stderr)
+    print(f'bit-exact {tallies[""].exact}/{len(images)}' + (f' (heads {", ".join(h.spec.name for h in model.heads)})'
+                                                              if len(model.heads) > 1 else ''))
     if compare:
         for prefix, tally in tallies.items():
             kind = prefix.strip() or ('model' if model.separated else 'integrated')

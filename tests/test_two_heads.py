@@ -1,0 +1,137 @@
+"""Layer tables as graphs: the two-head v2 network through every stage (model, loss, conversion,
+model file, engine), each checked against the stage before it."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ifq_tinier_yolo import netdef
+from ifq_tinier_yolo.engine import modelfile as fmt
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.decode import requantize
+from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+from ifq_tinier_yolo.model.loss import LossConfig, assign_heads, detection_loss, region_loss
+from ifq_tinier_yolo.model.predict import to_input
+from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+from ifq_tinier_yolo.netdef import LayerSpec, head_layer
+
+pytestmark = pytest.mark.usefixtures('torch_one_thread')
+
+V2 = netdef.LAYERS_V2
+# a small graph of every kind: a chain, a lateral 1x1, an upsample, a concatenation, two heads
+SMALL = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
+         LayerSpec('c3', 'hidden', 8, 3, 1, pool=2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'h8'),
+         LayerSpec('lat', 'hidden', 4, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 4),
+         LayerSpec('c4', 'hidden', 5, 3, 1, inputs=('up', 'c2')), head_layer(((0.5, 0.75),), 'h4'))
+
+
+def test_v2_table_shapes():
+    assert netdef.head_strides(V2) == [16, 8] and netdef.total_stride(V2) == 16
+    assert netdef.in_channels(V2)[[l.name for l in V2].index('conv7')] == 64 + 64
+    assert not netdef.is_chain(V2) and netdef.is_chain(netdef.LAYERS)
+    assert netdef.receptive_field(V2) == netdef.receptive_field(netdef.LAYERS) == 103
+    assert netdef.layers_from_list(netdef.layers_to_list(V2)) == V2
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda t: (*t[:4], dataclasses.replace(t[4], inputs=('c4',)), *t[5:]), "input 'c4' is not an earlier layer"),
+    (lambda t: (*t[:6], dataclasses.replace(t[6], inputs=('up', 'c3')), *t[7:]), 'different strides'),
+    (lambda t: (*t[:5], dataclasses.replace(t[5], out_ch=3), *t[6:]), 'keeps its 4 channels'),
+    (lambda t: (*t[:3], dataclasses.replace(t[3], anchors=()), *t[4:]), 'a head needs anchors'),
+    (lambda t: (*t[:4], dataclasses.replace(t[4], inputs=('h8',)), *t[5:]), 'a head cannot feed'),
+    (lambda t: (*t[:2], dataclasses.replace(t[2], anchors=((1.0, 1.0),)), *t[3:]), 'only heads have anchors'),
+    (lambda t: (*t[:3], LayerSpec('x', 'hidden', 3, 1, 1, inputs=('c2',)), dataclasses.replace(t[3], inputs=('c3',)),
+                *t[4:]), 'layer x: its output is not used'),
+    (lambda t: t[:7], 'must end with a head'),
+])
+def test_bad_graphs_name_the_layer(change, message):
+    netdef.check_layers(SMALL)
+    with pytest.raises(ValueError, match=message):
+        netdef.check_layers(change(SMALL))
+
+
+@pytest.mark.parametrize('quant', ['float', 'hwgq'])
+def test_v2_model_gives_one_output_per_head(quant):
+    model = TinierYolo(V2, quant=quant).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, 64, 64) * 255)
+    assert [tuple(o.shape) for o in outs] == [(2, 15, 4, 4), (2, 15, 8, 8)]
+    assert model.head_anchors == [netdef.ANCHORS_S16, netdef.ANCHORS_S8]
+    with pytest.raises(ValueError, match='2 heads'):
+        model.head   # noqa: B018
+
+
+def test_faces_go_to_the_best_anchor_across_heads():
+    anchors = [torch.tensor(netdef.ANCHORS_S16), torch.tensor(netdef.ANCHORS_S8)]
+    grids = [20, 40]                                   # a 320 px input
+    # a 6 px face fits the stride-8 head's smallest anchor; an 80 px face the stride-16 head's largest
+    targets = torch.tensor([[0, 0.5, 0.5, 6 / 320, 7.5 / 320], [0, 0.3, 0.3, 70 / 320, 90 / 320]])
+    a16, a8 = assign_heads(targets, anchors, grids)
+    assert a8.tolist() == [0, -1] and a16.tolist() == [-1, 2]
+    out = [torch.zeros(1, 15, 20, 20, requires_grad=True), torch.zeros(1, 15, 40, 40, requires_grad=True)]
+    loss, parts = detection_loss(out, targets, anchors)
+    loss.backward()
+    cell8, cell16 = out[1].grad.view(3, 5, 40, 40)[0, :4, 20, 20], out[0].grad.view(3, 5, 20, 20)[2, :4, 6, 6]
+    assert cell8.abs().sum() > 0 and cell16.abs().sum() > 0   # each face trains its own head's box
+    assert out[1].grad.view(3, 5, 40, 40)[2, :4].abs().sum() == 0
+    one, _ = detection_loss(out[:1], targets, anchors[:1], LossConfig())
+    assert torch.equal(one, region_loss(out[0], targets, anchors[0])[0])   # one head: the plain region loss
+
+
+@pytest.fixture(scope='module')
+def small_pair():
+    net = random_quant_network(SMALL, seed=2, calib_size=32)
+    return net, convert_model(net, 32)
+
+
+def test_converted_graph_is_bit_exact_on_every_head(small_pair):
+    net, model = small_pair
+    assert [h.spec.name for h in model.heads] == ['h8', 'h4'] and model.head_strides == [8, 4]
+    rng = np.random.default_rng(0)
+    for size in (32, 48):
+        canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        want = [h[0].numpy() for h in net.head_integers(to_input([canvas]))]
+        got = runtime.run_heads(model, canvas)
+        assert [g.shape for g in got] == [w.shape for w in want]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        assert all(np.array_equal(g, p) for g, p in zip(got, runtime.run_heads(model, canvas, packed=True)))
+    with pytest.raises(ValueError, match='2 heads'):
+        runtime.run(model, canvas)
+
+
+def test_graph_model_file_round_trip(small_pair):
+    _, model = small_pair
+    again = fmt.from_bytes(fmt.to_bytes(model))
+    assert again.specs == model.specs
+    for a, b in zip(model.heads, again.heads):
+        assert np.array_equal(a.anchors_q16, b.anchors_q16) and (a.out_multiplier, a.out_shift) == (b.out_multiplier, b.out_shift)
+    canvas = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert all(np.array_equal(x, y) for x, y in zip(runtime.run_heads(model, canvas), runtime.run_heads(again, canvas)))
+
+
+def test_detect_merges_both_heads_in_one_nms(small_pair):
+    _, model = small_pair
+    heads = runtime.run_heads(model, np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    boxes, scores = runtime.decode_heads(model.decoders, heads, 0.0, 1.0)   # nothing suppressed: every candidate
+    assert len(boxes) == 2 * 4 * 4 + 1 * 8 * 8
+    assert (np.diff(scores) <= 1 / 65536).all()                    # best first across heads (score units)
+
+
+def test_rank_key_orders_a_single_head_by_its_integers():
+    obj = np.array([5, -3, 5, 100000, -100000, 7, 6], dtype=np.int64)
+    key = runtime.rank_key(requantize(obj, 1 << 30, 40), obj)
+    assert np.array_equal(np.argsort(-key, kind='stable'), np.argsort(-obj, kind='stable'))
+
+
+def test_v1_checkpoint_grows_into_v2(tmp_path):
+    from ifq_tinier_yolo.train import transplant
+    v1 = TinierYolo(quant='hwgq').eval()
+    v2 = transplant(v1, TinierYolo(V2, quant='hwgq'), lambda msg: None)
+    old, new = v1.state_dict(), v2.state_dict()
+    shared = [k for k in old if k.startswith('blocks.') and int(k.split('.')[1]) < 6]
+    assert shared and all(torch.equal(old[k], new[k]) for k in shared)
+    assert not torch.equal(old['heads.0.conv.bias'][:15], new['heads.0.conv.bias']) or \
+        old['heads.0.conv.weight'].shape != new['heads.0.conv.weight'].shape
