@@ -61,12 +61,6 @@ static void put_bits(bit_writer *b, uint64_t v, int n)
     b->fill += n - IFQ_WORD_BITS;
 }
 
-static void put_zeros(bit_writer *b, int n)
-{
-    for (; n > 0; n -= IFQ_WORD_BITS)
-        put_bits(b, 0, n < IFQ_WORD_BITS ? n : IFQ_WORD_BITS);
-}
-
 /* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1
  * (w_words words each); returns the window's code sum. */
 static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
@@ -92,22 +86,36 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
         return sum;
     }
     bit_writer b0 = {r->x0, 0, 0}, b1 = {r->x1, 0, 0};
+    uint64_t c0 = 0, c1 = 0;   /* fewer than 64 channels: taps collected in a word first */
+    int cn = 0;
     for (int ky = 0; ky < k; ky++)
         for (int kx = 0; kx < k; kx++) {
-            int xi = xc * L->stride + kx - k / 2;
-            if (xi < 0 || xi >= in->w) {   /* zero padding */
-                put_zeros(&b0, C);
-                put_zeros(&b1, C);
+            int xi = xc * L->stride + kx - k / 2, inside = xi >= 0 && xi < in->w;
+            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)(inside ? xi : 0) * 2 * nw;
+            if (inside)
+                sum += r->window_sums[top + ky][xi];
+            if (nw == 1) {
+                if (cn + C > IFQ_WORD_BITS) {
+                    put_bits(&b0, c0, cn);
+                    put_bits(&b1, c1, cn);
+                    c0 = c1 = 0;
+                    cn = 0;
+                }
+                c0 |= inside ? px[0] << cn : 0;   /* zero padding: no bits */
+                c1 |= inside ? px[1] << cn : 0;
+                cn += C;
                 continue;
             }
-            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)xi * 2 * nw;
-            sum += r->window_sums[top + ky][xi];
             for (int j = 0; j < nw; j++) {
                 int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
-                put_bits(&b0, px[j], n);
-                put_bits(&b1, px[nw + j], n);
+                put_bits(&b0, inside ? px[j] : 0, n);
+                put_bits(&b1, inside ? px[nw + j] : 0, n);
             }
         }
+    if (cn) {
+        put_bits(&b0, c0, cn);
+        put_bits(&b1, c1, cn);
+    }
     if (b0.fill) {   /* the last, partial word */
         *b0.dst = b0.cur;
         *b1.dst = b1.cur;
