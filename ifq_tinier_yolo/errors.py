@@ -25,5 +25,9 @@ class ConfigError(IfqError, ValueError):
     """A configuration value or command-line option is invalid."""
 
 
-class NotImplementedYet(IfqError, RuntimeError):
-    """A subcommand that exists in the contract but is not built yet."""
+class OutputError(IfqError, OSError):
+    """An output file or folder cannot be written (a file in the way, no permission, a full disk)."""
+
+
+class TrainingError(IfqError, RuntimeError):
+    """Training cannot go on (the loss became NaN or infinite)."""

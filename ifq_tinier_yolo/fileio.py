@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from .errors import OutputError
+
 
 def _umask() -> int:
     """The process umask (reading it requires setting it)."""
@@ -41,6 +43,17 @@ def atomic_open(path: str | Path, mode: str = 'w', encoding: str | None = None) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Raise an OSError of the block as OutputError 'PATH: cannot write (REASON)', one line for the CLI."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(f'{path}: cannot write ({e.strerror or e})') from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -31,7 +31,7 @@ from . import netdef
 from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, save_checkpoint
 from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
-from .errors import ConfigError, IfqError
+from .errors import ConfigError, TrainingError
 from .fileio import atomic_write_text
 from .model.loss import LossConfig, detection_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
@@ -295,7 +295,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             if bad.item():
                 kept = f'last good checkpoint kept at {last_path}' if last_path.is_file() else 'no checkpoint written yet'
                 value = loss.item() if not torch.isfinite(loss) else 'non-finite on another process'
-                raise IfqError(f'loss became {value} at epoch {epoch + 1} step {step}; {kept}')
+                raise TrainingError(f'loss became {value} at epoch {epoch + 1} step {step}; {kept}')
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

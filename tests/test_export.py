@@ -13,7 +13,7 @@ import pytest
 
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
-from ifq_tinier_yolo.errors import ConfigError, ConversionError, ImageError, ModelFileError
+from ifq_tinier_yolo.errors import ConfigError, ConversionError, ImageError, ModelFileError, OutputError
 from ifq_tinier_yolo.imageio import read_image
 from ifq_tinier_yolo.netdef import LayerSpec
 
@@ -243,7 +243,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path):
     one_line_error(ModelFileError, export_model, tmp_path / 'none.ifq', tmp_path / 'a.onnx', match='no such')
     blocker = tmp_path / 'file'
     blocker.write_text('x')
-    one_line_error(ConfigError, export_model, SHIPPED, blocker / 'a.onnx', match='--out .*cannot write')
+    one_line_error(OutputError, export_model, SHIPPED, blocker / 'a.onnx', match='a.onnx: cannot write')
     one_line_error(ConfigError, export_model, SHIPPED, tmp_path, match='is a folder')
     one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'onnx', 288, match='qonnx only')
     one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'qonnx', 100, match='multiple of 16')

@@ -9,7 +9,8 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
+from ..fileio import output_errors
 
 BOX_COLOR = (0, 255, 0)        # BGR green
 TEXT_COLOR = (0, 0, 0)         # black on the box colour
@@ -77,20 +78,18 @@ class AtomicVideoWriter:
         self._size: tuple[int, int] = (0, 0)
 
     def _open(self, width: int, height: int) -> None:
-        try:
+        with output_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # the temp name keeps the real suffix last: OpenCV picks the container from it
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.stem}.',
                                        suffix=f'.tmp{self.path.suffix}')
-        except OSError as e:
-            raise ConfigError(f'{self.path}: cannot write ({e.strerror or e})') from None
         os.close(fd)
         self._tmp, self._size = Path(tmp), (width, height)
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[self.path.suffix.lower()])
         self._writer = cv2.VideoWriter(tmp, fourcc, self.fps, self._size)
         if not self._writer.isOpened():
             self.discard()
-            raise ConfigError(f'{self.path}: OpenCV cannot write this video (codec or folder not writable)')
+            raise OutputError(f'{self.path}: OpenCV cannot write this video (codec or folder not writable)')
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 (H, W, 3) BGR frame."""

@@ -2,8 +2,8 @@
 
 `add_arguments` fills the subcommand's parser, `cli_export` is its handler; `export_model` is
 the same as a function. Errors are the project's types (one line each in the CLI): a float
-checkpoint or a damaged `.ifq` -> ModelFileError, a bad option or an unwritable --out ->
-ConfigError. The file appears whole or not at all (fileio.atomic_open).
+checkpoint or a damaged `.ifq` -> ModelFileError, a bad option -> ConfigError, an unwritable
+--out -> OutputError. The file appears whole or not at all (fileio.atomic_open).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..fileio import atomic_open
+from ..fileio import atomic_open, output_errors
 
 FORMATS = ('onnx', 'qonnx')
 
@@ -48,11 +48,8 @@ def export_model(model_path: str | Path, out: str | Path, fmt: str = 'onnx', img
     else:
         from .qonnx import build
         data = build(model, img_size).SerializeToString()
-    try:
-        with atomic_open(out, 'wb') as f:
-            f.write(data)
-    except OSError as e:
-        raise ConfigError(f'--out {out}: cannot write: {e.strerror or e}') from None
+    with output_errors(out), atomic_open(out, 'wb') as f:
+        f.write(data)
     return len(data)
 
 
