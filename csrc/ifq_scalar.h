@@ -20,16 +20,14 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
 }
 
 #ifndef IFQ_SCALAR_OWN_BIT_DOT
+/* Bits set in x, by the SWAR method: a few inlined operations, no table, no library call
+ * (without a -mpopcnt build, __builtin_popcountll is a call). */
 static int popcount64(uint64_t x)
 {
-#if defined(__GNUC__) || defined(__clang__)
-    return __builtin_popcountll(x);
-#else
     x = x - ((x >> 1) & 0x5555555555555555u);
     x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
     x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Fu;
     return (int)((x * 0x0101010101010101u) >> 56);
-#endif
 }
 
 /* acc[o] = 2 (popcount(x0 & w_o) + 2 popcount(x1 & w_o)) - code_sum, outputs in lanes of 8. */

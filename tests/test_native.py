@@ -151,6 +151,7 @@ def test_native_feature_memory_ratio(capsys):
     assert mem.ratio >= FEATURE_RATIO_GOAL
     canvas = mem.size * mem.size * 3
     assert mem.native_bytes < canvas   # not even the uint8 input image is held whole
+    assert native.feature_memory(SHIPPED.read_bytes(), mem.size) == mem == native.feature_memory(SHIPPED)
 
 
 def test_tables_file_is_generated_from_decode():

@@ -34,10 +34,19 @@ def load(path, kernels: str = 'auto'):
     return _load(path, kernels)
 
 
+def feature_memory(model, size: int | None = None):
+    """FeatureMemory (native_bytes, float_bytes, ratio) of the native runtime at input side `size`
+    (default: the model's) for an .ifq path or file bytes; NativeUnavailable where it cannot run.
+    For `report`: print(f'native feature memory ratio {native.feature_memory(path).ratio:.1f}')."""
+    from .backend import NativeBackend
+    backend = NativeBackend(model, '<bytes>') if isinstance(model, bytes) else load(model)
+    return backend.feature_memory(size)
+
+
 def supported_kernels() -> list[str]:
     """Kernel sets this CPU runs, 'portable' first ('auto' excluded)."""
     from . import binding
     return [k for k in binding.KERNELS[1:] if binding.kernels_supported(k)]
 
 
-__all__ = ['NativeUnavailable', 'available', 'unavailable_reason', 'load', 'supported_kernels']
+__all__ = ['NativeUnavailable', 'available', 'unavailable_reason', 'load', 'feature_memory', 'supported_kernels']
