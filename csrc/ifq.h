@@ -90,13 +90,17 @@ size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* A*grid^2: no deco
 size_t ifq_runner_feature_bytes(const ifq_runner *runner);
 size_t ifq_runner_total_bytes(const ifq_runner *runner);    /* every byte the runner allocated */
 
-/* Fill `row` (size*3 bytes, BGR) with canvas row y; rows are asked for once each, in order. */
+/* Fill `row` (size*3 bytes, BGR) with canvas row y; rows are asked for once each, in increasing
+ * order (a row that no window reads may be skipped). */
 typedef void (*ifq_row_source)(void *user, int y, uint8_t *row);
 
 /* Run the network: canvas rows -> int32 head (A*5, grid, grid), channel-major, acc + bias. */
 ifq_status ifq_run_rows(ifq_runner *runner, ifq_row_source source, void *user, int32_t *head);
 /* The same on a whole uint8 (size, size, 3) BGR canvas. */
 ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
+/* Only head rows y_begin <= y < y_end (of the full-size head buffer); the rows they need and no
+ * others are computed. Two runners on two threads fill the two halves of one head. */
+ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head, int y_begin, int y_end);
 
 /* Fixed-point decode + greedy integer NMS of a head. Keeps score >= conf_q16 (2^-16); suppresses
  * IoU > iou_num / den and, if contain_num >= 0, more than contain_num / den of a box's own area

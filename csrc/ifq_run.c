@@ -1,15 +1,14 @@
-/* ifq_run.c: the runner: line buffers, the layers row by row, and the kernel-set choice.
+/* ifq_run.c: the runner: line buffers, the streaming schedule, and the kernel-set choice.
  *
  * Streaming: every map between layers is a ring of the few rows its consumer's window needs
  * (k rows, or k + stride under a 2x2 max-pool). Asking for head row y pulls the rows it needs
  * from the layer below, which pulls from the one below it, down to the canvas rows. So no map
  * (not the input, not conv1's output) is ever held whole: only the int32 head is.
  *
- * Codes are stored as two bit-planes: for each pixel, ceil(C/64) words of bit 0 of every
- * channel's code, then as many of bit 1. A binary layer gathers its k x k window into two
- * bit-strings x0, x1 (window values ordered ky, kx, channel) and, with +-1 weights as bits w,
- *     acc = sum w * code = 2 * (popcount(x0 & w) + 2 popcount(x1 & w)) - (popcount(x0) + 2 popcount(x1))
- * where the last term, the window's code sum, is shared by all output channels.
+ * A band of head rows (ifq_run_band) pulls only the rows its own windows need, so two runners
+ * can compute the two halves of one head in two threads.
+ *
+ * The rows themselves are computed by the kernel set's row functions (ifq_rows.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +108,7 @@ static int plan_stages(ifq_runner *r)
     return 1;
 }
 
-static ifq_status create(ifq_runner *r, ifq_error *err)
+static ifq_status create(ifq_runner *r)
 {
     const ifq_model *m = r->m;
     if (!plan_stages(r))
@@ -150,7 +149,6 @@ static ifq_status create(ifq_runner *r, ifq_error *err)
         !(r->codes = block(r, (size_t)head->in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
         !(r->order = block(r, n_cand, sizeof *r->order)))
         return IFQ_ERR_NOMEM;
-    (void)err;
     return IFQ_OK;
 }
 
@@ -184,7 +182,7 @@ ifq_status ifq_runner_create(const ifq_model *m, int size, ifq_kernels kernels, 
     r->m = m;
     r->ks = ks;
     r->size = size;
-    ifq_status st = create(r, err);
+    ifq_status st = create(r);
     if (st != IFQ_OK) {
         if (err)
             strcpy(err->message, st == IFQ_ERR_NOMEM ? "out of memory for the runner's buffers"
@@ -223,10 +221,15 @@ size_t ifq_runner_total_bytes(const ifq_runner *r)
 static void produce(ifq_runner *r, int i, int y);
 
 /* Make sure rows up to y of stage i exist (they are produced once each, in order). */
-static void ensure(ifq_runner *r, int i, int y)
+/* Make sure rows first..last of stage i exist: each row is produced once, in order; rows
+ * below `first` that were never produced are skipped (a band of the head starts mid-map). */
+static void ensure(ifq_runner *r, int i, int first, int last)
 {
-    while (r->st[i].next <= y)
-        produce(r, i, r->st[i].next++);
+    ifq_stage *s = &r->st[i];
+    if (s->next < first)
+        s->next = first;
+    while (s->next <= last)
+        produce(r, i, s->next++);
 }
 
 
@@ -245,7 +248,7 @@ static void produce(ifq_runner *r, int i, int y)
     const ifq_layer *L = &r->m->layers[i - 1];
     ifq_stage *in = &r->st[i - 1];
     int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
-    ensure(r, i - 1, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
+    ensure(r, i - 1, first > 0 ? first : 0, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
     for (int j = 0; j < span; j++) {
         int yi = first + j;
         int inside = yi >= 0 && yi < in->h;
@@ -255,14 +258,14 @@ static void produce(ifq_runner *r, int i, int y)
     r->ks->conv_row(r, L, in, s, dst, s->sums + (size_t)(y % s->ring) * s->w);
 }
 
-static ifq_status run(ifq_runner *r, int32_t *head)
+static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
 {
-    if (!head)
+    if (!head || y_begin < 0 || y_end > r->grid || y_begin > y_end)
         return IFQ_ERR_ARGUMENT;
     for (int i = 0; i < r->n_stages; i++)
         r->st[i].next = 0;
-    for (int y = 0; y < r->grid; y++) {
-        ensure(r, r->n_stages - 1, y);
+    for (int y = y_begin; y < y_end; y++) {
+        ensure(r, r->n_stages - 1, y, y);
         r->ks->head_row(r, y, head);
     }
     return IFQ_OK;
@@ -275,15 +278,20 @@ ifq_status ifq_run_rows(ifq_runner *r, ifq_row_source source, void *user, int32_
     r->canvas = NULL;
     r->source = source;
     r->user = user;
-    return run(r, head);
+    return run(r, head, 0, r->grid);
 }
 
 ifq_status ifq_run(ifq_runner *r, const uint8_t *canvas, int32_t *head)
 {
+    return ifq_run_band(r, canvas, head, 0, r ? r->grid : 0);
+}
+
+ifq_status ifq_run_band(ifq_runner *r, const uint8_t *canvas, int32_t *head, int y_begin, int y_end)
+{
     if (!r || !canvas)
         return IFQ_ERR_ARGUMENT;
     r->canvas = canvas;
-    return run(r, head);
+    return run(r, head, y_begin, y_end);
 }
 
 /* The decode needs the runner's candidate buffers (ifq_decode.c). */

@@ -5,9 +5,9 @@
 
 For each thread count a child process (BLAS, OpenCV and torch limited to that many threads)
 times, at each input size, one detection pass on the same image including letterbox, decode
-and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend, one thread
-whatever the count: it does not split work) and YuNet (cv2.FaceDetectorYN, the image resized to
-the same longer side). Then the default detector settings (image pyramid, `Detector`) on both
+and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend; with N
+threads it splits the head rows into N bands) and YuNet (cv2.FaceDetectorYN, the image resized
+to the same longer side). Then the default detector settings (image pyramid, `Detector`) on both
 engines against YuNet at the model's input size. Runs alternate between the contenders so that
 all see the same machine load; medians in milliseconds. `--torch` adds the float PyTorch model
 of the same layer table (forward only).
@@ -55,7 +55,7 @@ def contenders(args: argparse.Namespace, image) -> dict[str, object]:
     from ifq_tinier_yolo.engine import runtime
 
     model = runtime.load_model(args.model)
-    backend = native.load(args.model) if native.available() else None
+    backend = native.load(args.model, threads=args.child) if native.available() else None
     out: dict[str, object] = {}
     for size in map(int, args.sizes.split(',')):
         out[f'numpy {size}'] = lambda s=size: runtime.detect(model, image, CONF, NMS, img_size=s)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [cores if t.strip() == 'all' else int(t) for t in args.threads.split(',')]
     sizes = [int(s) for s in args.sizes.split(',')]
     print(f'one detection pass on {args.image.name} (letterbox, network, decode, NMS), median of {args.runs} '
-          f'alternating runs, ms; the native runtime uses one thread in every row')
+          f'alternating runs, ms; the default detector rows run the native runtime on one thread')
     rows = []
     for n in dict.fromkeys(counts):
         env = dict(os.environ, **{v: str(n) for v in THREAD_VARS})

@@ -98,6 +98,19 @@ def test_native_other_sizes_and_random_model(random_ifq: Path):
             np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas), err_msg=kernels)
 
 
+def test_native_threads_split_the_head_rows(random_ifq: Path):
+    """threads=N: N runners compute bands of head rows in parallel; the head is the same."""
+    model = runtime.load_model(random_ifq)
+    rng = np.random.default_rng(4)
+    for threads in (2, 3):
+        backend = native.load(random_ifq, threads=threads)
+        for size in (16, 48, 160):
+            canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas))
+    with pytest.raises(ConfigError):
+        native.load(random_ifq, threads=0)
+
+
 def test_native_tiny_table(tiny_ifq_bytes: bytes):
     """The 4-layer fuzz seed table (4 and 6 channels, a pool after a stride-2 first layer)."""
     model = fmt.from_bytes(tiny_ifq_bytes)

@@ -28,10 +28,11 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def load(path, kernels: str = 'auto'):
-    """`backend.load`: an .ifq file on the native runtime (NativeBackend)."""
+def load(path, kernels: str = 'auto', threads: int = 1):
+    """`backend.load`: an .ifq file on the native runtime (NativeBackend); `threads` > 1 splits
+    the head rows into that many bands computed in parallel (same result)."""
     from .backend import load as _load
-    return _load(path, kernels)
+    return _load(path, kernels, threads)
 
 
 def feature_memory(model, size: int | None = None):

@@ -10,6 +10,7 @@ runs the network, decodes in fixed point and runs NMS. The numpy engine stays th
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from . import binding
 from .build import NativeUnavailable
 
 
+MAX_THREADS = 16
+
+
 @dataclass(frozen=True)
 class FeatureMemory:
     """Peak feature-map bytes of the native runtime and of the float network at one input side."""
@@ -43,7 +47,7 @@ class FeatureMemory:
 class NativeBackend:
     """A loaded .ifq model on the C runtime; runners (buffers per input side) are made on first use."""
 
-    def __init__(self, data: bytes, source: str = '<bytes>', kernels: str = 'auto'):
+    def __init__(self, data: bytes, source: str = '<bytes>', kernels: str = 'auto', threads: int = 1):
         try:
             self._model = binding.Model(data)
         except binding.Unsupported as e:
@@ -54,8 +58,12 @@ class NativeBackend:
         if kernels not in binding.KERNELS or not binding.kernels_supported(kernels):
             raise ConfigError(f'kernel set {kernels!r} does not run here; choose from '
                               f'{[k for k in binding.KERNELS if binding.kernels_supported(k)]}')
+        if not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+            raise ConfigError(f'threads {threads} must be an integer from 1 to {MAX_THREADS}')
         self.kernels_requested = kernels
-        self._runners: dict[int, binding.Runner] = {}
+        self.threads = threads          # head row bands run in parallel, one runner each
+        self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
+        self._runners: dict[int, list[binding.Runner]] = {}
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
 
     @property
@@ -73,11 +81,12 @@ class NativeBackend:
         """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon')."""
         return self._runner(self.input_size).kernels
 
-    def _runner(self, size: int) -> binding.Runner:
-        runner = self._runners.get(size)
-        if runner is None:
-            runner = self._runners[size] = binding.Runner(self._model, size, self.kernels_requested)
-        return runner
+    def _runner(self, size: int, band: int = 0) -> binding.Runner:
+        runners = self._runners.get(size)
+        if runners is None:
+            runners = self._runners[size] = [binding.Runner(self._model, size, self.kernels_requested)
+                                             for _ in range(self.threads)]
+        return runners[band]
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
         """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
@@ -89,8 +98,20 @@ class NativeBackend:
             netdef.check_input_size(canvas.shape[0], self.specs)
         except ValueError as e:
             raise ImageError(f'engine input: {e}') from None
+        size = canvas.shape[0]
         with self._lock:
-            return self._runner(canvas.shape[0]).run(canvas)
+            if self.threads == 1:
+                return self._runner(size).run(canvas)
+            canvas = np.ascontiguousarray(canvas)
+            first = self._runner(size)
+            head = np.empty(first.head_shape, dtype=np.int32)
+            cuts = np.linspace(0, first.grid, self.threads + 1).round().astype(int)   # head row bands
+            others = [self._pool.submit(self._runner(size, t).run_band, canvas, head, cuts[t], cuts[t + 1])
+                      for t in range(1, self.threads)]
+            first.run_band(canvas, head, 0, cuts[1])
+            for f in others:
+                f.result()
+            return head
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +153,7 @@ class NativeBackend:
                              feature_memory(self.specs, size)['float'][0])
 
 
-def load(path: str | Path, kernels: str = 'auto') -> NativeBackend:
+def load(path: str | Path, kernels: str = 'auto', threads: int = 1) -> NativeBackend:
     """Load an .ifq file on the native runtime (ModelFileError on any defect; NativeUnavailable
     when the library cannot be built here or the model is a layer graph, which it does not run)."""
-    return NativeBackend(read_bytes(path, ModelFileError, 'model file'), str(path), kernels)
+    return NativeBackend(read_bytes(path, ModelFileError, 'model file'), str(path), kernels, threads)

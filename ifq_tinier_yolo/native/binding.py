@@ -48,6 +48,7 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         'ifq_runner_feature_bytes': (sz, [vp]),
         'ifq_runner_total_bytes': (sz, [vp]),
         'ifq_run': (C.c_int, [vp, u8p, i32p]),
+        'ifq_run_band': (C.c_int, [vp, u8p, i32p, C.c_int, C.c_int]),
         'ifq_decode': (C.c_int, [vp, i32p, C.c_int32, C.c_int32, C.c_int32, C.c_int32,
                                  np.ctypeslib.ndpointer(np.int32, flags='C_CONTIGUOUS'), sz, C.POINTER(sz)]),
     }
@@ -90,7 +91,8 @@ class Model:
 
 
 class Runner:
-    """Buffers for one input side and kernel set; one call at a time."""
+    """Buffers for one input side and kernel set; one call at a time (ctypes releases the GIL
+    during the call, so runners on other threads run in parallel)."""
 
     def __init__(self, model: Model, size: int, kernels: str = 'auto'):
         lib, err, handle = library(), Error(), C.c_void_p()
@@ -113,6 +115,11 @@ class Runner:
         if library().ifq_run(self.handle, np.ascontiguousarray(canvas), head):
             raise RuntimeError('ifq_run failed')   # only on null arguments: a bug, not a user error
         return head
+
+    def run_band(self, canvas: np.ndarray, head: np.ndarray, y_begin: int, y_end: int) -> None:
+        """Head rows y_begin..y_end - 1 of a contiguous uint8 canvas into `head` (int32 (A*5, G, G))."""
+        if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
+            raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
     def decode(self, head: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
         """int32 head -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16), objectness."""
