@@ -13,9 +13,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..boxes import anchors_fixed
 from ..engine.layers import FLOAT32_EXACT
-from ..engine.model import (ANCHOR_FRAC_BITS, MAX_OUT_SHIFT, MIN_OUT_SHIFT, MULTIPLIER_BITS,
-                            IntegerModel, IntLayer, accumulator_bound)
+from ..engine.model import (MAX_OUT_SHIFT, MIN_OUT_SHIFT, MULTIPLIER_BITS, IntegerModel, IntLayer,
+                            accumulator_bound)
 from ..errors import ConversionError
 from ..netdef import LayerSpec
 
@@ -281,9 +282,8 @@ def to_integer_model(net: NetDesc) -> IntegerModel:
         if spec.kind == 'head':
             if ld.head_bias is None or ld.head_bias.dtype != np.int32 or ld.out_multiplier is None:
                 raise _fail(ld, 'head bias or output scale not converted')
-            anchors = np.round(np.asarray(ld.spec.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS))
             layers.append(IntLayer(spec, ld.in_ch, ld.weights, bias=ld.head_bias,
-                                   anchors_q16=anchors.astype(np.int64).reshape(-1, 2),
+                                   anchors_q16=anchors_fixed(ld.spec.anchors),
                                    out_multiplier=ld.out_multiplier, out_shift=ld.out_shift))
         else:
             if ld.thresholds is None or ld.thresholds.dtype not in (np.int16, np.int32):

@@ -14,10 +14,11 @@ from dataclasses import replace
 import numpy as np
 
 from .. import netdef
+from ..boxes import anchors_fixed
 from ..engine import modelfile as fmt
 from ..engine import runtime
 from ..engine.layers import CODES_PER_BYTE
-from ..engine.model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
+from ..engine.model import N_THRESHOLDS, IntegerModel, IntLayer
 from ..errors import ConfigError, ModelFileError
 from ..netdef import LayerSpec
 
@@ -93,7 +94,7 @@ def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS, size: int = 
             continue
         w = np.ones((spec.out_ch, c, spec.kernel, spec.kernel), dtype=np.int8)
         if spec.kind == 'head':
-            a = np.round(np.asarray(spec.anchors, dtype=np.float64) * (1 << ANCHOR_FRAC_BITS)).astype(np.int64)
+            a = anchors_fixed(spec.anchors)
             layers.append(IntLayer(bare, c, w, bias=np.zeros(spec.out_ch, dtype=np.int32), anchors_q16=a,
                                    out_multiplier=1 << 30, out_shift=40))
         else:
