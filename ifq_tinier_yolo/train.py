@@ -1,5 +1,7 @@
 """Training loop: WIDER FACE -> Tinier-YOLO quantization network, with checkpoints and resume.
 
+The loop (`train`) reads top to bottom: build the data, start the model (resume, --init or
+new), then per epoch `train_epoch` and `save_epoch` (validate, metrics, checkpoints).
 Runs as one process or under `torchrun --nproc_per_node N` (DistributedDataParallel, gloo on
 CPU, nccl on GPU). Every epoch: train, validate on the WIDER val subset (rank 0), write
 `last.pt` atomically (and `best.pt` when validation improves), append to `metrics.jsonl`.
@@ -8,10 +10,7 @@ last completed epoch continues exactly.
 """
 from __future__ import annotations
 
-import ast
-import copy
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -19,11 +18,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
@@ -35,57 +35,9 @@ from .errors import ConfigError, TrainingError
 from .fileio import atomic_write_text
 from .model.loss import LossConfig, detection_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
+from .train_config import OPTIMIZERS, TrainConfig, parse_overrides
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    img_size: int = 416            # training crop side, pixels (multiple of the total stride)
-    val_size: int = 416            # validation input side, pixels
-    epochs: int = 30               # total epochs of this run (schedule length)
-    batch: int = 16                # images per step, summed over processes
-    lr: float = 2e-3               # peak learning rate
-    weight_decay: float = 5e-4     # decoupled (AdamW) or L2 (SGD), not on BN and biases
-    optimizer: str = 'adamw'       # 'adamw' or 'sgd' (momentum 0.9, nesterov)
-    warmup: float = 1.0            # linear warm-up length, epochs
-    min_lr_ratio: float = 0.05     # cosine decays to lr * min_lr_ratio
-    quant: str = 'hwgq'            # 'float' (warm-up) or 'hwgq' (binary weights, 2-bit activations)
-    net: str = ''                  # layer table (netdef.NETWORKS); '': --init's own table, else v1
-    max_images: int = 0            # first N training images only (0: all)
-    max_val_images: int = 0        # first N val images only (0: all)
-    min_face: float = 0.0          # drop training faces smaller than this, original pixels
-    workers: int = 2               # data loader processes per training process
-    seed: int = 0                  # seeds data order, augmentation and initialisation
-    bf16: bool = False             # bfloat16 autocast (CPU with AMX/AVX512-BF16, or GPU)
-    grad_clip: float = 10.0        # max gradient norm
-    ema: float = 0.0               # weight EMA decay per step (0: off); validation and best.pt use the average
-    coord_scale: float = 1.0       # region loss weights, see model.loss.LossConfig
-    obj_scale: float = 5.0
-    noobj_scale: float = 1.0
-    ignore_iou: float = 0.6
-
-
-def parse_overrides(pairs: list[str], base: TrainConfig) -> TrainConfig:
-    """Apply `key=value` strings (values parsed with ast.literal_eval) to `base`."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition('=')
-        if not sep:
-            raise ConfigError(f'override {pair!r} is not KEY=VALUE')
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            raise ConfigError(f'unknown config key {key!r}' + (f'; did you mean {close[0]!r}?' if close else ''))
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text   # a bare word is a string
-        want = type(getattr(base, key))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not want:
-            raise ConfigError(f'config key {key!r} wants {want.__name__}, got {value!r}')
-        changes[key] = value
-    return dataclasses.replace(base, **changes)
+LAST, BEST, METRICS = 'last.pt', 'best.pt', 'metrics.jsonl'   # the files of a run folder
 
 
 def config_from_args(args) -> TrainConfig:
@@ -98,8 +50,8 @@ def config_from_args(args) -> TrainConfig:
         netdef.check_input_size(cfg.val_size)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.optimizer not in ('adamw', 'sgd'):
-        raise ConfigError(f'optimizer must be adamw or sgd, not {cfg.optimizer!r}')
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f'optimizer must be {" or ".join(OPTIMIZERS)}, not {cfg.optimizer!r}')
     if cfg.net and cfg.net not in netdef.NETWORKS:
         raise ConfigError(f'net must be one of {", ".join(netdef.NETWORKS)}, not {cfg.net!r}')
     if cfg.quant not in QUANT_MODES:
@@ -150,26 +102,27 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-class WeightEma:
-    """Exponential moving average of a model's state (weights and BatchNorm statistics).
+def ema_decay(decay: float, updates: int) -> float:
+    """The EMA decay at update number `updates` (1: the first step's): it ramps up to `decay` as in
+    TF's ExponentialMovingAverage(num_updates), so an early average is not pinned to the initial weights."""
+    return min(decay, updates / (9 + updates))
+
+
+def weight_average(model: torch.nn.Module, decay: float, step: int = 0) -> AveragedModel:
+    """An exponential moving average of the model's weights and BatchNorm statistics (buffers).
 
     Quantized training is noisy from step to step (binary weights flip sign); the average is the
-    model we validate and ship. The decay ramps up over the first steps of a run, as in TF's
-    ExponentialMovingAverage(num_updates), so an early average is not pinned to the initial weights.
+    model we validate and ship. The initial weights count as one update, so optimizer step s is
+    update s + 1; `step` is the number of steps a resumed run has already taken.
     """
+    def average(avg: torch.Tensor, new: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        if not avg.is_floating_point():   # counters such as BatchNorm's num_batches_tracked
+            return new
+        return avg.lerp(new, 1 - ema_decay(decay, int(updates)))
 
-    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None):
-        self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in (state or model.state_dict()).items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.state[k].lerp_(v.detach(), 1 - d)
-            else:   # counters such as BatchNorm's num_batches_tracked
-                self.state[k].copy_(v)
+    avg = AveragedModel(model, avg_fn=average, use_buffers=True)
+    avg.n_averaged.fill_(step + 1)
+    return avg.eval()
 
 
 def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
@@ -197,6 +150,166 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device('cpu')
 
 
+class Data(NamedTuple):
+    """The training set, its sampler and loader."""
+    dataset: WiderTrainSet
+    sampler: RandomSampler | DistributedSampler
+    loader: DataLoader
+
+
+def build_data(wider_root: Path, cfg: TrainConfig, rank: int, world: int) -> Data:
+    """The augmented WIDER train split, shuffled by a seeded sampler (one shard per process under DDP)."""
+    items = read_wider(wider_root, 'train', min_size=cfg.min_face)
+    if cfg.max_images:
+        items = items[:cfg.max_images]
+    dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed)
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    per_proc = max(1, cfg.batch // world)
+    loader = DataLoader(dataset, per_proc, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+                        drop_last=True, persistent_workers=False)
+    if len(loader) == 0:
+        raise ConfigError(f'{len(items)} training images are fewer than one batch of {per_proc}')
+    return Data(dataset, sampler, loader)
+
+
+def set_epoch(data: Data, epoch: int, seed: int) -> None:
+    """Fix an epoch's data order and augmentation: a function of (seed, epoch) only."""
+    data.dataset.set_epoch(epoch)
+    if isinstance(data.sampler, DistributedSampler):
+        data.sampler.set_epoch(epoch)
+    else:
+        data.sampler.generator.manual_seed(seed * 1000003 + epoch)
+
+
+class Start(NamedTuple):
+    """Where a run starts."""
+    model: TinierYolo               # the raw (not averaged) weights to train
+    ckpt: dict[str, Any] | None     # the resumed checkpoint, None for a new run
+    epoch: int                      # epochs already done
+    step: int                       # optimizer steps already taken
+    best: float                     # best validation score so far
+
+
+def start_model(cfg: TrainConfig, last_path: Path, resume: bool, init: Path | None, log) -> Start:
+    """Resume from last.pt, or start from --init (grown into cfg.net's table), or from scratch."""
+    if resume and not last_path.is_file():
+        log(f'--resume: no {last_path} yet, starting from the beginning')
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint(last_path)
+        check_resumable(ckpt, cfg, last_path)
+        model = model_from_checkpoint(ckpt, cfg.quant, last_path)
+        if 'train_model' in ckpt:   # 'model' holds the weight average, this the raw weights
+            model.load_state_dict(model_state(ckpt, 'train_model'))
+        log(f'resumed {last_path} at epoch {int(ckpt["epoch"])}')
+        return Start(model, ckpt, int(ckpt['epoch']), int(ckpt['step']), float(ckpt['best']))
+    if init is not None:
+        model = model_from_checkpoint(load_checkpoint(init), cfg.quant, init)
+        if cfg.net and model.layers != netdef.NETWORKS[cfg.net]:
+            model = transplant(model, TinierYolo(netdef.NETWORKS[cfg.net], quant=cfg.quant), log)
+        log(f'initialised from {init}')
+    else:
+        model = TinierYolo(netdef.NETWORKS[cfg.net or 'v1'], quant=cfg.quant)
+    return Start(model, None, 0, 0, -math.inf)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What a training step needs, fixed for the whole run."""
+    cfg: TrainConfig
+    model: TinierYolo               # the raw weights
+    net: torch.nn.Module            # `model`, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    avg: AveragedModel | None       # the weight average (cfg.ema), else None
+    anchors: list[torch.Tensor]     # per head (A, 2) float32, grid cells
+    loss_cfg: LossConfig
+    device: torch.device
+    world: int                      # processes
+    total_steps: int                # of the whole schedule
+    warmup_steps: int
+
+
+def check_finite(t: Trainer, loss: torch.Tensor, epoch: int, step: int, last_path: Path) -> None:
+    """TrainingError when the loss of any process is NaN or infinite; all processes stop together."""
+    bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
+    if t.world > 1:   # every process must stop together, or the others hang in all-reduce
+        dist.all_reduce(bad)
+    if bad.item():
+        kept = f'last good checkpoint kept at {last_path}' if last_path.is_file() else 'no checkpoint written yet'
+        value = loss.item() if not torch.isfinite(loss) else 'non-finite on another process'
+        raise TrainingError(f'loss became {value} at epoch {epoch + 1} step {step}; {kept}')
+
+
+def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: bool,
+                last_path: Path) -> tuple[dict[str, float], int]:
+    """One pass over the loader from optimizer step `step`: (summed loss parts, the step after it)."""
+    t.model.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(loader, desc=f'epoch {epoch + 1}/{t.cfg.epochs}', disable=not show, dynamic_ncols=True,
+               file=sys.stderr)
+    for images, targets in bar:
+        for g in t.opt.param_groups:
+            g['lr'] = lr_at(step, t.total_steps, t.warmup_steps, t.cfg)
+        images, targets = images.to(t.device).float(), targets.to(t.device)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.cfg.bf16):
+            heads = t.net(images)
+        loss, parts = detection_loss([h.float() for h in heads], targets, t.anchors, t.loss_cfg)
+        check_finite(t, loss, epoch, step, last_path)
+        t.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.grad_clip)
+        t.opt.step()
+        if t.avg is not None:
+            t.avg.update_parameters(t.model)
+        step += 1
+        for k, v in dict(loss=loss.item(), **parts).items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{t.opt.param_groups[0]["lr"]:.2e}')
+    return sums, step
+
+
+def completed_rows(metrics_path: Path, epochs_done: int) -> list[dict[str, Any]]:
+    """The metrics rows of completed epochs, so a resumed run does not repeat lines."""
+    if not metrics_path.is_file():
+        return []
+    rows = (json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip())
+    return [r for r in rows if r['epoch'] <= epochs_done]
+
+
+def save_epoch(t: Trainer, out: Path, val, row: dict[str, Any], rows: list[dict[str, Any]], best: float,
+               epoch: int, step: int) -> float:
+    """Validate the shown model (the average when there is one) into `row`, append it to
+    metrics.jsonl, write best.pt if it improved, then last.pt; returns the best score."""
+    shown = t.avg.module if t.avg is not None else t.model
+    if val is not None:
+        shown.eval()
+        row.update(val.evaluate(shown, t.cfg.val_size))
+    score = row.get('tpr@100fp', -row['loss'])
+    improved = score > best
+    best = max(best, score)
+    extra = dict(optimizer=t.opt.state_dict(), epoch=epoch + 1, best=best, step=step)
+    if t.avg is not None:
+        extra['train_model'] = {k: v.detach().cpu() for k, v in t.model.state_dict().items()}
+    config = dataclasses.asdict(t.cfg)
+    # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
+    if improved:
+        save_checkpoint(out / BEST, shown, t.cfg.val_size, config, **extra)
+    rows.append(row)
+    atomic_write_text(out / METRICS, ''.join(json.dumps(r) + '\n' for r in rows))
+    save_checkpoint(out / LAST, shown, t.cfg.val_size, config, **extra)
+    return best
+
+
+def stop_now(world: int, out_of_time: bool, stop_after: int, epochs_done: int) -> bool:
+    """Whether to pause after this epoch; rank 0's clock decides for every process."""
+    stop = torch.tensor(float(out_of_time or (stop_after and epochs_done >= stop_after)))
+    if world > 1:   # or the others would wait forever
+        dist.broadcast(stop, 0)
+    return bool(stop.item())
+
+
 def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
           init: Path | None = None, validate: bool = True, time_limit_min: float = 0,
           stop_after: int = 0) -> dict[str, Any]:
@@ -211,132 +324,46 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     if out.exists() and not out.is_dir():
         raise ConfigError(f'--out {out}: exists and is not a folder')
-    last_path, best_path, metrics_path = out / 'last.pt', out / 'best.pt', out / 'metrics.jsonl'
-
-    items = read_wider(wider_root, 'train', min_size=cfg.min_face)
-    if cfg.max_images:
-        items = items[:cfg.max_images]
-    dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed)
-    if world > 1:
-        sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    per_proc = max(1, cfg.batch // world)
-    loader = DataLoader(dataset, per_proc, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
-                        drop_last=True, persistent_workers=False)
-    if len(loader) == 0:
-        raise ConfigError(f'{len(items)} training images are fewer than one batch of {per_proc}')
+    data = build_data(wider_root, cfg, rank, world)
     val = None
     if validate and main_proc:
         from .validate import DevBenchmark
         val = DevBenchmark(wider_root, cfg.max_val_images)
-
-    start_epoch, best, step, ckpt = 0, -math.inf, 0, None
-    if resume and not last_path.is_file():
-        log(f'--resume: no {last_path} yet, starting from the beginning')
-    if resume and last_path.is_file():
-        ckpt = load_checkpoint(last_path)
-        check_resumable(ckpt, cfg, last_path)
-        model = model_from_checkpoint(ckpt, cfg.quant, last_path)
-        if 'train_model' in ckpt:   # 'model' holds the weight average, this the raw weights
-            model.load_state_dict(model_state(ckpt, 'train_model'))
-        start_epoch, best, step = int(ckpt['epoch']), float(ckpt['best']), int(ckpt['step'])
-        log(f'resumed {last_path} at epoch {start_epoch}')
-    elif init is not None:
-        model = model_from_checkpoint(load_checkpoint(init), cfg.quant, init)
-        if cfg.net and model.layers != netdef.NETWORKS[cfg.net]:
-            model = transplant(model, TinierYolo(netdef.NETWORKS[cfg.net], quant=cfg.quant), log)
-        log(f'initialised from {init}')
-    else:
-        model = TinierYolo(netdef.NETWORKS[cfg.net or 'v1'], quant=cfg.quant)
+    start = start_model(cfg, out / LAST, resume, init, log)
+    model = start.model
     opt = make_optimizer(model, cfg)
-    if ckpt is not None:
-        opt.load_state_dict(ckpt['optimizer'])
+    if start.ckpt is not None:
+        opt.load_state_dict(start.ckpt['optimizer'])
     out.mkdir(parents=True, exist_ok=True)   # only now: a refused checkpoint leaves no folder
     if main_proc:
         remove_stale_temps(out)
     model.to(device)
-    net = DistributedDataParallel(model) if world > 1 else model
-    # `shown` is the model validated and saved: the weight average when there is one
-    ema, shown = None, model
-    if cfg.ema:
-        resumed_avg = model_state(ckpt) if ckpt is not None and 'train_model' in ckpt else None
-        ema, shown = WeightEma(model, cfg.ema, resumed_avg), copy.deepcopy(model)
-        ema.state = {k: v.to(device) for k, v in ema.state.items()}
-    anchors = [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors]
-    loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou)
-    total_steps, warmup_steps = cfg.epochs * len(loader), max(1, round(cfg.warmup * len(loader)))
+    avg = weight_average(model, cfg.ema, start.step) if cfg.ema else None
+    if avg is not None and start.ckpt is not None and 'train_model' in start.ckpt:
+        avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average
+    n = len(data.loader)
+    t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
+                [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
+                LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou), device, world,
+                total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
-    # keep the rows of completed epochs only, so a resumed run does not repeat lines
-    rows = [r for r in (json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip())
-            if r['epoch'] <= start_epoch] if metrics_path.is_file() and main_proc else []
-    t_start, row = time.time(), {}
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        dataset.set_epoch(epoch)
-        if world > 1:
-            sampler.set_epoch(epoch)
-        else:
-            sampler.generator.manual_seed(cfg.seed * 1000003 + epoch)
-        sums: dict[str, float] = {}
-        bar = tqdm(loader, desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not main_proc,
-                   dynamic_ncols=True, file=sys.stderr)
+    rows = completed_rows(out / METRICS, start.epoch) if main_proc else []
+    t_start, row, step, best = time.time(), {}, start.step, start.best
+    for epoch in range(start.epoch, cfg.epochs):
+        set_epoch(data, epoch, cfg.seed)
         t_epoch = time.time()
-        for images, targets in bar:
-            for g in opt.param_groups:
-                g['lr'] = lr_at(step, total_steps, warmup_steps, cfg)
-            images, targets = images.to(device).float(), targets.to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                heads = net(images)
-            loss, parts = detection_loss([h.float() for h in heads], targets, anchors, loss_cfg)
-            bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
-            if world > 1:   # every process must stop together, or the others hang in all-reduce
-                dist.all_reduce(bad)
-            if bad.item():
-                kept = f'last good checkpoint kept at {last_path}' if last_path.is_file() else 'no checkpoint written yet'
-                value = loss.item() if not torch.isfinite(loss) else 'non-finite on another process'
-                raise TrainingError(f'loss became {value} at epoch {epoch + 1} step {step}; {kept}')
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update(model, step)
-            step += 1
-            for k, v in dict(loss=loss.item(), **parts).items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{opt.param_groups[0]["lr"]:.2e}')
-        n = len(loader)
+        sums, step = train_epoch(t, data.loader, epoch, step, main_proc, out / LAST)
         row = dict(epoch=epoch + 1, step=step, quant=cfg.quant, img_size=cfg.img_size,
                    train_s=round(time.time() - t_epoch, 1),
                    images_per_s=round(n * cfg.batch / (time.time() - t_epoch), 2),
                    **{k: round(v / n, 5) for k, v in sums.items()})
         if main_proc:
-            if ema is not None:
-                shown.load_state_dict(ema.state)
-            if val is not None:
-                shown.eval()
-                row.update(val.evaluate(shown, cfg.val_size))
-            score = row.get('tpr@100fp', -row['loss'])
-            improved = score > best
-            best = max(best, score)
-            extra = dict(optimizer=opt.state_dict(), epoch=epoch + 1, best=best, step=step)
-            if ema is not None:
-                extra['train_model'] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
-            if improved:
-                save_checkpoint(best_path, shown, cfg.val_size, dataclasses.asdict(cfg), **extra)
-            rows.append(row)
-            atomic_write_text(metrics_path, ''.join(json.dumps(r) + '\n' for r in rows))
-            save_checkpoint(last_path, shown, cfg.val_size, dataclasses.asdict(cfg), **extra)
+            best = save_epoch(t, out, val, row, rows, best, epoch, step)
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()
         out_of_time = bool(time_limit_min) and time.time() - t_start > time_limit_min * 60
-        stop = torch.tensor(float(out_of_time or (stop_after and epoch + 1 >= stop_after)))
-        if world > 1:   # rank 0's clock decides for everyone, or the others would wait forever
-            dist.broadcast(stop, 0)
-        if stop.item() and epoch + 1 < cfg.epochs:
+        if stop_now(world, out_of_time, stop_after, epoch + 1) and epoch + 1 < cfg.epochs:
             log(f'stopped after epoch {epoch + 1} of {cfg.epochs}; continue with --resume')
             break
     if world > 1:

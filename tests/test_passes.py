@@ -26,15 +26,6 @@ def tiny_net(torch_one_thread_module):
     return describe_network(random_quant_network(TINY, ANCHORS, seed=3, calib_size=16), 32)
 
 
-@pytest.fixture(scope='module')
-def torch_one_thread_module():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def float_codes(affine: tuple[np.ndarray, ...], s: np.ndarray) -> np.ndarray:
     """The float model's codes: #{k : ((s * a) * b) + c > cut_k} in float32, s int64 (O, n)."""
     a, b, c = (np.asarray(v, dtype=np.float32)[:, None] for v in affine)

@@ -6,6 +6,8 @@ on a busy 2-core machine; the kill-resume cycles are marked slow.
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -24,10 +27,11 @@ from ifq_tinier_yolo.checkpoint import load_checkpoint, model_from_checkpoint, s
 from ifq_tinier_yolo.cli import build_parser, main
 from ifq_tinier_yolo.datasets.loader import WiderTrainSet, collate
 from ifq_tinier_yolo.datasets.wider import read_wider
-from ifq_tinier_yolo.errors import ConfigError
+from ifq_tinier_yolo.errors import ConfigError, TrainingError
 from ifq_tinier_yolo.model.loss import detection_loss, region_loss
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
-from ifq_tinier_yolo.train import TrainConfig, config_from_args, lr_at, make_optimizer, parse_overrides
+from ifq_tinier_yolo.train import check_finite, config_from_args, lr_at, make_optimizer, weight_average
+from ifq_tinier_yolo.train_config import TrainConfig, add_train_arguments, parse_overrides
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -120,6 +124,33 @@ def test_config_from_flags_and_set():
                                    '--set', 'lr=1e-3', 'batch=4'))
     assert cfg.img_size == 128 and cfg.quant == 'float' and cfg.lr == 1e-3 and cfg.batch == 4
     assert config_from_args(args_of()) == TrainConfig()   # the flags' defaults are the config's
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_train_arguments(parser)
+    return parser
+
+
+def test_train_flags_come_from_the_config_fields():
+    args = train_parser().parse_args(['--wider-root', 'W', '--out', 'O'])
+    assert config_from_args(args) == TrainConfig()
+    help_text = train_parser().format_help()
+    for f in dataclasses.fields(TrainConfig):   # every field is a flag whose help shows its default
+        flag = '--' + f.name.replace('_', '-')
+        assert flag in help_text and f.metadata['help']
+    assert '(default: 416)' in help_text and '--no-bf16' in help_text
+    cfg = config_from_args(train_parser().parse_args(
+        ['--wider-root', 'W', '--out', 'O', '--ema', '0.99', '--bf16', '--net', 'v2', '--optimizer', 'sgd']))
+    assert (cfg.ema, cfg.bf16, cfg.net, cfg.optimizer) == (0.99, True, 'v2', 'sgd')
+
+
+def test_repeated_set_flags_all_apply():
+    # a plain `store` kept only the last --set: `--set net=v2 ... --set ema=0.998` lost net=v2
+    args = train_parser().parse_args(['--wider-root', 'W', '--out', 'O', '--set', 'net=v2', '--lr', '1e-3',
+                                      '--set', 'ema=0.998', 'seed=3'])
+    cfg = config_from_args(args)
+    assert (cfg.net, cfg.ema, cfg.seed, cfg.lr) == ('v2', 0.998, 3, 1e-3)
 
 
 @pytest.mark.parametrize('argv, words', [
@@ -293,23 +324,33 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Pa
         assert 'train_model' not in final
 
 
-def test_weight_ema_averages_float_state_and_copies_counters():
+def test_weight_average_averages_weights_and_bn_statistics_and_copies_counters():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    ema = train_mod.WeightEma(model, decay=0.9)
     start = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = weight_average(model, decay=0.9, step=100)
     with torch.no_grad():
         model[0].weight.add_(1.0)
+        model[1].running_mean.add_(1.0)
         model[1].num_batches_tracked.fill_(7)
     # step 100: decay min(0.9, 101/110) = 0.9, so the average moves a tenth of the way
-    ema.update(model, 100)
-    torch.testing.assert_close(ema.state['0.weight'], start['0.weight'] + 0.1)
-    assert ema.state['1.num_batches_tracked'].item() == 7
+    avg.update_parameters(model)
+    state = avg.module.state_dict()
+    torch.testing.assert_close(state['0.weight'], start['0.weight'] + 0.1)
+    torch.testing.assert_close(state['1.running_mean'], start['1.running_mean'] + 0.1)   # buffers too
+    assert state['1.num_batches_tracked'].item() == 7
     # early steps ramp the decay: at step 0 it is 1/10, the average moves 90% of the way
-    ema0 = train_mod.WeightEma(torch.nn.Linear(1, 1), decay=0.999)
     lin = torch.nn.Linear(1, 1)
-    ema0.state = {k: torch.zeros_like(v) for k, v in lin.state_dict().items()}
-    ema0.update(lin, 0)
-    torch.testing.assert_close(ema0.state['weight'], lin.weight.detach() * 0.9)
+    avg0 = weight_average(lin, decay=0.999)
+    avg0.module.load_state_dict({k: torch.zeros_like(v) for k, v in lin.state_dict().items()})
+    avg0.update_parameters(lin)
+    torch.testing.assert_close(avg0.module.weight, lin.weight.detach() * 0.9)
+    assert avg0.n_averaged.item() == 2   # the initial weights count as the first update
+
+
+def test_a_non_finite_loss_is_a_training_error(tmp_path: Path):
+    with pytest.raises(TrainingError, match='loss became nan at epoch 3 step 7; no checkpoint written yet'):
+        check_finite(SimpleNamespace(world=1), torch.tensor(float('nan')), 2, 7, tmp_path / 'last.pt')
+    check_finite(SimpleNamespace(world=1), torch.tensor(1.5), 2, 7, tmp_path / 'last.pt')
 
 
 def test_same_seed_same_weights_other_seed_other_weights(fixture_wider: Path, tmp_path: Path):
