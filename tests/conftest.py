@@ -1,7 +1,9 @@
 """Shared fixtures: where the WIDER data lives, and single-threaded torch for the model tests."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -40,14 +42,30 @@ def any_wider() -> Path:
     pytest.skip(f'no WIDER train split at {SHARED_WIDER} nor {FIXTURE_WIDER}')
 
 
-@pytest.fixture
-def torch_one_thread():
-    """Run torch on one thread for the test: on a busy 2-core machine, 2 threads are ~10x slower."""
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside the block: on a busy 2-core machine, 2 threads are ~10x slower."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Run torch on one thread for the test."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope='module')
+def torch_one_thread_module():
+    """Run torch on one thread for a whole test module (for module-scoped fixtures that run torch)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope='session')
@@ -56,44 +74,35 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from ifq_tinier_yolo.checkpoint import save_checkpoint
     from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('random_model') / 'random.pt'
-    save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp('random_model') / 'random.pt'
+        save_checkpoint(path, TinierYolo(quant='hwgq').eval(), img_size=416, config={})
     return path
 
 
 @pytest.fixture(scope='session')
 def random_ifq(random_checkpoint: Path) -> Path:
     """`random_checkpoint` converted to an integer model file (.ifq beside it)."""
-    import torch
     from ifq_tinier_yolo.integrate.convert import convert
     from ifq_tinier_yolo.integrate.modelfile import save
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     path = random_checkpoint.with_suffix('.ifq')
-    save(convert(random_checkpoint), path)
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        save(convert(random_checkpoint), path)
     return path
 
 
 @pytest.fixture(scope='session')
 def tiny_ifq_bytes() -> bytes:
     """The bytes of a valid .ifq file of a 4-layer table (about 1 KB): the seed of the loader fuzz tests."""
-    import torch
     from ifq_tinier_yolo.engine import modelfile as fmt
     from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
     from ifq_tinier_yolo.netdef import LayerSpec
     tiny = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
             LayerSpec('c3', 'hidden', 5, 3, 1), LayerSpec('head', 'head', 10, 1, 1))
     anchors = ((0.5, 0.75), (2.0, 3.0))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    data = fmt.to_bytes(convert_model(random_quant_network(tiny, anchors, seed=5, calib_size=16), 32))
-    torch.set_num_threads(before)
-    return data
+    with one_torch_thread():
+        return fmt.to_bytes(convert_model(random_quant_network(tiny, anchors, seed=5, calib_size=16), 32))
 
 
 @pytest.fixture(scope='session')
