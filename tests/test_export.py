@@ -3,19 +3,21 @@ model, the onnxruntime backend's detect contract, the CLI handler, bad inputs.""
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo import netdef
+from ifq_tinier_yolo.engine import modelfile, runtime
 from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
 from ifq_tinier_yolo.errors import ConfigError, ConversionError, ImageError, ModelFileError, OutputError
 from ifq_tinier_yolo.imageio import read_image
-from ifq_tinier_yolo.netdef import LayerSpec
+from ifq_tinier_yolo.netdef import LayerSpec, head_layer
 
 onnx = pytest.importorskip('onnx', reason='the export extra (pip install .[export]) is not installed')
 ort = pytest.importorskip('onnxruntime', reason='the export extra (pip install .[export]) is not installed')
@@ -31,27 +33,39 @@ SAMPLES = REPO / 'data' / 'samples'
 TABLE = (LayerSpec('c1', 'first', 8, 3, 1, pool=2), LayerSpec('c2', 'hidden', 12, 3, 1, pool=2),
          LayerSpec('c3', 'hidden', 16, 3, 2), LayerSpec('c4', 'hidden', 8, 1, 1),
          LayerSpec('head', 'head', 10, 1, 1))
+# every kind of a layer graph: a lateral 1x1 reading a named layer, an upsample, a concatenation of
+# two inputs, two heads of different strides and anchor counts (stride 8 first, then stride 4)
+TWO_HEADS = (LayerSpec('c1', 'first', 6, 3, 1, pool=2), LayerSpec('c2', 'hidden', 8, 3, 1, pool=2),
+             LayerSpec('c3', 'hidden', 12, 3, 2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'head8'),
+             LayerSpec('lat', 'hidden', 6, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 6),
+             LayerSpec('c4', 'hidden', 8, 3, 1, inputs=('up', 'c2')), head_layer(((0.5, 0.75),), 'head4'))
 ACC_SPREAD = {'first': 40000, 'hidden': 12}   # threshold spread that gives every code on random data
 
 
 def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int = 5000) -> IntegerModel:
-    """A valid integer model of `table` with random weights, thresholds and signs (about half negative)."""
+    """A valid integer model of `table` (a chain or a graph) with random weights, thresholds and
+    signs (about half negative); heads take their spec's anchors, or two fixed ones."""
     rng = np.random.default_rng(seed)
-    layers, in_ch = [], 3
-    for s in table:
+    layers = []
+    for s, in_ch in zip(table, netdef.in_channels(table)):
         shape = (s.out_ch, in_ch, s.kernel, s.kernel)
+        if s.kind == 'upsample':
+            layers.append(IntLayer(s, in_ch, None))
+            continue
         if s.kind == 'head':
             w = rng.integers(-127, 128, shape, dtype=np.int8)
             bias = rng.integers(-bias_max, bias_max + 1, s.out_ch, dtype=np.int32)
             anchors = np.array([[65536, 98304], [131072, 65536]], dtype=np.int64)[:s.out_ch // 5]
-            layers.append(IntLayer(s, in_ch, w, bias=bias, anchors_q16=anchors, out_multiplier=1 << 30, out_shift=40))
+            if s.anchors:
+                anchors = np.round(np.array(s.anchors) * 65536).astype(np.int64)
+            layers.append(IntLayer(replace(s, anchors=()), in_ch, w, bias=bias, anchors_q16=anchors,
+                                   out_multiplier=1 << 30, out_shift=40))
             continue
         w = (rng.integers(-127, 128, shape) if s.kind == 'first' else rng.choice([-1, 1], shape)).astype(np.int8)
         t = np.sort(rng.normal(0, ACC_SPREAD[s.kind], (s.out_ch, 3)).round(), axis=1)
         t = t.astype(np.int32 if s.kind == 'first' else np.int16)
         signs = rng.choice([-1, 1], s.out_ch).astype(np.int8)
         layers.append(IntLayer(s, in_ch, w, t, signs))
-        in_ch = s.out_ch
     model = IntegerModel(tuple(layers), 32)
     model.check()
     return model
@@ -102,11 +116,120 @@ def test_onnx_graph_structure(shipped: IntegerModel):
     assert ops.count('Greater') == 3 * (len(shipped.layers) - 1) and 'Mul' not in ops   # no negative pooled sign
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert [o.name for o in proto.graph.output] == ['head']             # as in exports before layer graphs
     props = {p.key: p.value for p in proto.metadata_props}
     params = meta.from_props(props, 'x')
     assert params.specs == shipped.specs and params.input_size == shipped.input_size
-    assert np.array_equal(params.anchors_q16, shipped.anchors_q16) and params.stride == shipped.stride
-    assert (params.out_multiplier, params.out_shift) == (shipped.out_multiplier, shipped.out_shift)
+    assert params.heads == ('head',) and same_decoders(params.decoders, shipped.decoders)
+
+
+def same_decoders(got, want) -> bool:
+    return len(got) == len(want) and all(
+        np.array_equal(g.anchors_q16, w.anchors_q16) and g.anchors_q16.dtype == np.int64
+        and (g.out_multiplier, g.out_shift, g.stride) == (w.out_multiplier, w.out_shift, w.stride)
+        for g, w in zip(got, want))
+
+
+@pytest.fixture(scope='module')
+def two_heads() -> IntegerModel:
+    return random_model(5, TWO_HEADS)
+
+
+def test_onnx_two_heads_equal_engine_on_every_head(two_heads: IntegerModel):
+    proto = xo.build(two_heads)
+    assert [o.name for o in proto.graph.output] == ['head8', 'head4']
+    session = ort_session(proto)
+    rng = np.random.default_rng(6)
+    for h, w in ((32, 32), (48, 80)):                                  # batch of 2, non-square too
+        x = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+        got, want = session.run(None, {meta.INPUT: x}), runtime.run_heads_batch(two_heads, x)
+        assert [g.shape for g in got] == [(2, 10, h // 8, w // 8), (2, 5, h // 4, w // 4)]
+        assert all(g.dtype == np.int32 and np.array_equal(g, v) for g, v in zip(got, want))
+        assert all(len(np.unique(v)) > 20 for v in want)              # not degenerate
+
+
+def test_two_head_graph_structure(two_heads: IntegerModel):
+    nodes = {n.name: n for n in xo.build(two_heads).graph.node}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes['up.up'].attribute}
+    assert nodes['up.up'].op_type == 'Resize' and list(nodes['up.up'].input) == ['lat.code', 'up.roi', 'up.scales']
+    assert attrs == {'mode': b'nearest', 'coordinate_transformation_mode': b'asymmetric', 'nearest_mode': b'floor'}
+    assert nodes['c4.in'].op_type == 'Concat' and list(nodes['c4.in'].input) == ['up.up', 'c2.code']
+    assert list(nodes['lat.acc'].input)[0] == 'c3.code'                 # one named input: no Concat
+    assert [n.name for n in nodes.values() if n.op_type == 'Concat'] == ['c4.in']
+
+
+def test_backend_on_two_heads_equals_engine(two_heads: IntegerModel, tmp_path: Path):
+    model_file, path = tmp_path / 'two.ifq', tmp_path / 'two.onnx'
+    model_file.write_bytes(modelfile.to_bytes(two_heads))
+    export_model(model_file, path, 'onnx')
+    b = backend.load(path, threads=1)
+    assert b.heads == ('head8', 'head4') and b.specs == two_heads.specs and b.input_size == 32
+    assert same_decoders(b.decoders, two_heads.decoders) and [d.stride for d in b.decoders] == [8, 4]
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for size in (32, 48):
+        canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        assert all(np.array_equal(g, w) for g, w in zip(b.run_heads(canvas), runtime.run_heads(two_heads, canvas)))
+        got = b.detect(image, 0.3, 0.45, size)
+        assert len(got) > 1 and np.array_equal(got, runtime.detect(two_heads, image, 0.3, 0.45, size))
+    with pytest.raises(ValueError, match='2 heads'):
+        b.run(canvas)
+
+
+def test_opencv_dnn_runs_two_heads(two_heads: IntegerModel, tmp_path: Path):
+    import cv2
+
+    path = tmp_path / 'two.onnx'
+    onnx.save(xo.build(two_heads), path)
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.enableWinograd(False)
+    x = np.random.default_rng(8).integers(0, 256, (1, 48, 80, 3), dtype=np.uint8)
+    net.setInput(x)
+    got = net.forward(['head8', 'head4'])                              # int32 in OpenCV 5, float32 in 4
+    assert all(np.array_equal(np.asarray(g), w) for g, w in zip(got, runtime.run_heads_batch(two_heads, x)))
+
+
+def test_qonnx_two_heads_execute_equal_to_engine(two_heads: IntegerModel):
+    """Upsample (Resize) and Concat through qonnx's executor, its conv lowering and channels-last
+    conversion: every head exact; the codes they carry keep UINT2."""
+    pytest.importorskip('qonnx', reason='qonnx (export extra) is not installed')
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    clean = cleanup_model(ModelWrapper(xq.build(two_heads, 48))).transform(InferDataTypes())
+    kinds = {n.op_type: clean.get_tensor_datatype(n.output[0]).name for n in clean.graph.node}
+    assert kinds['Resize'] == kinds['Concat'] == 'UINT2'
+    assert [clean.get_tensor_datatype(o.name).name for o in clean.graph.output] == ['INT32', 'INT32']
+    x = np.random.default_rng(9).integers(0, 256, (1, 48, 48, 3), dtype=np.uint8)
+    want = runtime.run_heads_batch(two_heads, x)
+    for wrapped in (clean, clean.transform(LowerConvsToMatMul()), clean.transform(ConvertToChannelsLastAndClean())):
+        out = execute_onnx(wrapped, {wrapped.graph.input[0].name: x.transpose(0, 3, 1, 2).astype(np.float32)})
+        assert all(np.array_equal(out[o.name].astype(np.int64), w) for o, w in zip(wrapped.graph.output, want))
+
+
+def version_1_props(model: IntegerModel) -> dict[str, str]:
+    """metadata_props as single-head exports wrote them before layer graphs (export version 1)."""
+    props = {k: v for k, v in meta.to_props(model, 'onnx').items() if k != 'ifq.heads'}
+    props.update({'ifq.version': '1', 'ifq.anchors_q16': json.dumps(model.anchors_q16.tolist()),
+                  'ifq.out_multiplier': str(model.out_multiplier), 'ifq.out_shift': str(model.out_shift),
+                  'ifq.layers': json.dumps([asdict(s) for s in model.specs])})
+    return props
+
+
+def test_backend_reads_version_1_exports(shipped: IntegerModel, shipped_onnx: Path, tmp_path: Path):
+    proto = onnx.load(shipped_onnx)
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, version_1_props(shipped))
+    old = tmp_path / 'old.onnx'
+    onnx.save(proto, old)
+    b = backend.load(old, threads=1)
+    assert b.heads == ('head',) and same_decoders(b.decoders, shipped.decoders)
+    image = read_image(sorted(SAMPLES.iterdir())[0])
+    assert np.array_equal(b.detect(image, 0.3, 0.45, 288), runtime.detect(shipped, image, 0.3, 0.45, 288))
 
 
 def test_pooled_negative_signs_become_a_mul():
@@ -267,12 +390,21 @@ def test_backend_refuses_foreign_files(tmp_path: Path):
 
 def test_malformed_metadata_is_refused(shipped: IntegerModel):
     props = meta.to_props(shipped, 'onnx')
-    with pytest.raises(ValueError, match='export version'):
-        meta.from_props({**props, 'ifq.version': '2'}, 'x')
+    heads = json.loads(props['ifq.heads'])
+    with pytest.raises(ValueError, match="export version '3', this program reads 1 and 2"):
+        meta.from_props({**props, 'ifq.version': '3'}, 'x')
     with pytest.raises(ValueError, match='malformed export metadata'):
         meta.from_props({**props, 'ifq.layers': '[{"name": 1}]'}, 'x')
-    with pytest.raises(ValueError, match='anchors'):
-        meta.from_props({**props, 'ifq.anchors_q16': '[[0, 1]]'}, 'x')
+    with pytest.raises(ValueError, match='malformed export metadata'):
+        meta.from_props({**props, 'ifq.heads': '[{"name": "head"}]'}, 'x')
+    with pytest.raises(ValueError, match=r"describes heads \['h'\], the layer table has \['head'\]"):
+        meta.from_props({**props, 'ifq.heads': json.dumps([{**heads[0], 'name': 'h'}])}, 'x')
+    with pytest.raises(ValueError, match='anchors of head head'):
+        meta.from_props({**props, 'ifq.heads': json.dumps([{**heads[0], 'anchors_q16': [[0, 1]]}])}, 'x')
+    with pytest.raises(ValueError, match='output scale .* of head head'):
+        meta.from_props({**props, 'ifq.heads': json.dumps([{**heads[0], 'out_shift': 3}])}, 'x')
+    with pytest.raises(ValueError, match='anchors of head head'):
+        meta.from_props({**version_1_props(shipped), 'ifq.anchors_q16': '[[0, 1]]'}, 'x')
     bad_size = replace(shipped, input_size=100)
     with pytest.raises(ValueError, match='multiple of 16'):
         meta.from_props(meta.to_props(bad_size, 'onnx'), 'x')

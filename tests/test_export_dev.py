@@ -1,5 +1,6 @@
 """The exports of the shipped model on the real dev images (../shared/data/wider/WIDER_val/images):
-head integers equal to the engine's in onnxruntime (all 178), OpenCV DNN and qonnx's executor."""
+head integers equal to the engine's in onnxruntime (all 178), OpenCV DNN and qonnx's executor;
+the two-head v2 table (random integer parameters) in onnxruntime on a handful."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ifq_tinier_yolo import netdef
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.model import IntegerModel
 from ifq_tinier_yolo.engine.preprocess import letterbox
@@ -15,6 +17,8 @@ from ifq_tinier_yolo.imageio import read_image
 pytest.importorskip('onnxruntime', reason='the export extra (pip install .[export]) is not installed')
 from ifq_tinier_yolo.export import backend   # noqa: E402  (needs onnxruntime)
 from ifq_tinier_yolo.export.cli import export_model   # noqa: E402
+from ifq_tinier_yolo.export.onnx import build as build_onnx   # noqa: E402
+from test_export import random_model                  # noqa: E402  (a test module: skips without onnx)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
@@ -114,3 +118,21 @@ def test_qonnx_execute_bit_exact_on_dev_images(model, exported, dev_images, caps
     same = count_equal(run, model, dev_images[:HANDFUL], model.input_size)
     report(capsys, f'qonnx bit-exact {same}/{HANDFUL}')
     assert same == HANDFUL
+
+
+def test_v2_table_onnx_bit_exact_on_dev_images(dev_images, tmp_path, capsys):
+    """The v2 table (stride-16 and stride-8 heads, upsample, concatenation) with random integer
+    parameters: every head and the detections equal the engine's at the shipped input size."""
+    model = random_model(0, netdef.LAYERS_V2)
+    path = tmp_path / 'v2.onnx'
+    path.write_bytes(build_onnx(model).SerializeToString())
+    b = backend.load(path, threads=1)
+    size, same = netdef.INPUT_SIZE, 0
+    for p in dev_images[:HANDFUL]:
+        c = letterbox(read_image(p), size)[0]
+        same += all(np.array_equal(g, w) for g, w in zip(b.run_heads(c), runtime.run_heads(model, c)))
+    report(capsys, f'v2 onnx bit-exact {same}/{HANDFUL}')
+    assert same == HANDFUL
+    image = read_image(dev_images[0])
+    got = b.detect(image, 0.999, 0.45, size)
+    assert len(got) and np.array_equal(got, runtime.detect(model, image, 0.999, 0.45, size))

@@ -1,11 +1,11 @@
 """Run an exported `.onnx` model in onnxruntime, with the engine's contract and its decoder.
 
     backend = load('model.onnx')
-    head = backend.run(canvas)                   # uint8 (S, S, 3) BGR canvas -> int32 (A*5, S/16, S/16)
+    heads = backend.run_heads(canvas)            # uint8 (S, S, 3) BGR canvas -> per head int32 (A*5, S/s, S/s)
     faces = backend.detect(bgr, 0.3, 0.45)       # float64 (N, 5) x, y, w, h, score, original pixels
 
 Only the layers run in onnxruntime; letterboxing (engine/preprocess.py), the fixed-point
-decode and NMS (engine.runtime.detect_with) are the engine's own, so a bit-exact head gives
+decode and NMS (engine.runtime.detect_with) are the engine's own, so bit-exact heads give
 identical detections. Needs onnxruntime only (not onnx).
 """
 from __future__ import annotations
@@ -23,44 +23,46 @@ from .meta import INPUT
 
 
 class OnnxBackend:
-    """An exported model in an onnxruntime session; `specs`, `input_size`, `stride`, `anchors_q16`,
-    `out_multiplier`, `out_shift` as on IntegerModel, so engine.runtime.decode_head accepts it."""
+    """An exported model in an onnxruntime session, with the layer table, default input size and
+    head decoders its metadata holds."""
 
-    def __init__(self, session, params: meta.HeadParams, path: Path):
+    def __init__(self, session, params: meta.ExportParams, path: Path):
         self.session = session
         self.path = path
-        self.specs: tuple[LayerSpec, ...] = params.specs
+        self.specs: tuple[LayerSpec, ...] = params.specs     # engine checks read the table (input sizes)
         self.input_size: int = params.input_size
-        self.anchors_q16: np.ndarray = params.anchors_q16
-        self.out_multiplier: int = params.out_multiplier
-        self.out_shift: int = params.out_shift
-        self.stride: int = params.stride
+        self.heads: tuple[str, ...] = params.heads           # graph output names, table order
+        self.decoders: list[HeadDecoder] = list(params.decoders)
 
-    def run_batch(self, canvases: np.ndarray) -> np.ndarray:
-        """uint8 (B, H, W, 3) BGR canvases -> int32 head (B, A*5, H/16, W/16), as engine.runtime.run_batch."""
+    def run_heads_batch(self, canvases: np.ndarray) -> list[np.ndarray]:
+        """uint8 (B, H, W, 3) BGR canvases -> per head int32 (B, A*5, H/s, W/s), as engine.runtime.run_heads_batch."""
         runtime._check_canvases(self, canvases)
-        (head,) = self.session.run(None, {INPUT: np.ascontiguousarray(canvases)})
-        return head
+        return self.session.run(list(self.heads), {INPUT: np.ascontiguousarray(canvases)})
 
-    def run(self, canvas: np.ndarray) -> np.ndarray:
-        """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+    def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
+        """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, S/s, S/s)."""
         if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
             raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
                              f'{getattr(canvas, "shape", type(canvas).__name__)}')
-        return self.run_batch(canvas[None])[0]
+        return [h[0] for h in self.run_heads_batch(canvas[None])]
+
+    def run(self, canvas: np.ndarray) -> np.ndarray:
+        """Single-head models: uint8 (S, S, 3) canvas -> int32 head (A*5, S/s, S/s); ValueError for several heads."""
+        if len(self.heads) != 1:
+            raise ValueError(f'this model has {len(self.heads)} heads; use run_heads')
+        return self.run_heads(canvas)[0]
 
     def detect(self, bgr_image: np.ndarray, conf: float, nms_iou: float,
                img_size: int | None = None) -> np.ndarray:
         """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first.
 
-        Same checks, letterbox, decode and NMS as engine.runtime.detect; only `run` differs.
+        Same checks, letterbox, decode and NMS as engine.runtime.detect; only the layers differ.
         """
-        decoder = HeadDecoder(self.anchors_q16, self.out_multiplier, self.out_shift, self.stride)
-        return runtime.detect_with(lambda canvas: [self.run(canvas)], [decoder], self.specs, bgr_image, conf,
-                                   nms_iou, img_size or self.input_size)
+        return runtime.detect_with(self.run_heads, self.decoders, self.specs, bgr_image, conf, nms_iou,
+                                   img_size or self.input_size)
 
     def __repr__(self) -> str:
-        return f'OnnxBackend({str(self.path)!r}, input_size={self.input_size})'
+        return f'OnnxBackend({str(self.path)!r}, input_size={self.input_size}, heads={list(self.heads)})'
 
 
 def load(path: str | Path, threads: int = 0) -> OnnxBackend:
@@ -87,7 +89,8 @@ def load(path: str | Path, threads: int = 0) -> OnnxBackend:
         params = meta.from_props(session.get_modelmeta().custom_metadata_map, str(path))
     except ValueError as e:
         raise ModelFileError(str(e)) from None
-    names = [i.name for i in session.get_inputs()]
-    if names != [INPUT] or len(session.get_outputs()) != 1:
-        raise ModelFileError(f'{path}: expected one input {INPUT!r} and one output, found inputs {names}')
+    inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+    if inputs != [INPUT] or sorted(outputs) != sorted(params.heads):
+        raise ModelFileError(f'{path}: expected input {INPUT!r} and one output per head {list(params.heads)}, '
+                             f'found inputs {inputs} and outputs {outputs}')
     return OnnxBackend(session, params, path)

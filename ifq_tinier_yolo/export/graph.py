@@ -18,6 +18,7 @@ from ..engine.layers import FLOAT32_EXACT
 from ..engine.model import IntegerModel, IntLayer
 from ..engine.modelfile import read
 from ..errors import ConversionError, ModelFileError
+from ..netdef import UPSAMPLE
 
 ZIP_MAGIC = b'PK\x03\x04'   # torch.save writes a zip archive
 CHANNEL_AXIS = 1            # both graphs run NCHW
@@ -97,6 +98,19 @@ class GraphBuilder:
         return self.node('MaxPool', [x], f'{prefix}.pool', kernel_shape=[2, 2], strides=[2, 2],
                          pads=[0, 0, 0, 0])
 
+    def upsample(self, x: str, prefix: str) -> str:
+        """Nearest-neighbour 2x of NCHW codes, out[y, x] = in[y // 2, x // 2] as engine.layers.upsample2.
+
+        Resize with `asymmetric` coordinates maps output pixel y to input y / 2 and `floor` takes
+        y // 2: every code is repeated 2x2, exact on any side. The roi input is an empty
+        initializer rather than left out: opset 11 requires it, and qonnx's executor looks up
+        every input by name.
+        """
+        roi = self.const(f'{prefix}.roi', np.zeros(0, np.float32))
+        scales = self.const(f'{prefix}.scales', np.array([1, 1, UPSAMPLE, UPSAMPLE], np.float32))   # N, C, H, W
+        return self.node('Resize', [x, roi, scales], f'{prefix}.up', mode='nearest',
+                         coordinate_transformation_mode='asymmetric', nearest_mode='floor')
+
 
 # (builder, input tensor name, layer) -> output tensor name: how a graph writes one kind of layer
 Emitter = Callable[[GraphBuilder, str, IntLayer], str]
@@ -105,16 +119,16 @@ Emitter = Callable[[GraphBuilder, str, IntLayer], str]
 def walk(g: GraphBuilder, model: IntegerModel, first_input: str, emit: dict[str, Emitter]) -> list[str]:
     """Emit every layer of the table in order; returns the head output names (the graph outputs).
 
-    A layer reads the row above, or the channel concatenation of the layers its spec names in
-    `inputs` (tables with several heads); a kind without an emitter is refused by name.
+    A layer reads the row above, or the layers its spec names in `inputs`, several of them
+    joined by one Concat along channels in that order (`LAYER.in`); a kind without an emitter
+    is refused by name.
     """
     tensors: dict[str, str] = {}
     x, heads = first_input, []
     for layer in model.layers:
         s = layer.spec
-        names = getattr(s, 'inputs', ())          # absent from one-head tables: the row above
-        if names:
-            sources = [tensors[n] for n in names]
+        if s.inputs:
+            sources = [tensors[n] for n in s.inputs]
             x = sources[0] if len(sources) == 1 else g.node('Concat', sources, f'{s.name}.in', axis=CHANNEL_AXIS)
         if s.kind not in emit:
             raise ConversionError(f'layer {s.name}: no graph form for a {s.kind!r} layer yet')

@@ -2,12 +2,14 @@
 
     image   uint8 (N, H, W, 3) BGR letterboxed canvas, H and W multiples of the total stride
       -> Cast float32 -> Transpose NCHW
-      -> per first/hidden layer: Conv (integer weights, signs folded) [-> MaxPool 2x2 -> Mul signs]
-         -> Greater(acc, tau_k) for k = 0, 1, 2 -> Cast float32 -> Sum = code 0..3
-      -> head: Conv -> Cast int32 -> Add int32 bias
-    head    int32 (N, A*5, H/stride, W/stride): exactly engine.runtime.run_batch's integers
+      -> per first/hidden layer: [Concat of its inputs] -> Conv (integer weights, signs folded)
+         [-> MaxPool 2x2 -> Mul signs] -> Greater(acc, tau_k) for k = 0, 1, 2 -> Cast float32 -> Sum = code 0..3
+      -> per upsample layer: Resize nearest 2x (asymmetric, floor): each code repeated 2x2
+      -> per head: Conv -> Cast int32 -> Add int32 bias
+    one output per head, named after the head layer ('head' in the v1 table; 'head16', 'head8'
+    in v2): int32 (N, A*5, H/s, W/s), s the head's stride: exactly engine.runtime.run_heads_batch's integers
 
-Decoding and NMS stay outside the graph (engine.runtime.decode_head, as backend.py does):
+Decoding and NMS stay outside the graph (engine.runtime.decode_heads, as backend.py does):
 the fixed-point sigmoid/exp tables and the cross-multiplied NMS have no exact ONNX form.
 """
 from __future__ import annotations
@@ -59,7 +61,12 @@ def _head(g: GraphBuilder, x: str, layer: IntLayer) -> str:
     return g.node('Add', [acc, bias], prefix)
 
 
-EMIT = {'first': _hidden, 'hidden': _hidden, 'head': _head}
+def _upsample(g: GraphBuilder, x: str, layer: IntLayer) -> str:
+    """An upsample layer: float codes (N, C, H, W) -> (N, C, 2H, 2W), each code repeated 2x2."""
+    return g.upsample(x, layer.spec.name)
+
+
+EMIT = {'first': _hidden, 'hidden': _hidden, 'upsample': _upsample, 'head': _head}
 
 
 def build(model: IntegerModel) -> onnx.ModelProto:
@@ -70,15 +77,14 @@ def build(model: IntegerModel) -> onnx.ModelProto:
     x = g.node('Cast', [INPUT], 'pixels', to=TensorProto.FLOAT)
     x = g.node('Transpose', [x], 'pixels_nchw', perm=NHWC_TO_NCHW)        # (N, 3, H, W)
     heads = walk(g, model, x, EMIT)
-    channels = {layer.spec.name: layer.spec.out_ch for layer in model.layers}
-    stride = model.stride
+    assert heads == [h.spec.name for h in model.heads]   # the backend finds the outputs by head name
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo',
         [helper.make_tensor_value_info(INPUT, TensorProto.UINT8,
                                        ['batch', 'height', 'width', netdef.IN_CHANNELS])],
-        [helper.make_tensor_value_info(name, TensorProto.INT32,
-                                       ['batch', channels[name], f'height/{stride}', f'width/{stride}'])
-         for name in heads],
+        [helper.make_tensor_value_info(h.spec.name, TensorProto.INT32,
+                                       ['batch', h.spec.out_ch, f'height/{s}', f'width/{s}'])
+         for h, s in zip(model.heads, model.head_strides)],
         g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid('', OPSET)],
                               producer_name='ifq-tinier-yolo', doc_string=__doc__.split('\n')[0])

@@ -1,10 +1,13 @@
 """The QONNX export: the integer network in the dialect the FINN compiler reads.
 
     global_in   float32 (1, 3, S, S) NCHW, annotated UINT8: the BGR canvas (FINN takes float containers)
-      -> per first/hidden layer: Conv (INT8 / BIPOLAR weights, signs folded) [-> MaxPool 2x2 -> Mul signs]
-         -> MultiThreshold (C, 3) thresholds tau + 1, out_dtype UINT2
-      -> head: Conv (INT8 weights) -> Add bias (INT32)
-    head        float32 (1, A*5, S/stride, S/stride), annotated INT32: engine.runtime.run's integers
+      -> per first/hidden layer: [Concat of its inputs, UINT2] -> Conv (INT8 / BIPOLAR weights,
+         signs folded) [-> MaxPool 2x2 -> Mul signs] -> MultiThreshold (C, 3) thresholds tau + 1, out_dtype UINT2
+      -> per upsample layer: Resize nearest 2x (asymmetric, floor), UINT2
+      -> per head: Conv (INT8 weights) -> Add bias (INT32)
+    one output per head, named after the head layer: float32 (1, A*5, S/s, S/s), s the head's
+    stride, annotated INT32: engine.runtime.run_heads's integers (qonnx's cleanup renames them
+    global_out, global_out_1, ... in the same order)
 
 MultiThreshold counts x >= t; the engine counts acc > tau. On integers acc > tau is
 acc >= tau + 1, so every threshold is written as tau + 1. Shapes are static (FINN needs them):
@@ -81,7 +84,14 @@ def _head(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
     return out
 
 
-EMIT = {'first': _hidden, 'hidden': _hidden, 'head': _head}
+def _upsample(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
+    """An upsample layer: one Resize node; the codes stay UINT2."""
+    out = g.upsample(x, layer.spec.name)
+    g.dtypes[out] = CODE_DTYPE
+    return out
+
+
+EMIT = {'first': _hidden, 'hidden': _hidden, 'upsample': _upsample, 'head': _head}
 
 
 def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
@@ -96,13 +106,13 @@ def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
     g = _QonnxBuilder()
     g.dtypes[INPUT] = 'UINT8'
     heads = walk(g, model, INPUT, EMIT)
-    channels = {layer.spec.name: layer.spec.out_ch for layer in model.layers}
-    grid = size // model.stride
+    assert heads == [h.spec.name for h in model.heads]
+    g.dtypes.update({n.output[0]: CODE_DTYPE for n in g.nodes if n.op_type == 'Concat'})   # concatenated codes
     graph = helper.make_graph(
         g.nodes, 'ifq_tinier_yolo_qonnx',
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [1, netdef.IN_CHANNELS, size, size])],
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels[name], grid, grid])
-         for name in heads],
+        [helper.make_tensor_value_info(h.spec.name, TensorProto.FLOAT, [1, h.spec.out_ch, size // s, size // s])
+         for h, s in zip(model.heads, model.head_strides)],
         g.initializers)
     graph.quantization_annotation.extend(g.annotations())
     proto = helper.make_model(graph, producer_name='ifq-tinier-yolo',
