@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .errors import ConfigError
+
 # --- HWGQ 2-bit activation quantizer (Cai et al., HWGQ-Net; PAPER.md) -----------------
 ACT_BITS = 2
 HWGQ_STEP = 0.538                 # Delta: value of code q is q * HWGQ_STEP
@@ -24,6 +26,7 @@ LETTERBOX_FILL = 0                # letterbox padding pixel value (same as the c
 # --- YOLOv2 region layer ------------------------------------------------------------------
 VALUES_PER_ANCHOR = 5             # tx, ty, tw, th, objectness (one class: face)
 X_FIELD, Y_FIELD, W_FIELD, H_FIELD, OBJECTNESS_FIELD = range(VALUES_PER_ANCHOR)
+EXP_CLAMP = 10.0                  # tw, th are clamped to this before exp (loss and both decoders)
 # Anchors (w, h) in grid cells at stride 16, IoU k-means on WIDER train faces >= 6 px at
 # 416 input (scripts/fit_anchors.py reproduces them).
 ANCHORS: tuple[tuple[float, float], ...] = (
@@ -275,11 +278,11 @@ def is_chain(layers: tuple[LayerSpec, ...]) -> bool:
     return all(s == ((i - 1,) if i else ()) for i, s in enumerate(sources(layers))) and heads(layers) == [len(layers) - 1]
 
 
-def check_input_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS) -> None:
-    """Raise ValueError unless `img_size` is a positive multiple of the total stride."""
+def check_input_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS, what: str = 'img_size') -> None:
+    """Raise ConfigError (`what: ...`) unless `img_size` is a positive multiple of the total stride."""
     s = total_stride(layers)
     if img_size <= 0 or img_size % s:
-        raise ValueError(f'input size {img_size} must be a positive multiple of {s}')
+        raise ConfigError(f'{what}: input size {img_size} must be a positive multiple of {s}')
 
 
 check_layers()

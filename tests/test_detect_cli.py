@@ -161,6 +161,16 @@ def test_folder_without_images_is_one_line_error(capsys, tmp_path: Path, torch_f
     assert err.startswith(f'error: {tmp_path / "docs"}: no images in this folder') and err.count('\n') == 1
 
 
+@pytest.mark.parametrize('out', ['photos', '.'])
+def test_out_holding_the_input_folder_says_so(capsys, tmp_path: Path, torch_flags: list[str], out: str):
+    """`detect photos --out photos` would write the copies over the images: a clear error, nothing written."""
+    write(tmp_path / 'photos' / 'a.jpg', noise((20, 20, 3)))
+    rc, out_text, err = run(capsys, 'detect', str(tmp_path / 'photos'), '--out', str(tmp_path / out), *torch_flags)
+    assert rc == 1 and out_text == '' and err.count('\n') == 1
+    assert err.startswith(f'error: --out {tmp_path / out}: holds the input folder {tmp_path / "photos"}')
+    assert sorted(p.name for p in (tmp_path / 'photos').iterdir()) == ['a.jpg']
+
+
 def test_unwritable_outputs_are_one_line_errors(capsys, tmp_path: Path, torch_flags: list[str]):
     image = write(tmp_path / 'a.jpg', noise((20, 20, 3)))
     (tmp_path / 'file').write_text('a file, not a folder')

@@ -267,3 +267,17 @@ def test_flip_detector_fuses_the_image_and_its_mirror(backend_fixture: str, requ
     assert len(want) > len(got) > 0   # not vacuous: the threshold applies to the fused scores
     np.testing.assert_array_equal(got, want[want[:, 4] >= conf])
     assert_inside(got, 80, 48)
+
+
+@pytest.mark.parametrize('backend', ['int', None])
+def test_detect_from_four_threads_equals_a_serial_run(backend):
+    """The shipped model on the sample images, 4 threads at once vs one after another (the numpy
+    engine, and the default backend: native where it is built)."""
+    from concurrent.futures import ThreadPoolExecutor
+    import cv2
+    images = [cv2.imread(str(p)) for p in sorted((Path(__file__).parents[1] / 'data' / 'samples').iterdir())] * 4
+    serial = [Detector.load(backend=backend).detect_array(im) for im in images]
+    detector = Detector.load(backend=backend)
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(detector.detect_array, images))
+    assert all(np.array_equal(a, b) for a, b in zip(serial, threaded)) and len(serial[0]) > 0

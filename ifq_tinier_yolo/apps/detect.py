@@ -61,12 +61,15 @@ def collect_sources(paths: list[Path], out_dir: Path | None) -> list[Source]:
     """Files as given, folders expanded to their images (recursive, sorted).
 
     Raises ImageError for a missing path or a folder without images, ConfigError when two
-    inputs would get the same annotated copy.
+    inputs would get the same annotated copy or the output folder is (or holds) an input folder.
     """
     out_root = out_dir.resolve() if out_dir is not None else None
     found: list[tuple[Path, Path]] = []   # (input path, path relative to the output folder)
     for p in paths:
         if p.is_dir():
+            if out_root is not None and p.resolve().is_relative_to(out_root):
+                raise ConfigError(f'--out {out_dir}: holds the input folder {p}: the annotated copies would '
+                                  f'overwrite or mix with the images; choose another output folder')
             # skip earlier annotated copies when --out lies inside the folder
             files = sorted(f for f in p.rglob('*') if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
                            and not (out_root and f.resolve().is_relative_to(out_root)))

@@ -138,10 +138,7 @@ class Detector:
             raise ConfigError(f'levels {levels} must be an integer from 1 to 4')
         path, m = load(path, backend)
         size = img_size or m.input_size
-        try:
-            netdef.check_input_size(size, m.specs)
-        except ValueError as e:
-            raise ConfigError(f'img_size: {e}') from None
+        netdef.check_input_size(size, m.specs)
         return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
                    netdef.total_stride(m.specs), bool(flip), netdef.upscale_size(size, m.specs) if upscale else 0,
                    m.notice)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..netdef import VALUES_PER_ANCHOR
+from ..netdef import EXP_CLAMP, H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD, Y_FIELD
 from .model import ANCHOR_FRAC_BITS   # anchors in 2**-16 grid cells (as stored in .ifq files)
 
 
@@ -20,13 +20,13 @@ def decode_float(head: np.ndarray, anchors: np.ndarray, stride: int,
     na = len(anchors)
     _, gh, gw = head.shape
     p = head.astype(np.float64).reshape(na, VALUES_PER_ANCHOR, gh, gw)   # (A, 5, H, W)
-    score = 1 / (1 + np.exp(-p[:, 4]))
+    score = 1 / (1 + np.exp(-p[:, OBJECTNESS_FIELD]))
     a, r, c = np.nonzero(score >= conf)
-    sig = 1 / (1 + np.exp(-p[a, :2, r, c]))                             # (N, 2)
+    sig = 1 / (1 + np.exp(-p[a, X_FIELD:Y_FIELD + 1, r, c]))            # (N, 2)
     cx = (c + sig[:, 0]) * stride
     cy = (r + sig[:, 1]) * stride
-    w = np.exp(np.minimum(p[a, 2, r, c], 10)) * anchors[a, 0] * stride
-    h = np.exp(np.minimum(p[a, 3, r, c], 10)) * anchors[a, 1] * stride
+    w = np.exp(np.minimum(p[a, W_FIELD, r, c], EXP_CLAMP)) * anchors[a, 0] * stride
+    h = np.exp(np.minimum(p[a, H_FIELD, r, c], EXP_CLAMP)) * anchors[a, 1] * stride
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
     return boxes, score[a, r, c]
 
@@ -38,7 +38,7 @@ def decode_float(head: np.ndarray, anchors: np.ndarray, stride: int,
 REQUANT_FRAC_BITS = 16        # requantized head values: units of 2**-16
 LUT_STEP_BITS = 8             # tables sample the value axis every 2**-8
 SIGMOID_RANGE = (-16, 16)     # sigmoid table domain; beyond it sigmoid is within 2**-23 of 0 / 1
-EXP_RANGE = (-16, 10)         # exp table domain; 10 is decode_float's clamp of tw, th
+EXP_RANGE = (-16, int(EXP_CLAMP))   # exp table domain, up to the clamp of tw, th
 SCORE_FRAC_BITS = 16          # sigmoid table values (scores, cell offsets): units of 2**-16
 EXP_FRAC_BITS = 16            # exp table values: units of 2**-16
 BOX_FRAC_BITS = 8             # fixed-point boxes: units of 2**-8 network pixels
@@ -100,14 +100,14 @@ def decode_fixed(head: np.ndarray, anchors_q16: np.ndarray, stride: int, out_mul
     na = len(anchors_q16)
     _, gh, gw = head.shape
     p = head.astype(np.int64).reshape(na, VALUES_PER_ANCHOR, gh, gw)    # (A, 5, H, W)
-    obj = p[:, 4]
+    obj = p[:, OBJECTNESS_FIELD]
     score = lut_lookup(requantize(obj, out_multiplier, out_shift), SIGMOID_LUT, *SIGMOID_RANGE)
     a, r, c = np.nonzero(score >= conf_q)
-    t = requantize(p[a, :4, r, c], out_multiplier, out_shift)          # (N, 4) tx, ty, tw, th
-    sx = lut_lookup(t[:, 0], SIGMOID_LUT, *SIGMOID_RANGE)
-    sy = lut_lookup(t[:, 1], SIGMOID_LUT, *SIGMOID_RANGE)
-    ew = lut_lookup(t[:, 2], EXP_LUT, *EXP_RANGE)
-    eh = lut_lookup(t[:, 3], EXP_LUT, *EXP_RANGE)
+    t = requantize(p[a, X_FIELD:H_FIELD + 1, r, c], out_multiplier, out_shift)   # (N, 4) tx, ty, tw, th
+    sx = lut_lookup(t[:, X_FIELD], SIGMOID_LUT, *SIGMOID_RANGE)
+    sy = lut_lookup(t[:, Y_FIELD], SIGMOID_LUT, *SIGMOID_RANGE)
+    ew = lut_lookup(t[:, W_FIELD], EXP_LUT, *EXP_RANGE)
+    eh = lut_lookup(t[:, H_FIELD], EXP_LUT, *EXP_RANGE)
     to_box = SCORE_FRAC_BITS - BOX_FRAC_BITS
     cx = round_shift(((c.astype(np.int64) << SCORE_FRAC_BITS) + sx) * stride, to_box)
     cy = round_shift(((r.astype(np.int64) << SCORE_FRAC_BITS) + sy) * stride, to_box)

@@ -13,6 +13,7 @@ where `prepare` proved every partial sum below 2**24, otherwise int64 does.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,16 +82,24 @@ def _prepare_layer(layer: IntLayer, sources: tuple[int, ...]) -> Step:
 
 
 _PLANS: dict[int, tuple[Step, ...]] = {}
+_PLANS_LOCK = threading.Lock()   # detect may run in several threads; a plan is built once
 
 
 def prepare(model: IntegerModel) -> tuple[Step, ...]:
-    """The execution plan of a model, built once per model object and cached."""
+    """The execution plan of a model, built once per model object and cached (thread-safe).
+
+    Keyed by id(): the entry is dropped when the model is collected, before the id can be reused.
+    """
     plan = _PLANS.get(id(model))
     if plan is None:
-        model.check()
-        plan = tuple(_prepare_layer(layer, src) for layer, src in zip(model.layers, netdef.sources(model.specs)))
-        _PLANS[id(model)] = plan
-        weakref.finalize(model, _PLANS.pop, id(model), None)
+        with _PLANS_LOCK:
+            plan = _PLANS.get(id(model))
+            if plan is None:
+                model.check()
+                plan = tuple(_prepare_layer(layer, src)
+                             for layer, src in zip(model.layers, netdef.sources(model.specs)))
+                _PLANS[id(model)] = plan
+                weakref.finalize(model, _PLANS.pop, id(model), None)
     return plan
 
 
@@ -109,9 +118,9 @@ def _check_canvases(model: IntegerModel, canvases: np.ndarray) -> None:
                          f'{getattr(canvases, "dtype", type(canvases).__name__)} {getattr(canvases, "shape", "")}')
     for side in canvases.shape[1:3]:
         try:
-            netdef.check_input_size(side, model.specs)
-        except ValueError as e:
-            raise ImageError(f'engine input: {e}') from None
+            netdef.check_input_size(side, model.specs, 'engine input')
+        except ConfigError as e:   # a canvas of the wrong size is a bad image, not a bad option
+            raise ImageError(str(e)) from None
 
 
 def _conv_step(step: Step, x: np.ndarray) -> np.ndarray:
@@ -204,10 +213,7 @@ def detect_with(run_heads_fn: Callable[[np.ndarray], list[np.ndarray]], decoders
                 size: int) -> np.ndarray:
     """`detect` on any backend that turns a letterboxed canvas into head integers (the numpy
     engine, the native runtime, onnxruntime): checks, letterbox, decode + NMS, original pixels."""
-    try:
-        netdef.check_input_size(size, specs)
-    except ValueError as e:
-        raise ConfigError(f'img_size: {e}') from None
+    netdef.check_input_size(size, specs)
     if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
         raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
     if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \

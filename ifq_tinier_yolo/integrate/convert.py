@@ -58,10 +58,7 @@ def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
                 affine=tuple(_np(t) for t in block.post_affine())))
         else:   # a parameter-free layer (upsample) converts as it is
             layers.append(LayerDesc(spec, in_ch, None, None, float(netdef.HWGQ_STEP)))
-    try:
-        netdef.check_input_size(input_size, model.layers)
-    except ValueError as e:
-        raise ConversionError(f'input size: {e}') from None
+    netdef.check_input_size(input_size, model.layers, 'input size')
     return NetDesc(tuple(layers), int(input_size), _np(HWGQ_CUTS_F32))
 
 

@@ -19,7 +19,7 @@ from ..engine import modelfile as fmt
 from ..engine import runtime
 from ..engine.layers import CODES_PER_BYTE
 from ..engine.model import N_THRESHOLDS, IntegerModel, IntLayer
-from ..errors import ConfigError, ModelFileError
+from ..errors import ModelFileError
 from ..netdef import LayerSpec
 
 FLOAT_BYTES = 4
@@ -153,9 +153,6 @@ def cli_report(args: argparse.Namespace) -> int:
     else:
         model = runtime.load_model(args.model)
     size = args.img_size or model.input_size
-    try:
-        netdef.check_input_size(size, model.specs)
-    except ValueError as e:
-        raise ConfigError(f'img_size: {e}') from None
+    netdef.check_input_size(size, model.specs)
     print('\n'.join(report_lines(model, size)))
     return 0

@@ -23,7 +23,7 @@ from ..engine import runtime
 from ..engine.model import IntegerModel
 from ..engine.nms import iou_matrix
 from ..engine.preprocess import letterbox
-from ..errors import ConfigError, ImageError, ModelFileError
+from ..errors import ImageError, ModelFileError
 from ..imageio import IMAGE_EXTENSIONS, read_image
 from ..model.predict import decode_nms_float, to_input
 from ..model.tinier_yolo import TinierYolo
@@ -120,10 +120,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     if netdef.without_anchors(net.layers) != model.specs:
         raise ModelFileError(f'{args.model} and {args.checkpoint} describe different layer tables')
     size = args.img_size or model.input_size
-    try:
-        netdef.check_input_size(size, model.specs)
-    except ValueError as e:
-        raise ConfigError(f'img_size: {e}') from None
+    netdef.check_input_size(size, model.specs)
     compare = getattr(args, 'compare_separated', False)
     conf, nms_iou = getattr(args, 'conf', 0.3), getattr(args, 'nms', 0.45)
     others = {'separated ': convert_model(net, size, separated=True)} if compare else {}

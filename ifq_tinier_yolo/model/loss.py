@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..netdef import VALUES_PER_ANCHOR
+from ..netdef import (EXP_CLAMP, H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD,
+                      Y_FIELD)
 
 
 @dataclass(frozen=True)
@@ -50,16 +51,16 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
     bsz, _, gh, gw = out.shape
     na = anchors.shape[0]
     p = out.float().view(bsz, na, VALUES_PER_ANCHOR, gh, gw).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
-    sx, sy, tw, th = p[..., 0].sigmoid(), p[..., 1].sigmoid(), p[..., 2], p[..., 3]
-    conf = p[..., 4].sigmoid()
+    sx, sy, tw, th = p[..., X_FIELD].sigmoid(), p[..., Y_FIELD].sigmoid(), p[..., W_FIELD], p[..., H_FIELD]
+    conf = p[..., OBJECTNESS_FIELD].sigmoid()
 
     # predicted boxes in grid units, for the ignore mask only
     with torch.no_grad():
         cols = torch.arange(gw, device=out.device).view(1, 1, 1, gw)
         rows = torch.arange(gh, device=out.device).view(1, 1, gh, 1)
         pred = torch.stack([cols + sx, rows + sy,
-                            tw.clamp(max=10).exp() * anchors[:, 0].view(1, na, 1, 1),
-                            th.clamp(max=10).exp() * anchors[:, 1].view(1, na, 1, 1)], -1)  # (B, A, H, W, 4)
+                            tw.clamp(max=EXP_CLAMP).exp() * anchors[:, 0].view(1, na, 1, 1),
+                            th.clamp(max=EXP_CLAMP).exp() * anchors[:, 1].view(1, na, 1, 1)], -1)  # (B, A, H, W, 4)
         gt = targets[:, 1:] * targets.new_tensor([gw, gh, gw, gh])   # (M, 4) grid units
         bidx = targets[:, 0].long()
         noobj = torch.ones_like(conf)

@@ -81,8 +81,8 @@ class Head(nn.Module):
         self.spec, self.quant = spec, quant
         self.conv = nn.Conv2d(in_ch, spec.out_ch, 1, bias=True)
         with torch.no_grad():
-            obj = self.conv.bias.view(-1, netdef.VALUES_PER_ANCHOR)[:, netdef.OBJECTNESS_FIELD]
-            obj.fill_(OBJECTNESS_PRIOR)
+            for a in range(spec.out_ch // netdef.VALUES_PER_ANCHOR):
+                self.conv.bias[netdef.head_channel(a, netdef.OBJECTNESS_FIELD)] = OBJECTNESS_PRIOR
 
     def int_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(integer weights (O, I, 1, 1), integer bias (O,), output scale (1,)): out = (acc + bias) * scale."""
