@@ -10,7 +10,9 @@ with `unavailable_reason()`, where no C compiler exists: callers then run the nu
 """
 from __future__ import annotations
 
-from .build import NativeUnavailable
+
+class NativeUnavailable(RuntimeError):
+    """The native library cannot be built or loaded here, or cannot run this model (why: the message)."""
 
 
 def available() -> bool:

@@ -26,7 +26,7 @@ from ..errors import ConfigError, ImageError, ModelFileError
 from ..fileio import read_bytes
 from ..netdef import LayerSpec
 from . import binding
-from .build import NativeUnavailable
+from . import NativeUnavailable
 
 
 MAX_THREADS = 16

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import NativeUnavailable, build_library
+from . import NativeUnavailable
+from .build import build_library
 
 KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon')   # ifq_kernels enum order
 ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED

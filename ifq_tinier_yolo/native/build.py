@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import NativeUnavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 CSRC = ROOT / 'csrc'
 BUILD = ROOT / 'build' / 'native'
@@ -23,10 +25,6 @@ SANITIZE_FLAGS = ('-std=c99', '-O1', '-g', '-fno-omit-frame-pointer', '-fsanitiz
                   '-fno-sanitize-recover=undefined', '-Wall', '-Wextra')
 LIB_SUFFIX = '.dylib' if sys.platform == 'darwin' else '.so'
 COMPILE_TIMEOUT_S = 300
-
-
-class NativeUnavailable(RuntimeError):
-    """The native library cannot be built or loaded here (the message says why)."""
 
 
 def find_compiler() -> str:
