@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--stop-after', type=int, default=0,
                    help='stop cleanly after this epoch, keeping the schedule of --epochs (0: run all)')
     p.add_argument('--no-val', action='store_true', help='skip the per-epoch validation')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
-                   help='override training config fields (see train.TrainConfig)')
+    p.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+                   help='override training config fields (see train.TrainConfig); may be repeated')
 
     # convert / verify / report
     p = _add(sub, 'convert', 'ifq_tinier_yolo.integrate.convert:cli_convert',
