@@ -247,3 +247,34 @@ def test_box_and_shape_iou():
     torch.testing.assert_close(box_iou_cxcywh(a, b), torch.tensor([[1.0, 1 / 3, 0.0], [0.0, 0.0, 0.0]]))
     torch.testing.assert_close(shape_iou(torch.tensor([[1.0, 1.0], [2.0, 1.0]]), torch.tensor([[2.0, 2.0], [1.0, 1.0]])),
                                torch.tensor([[0.25, 1.0], [0.5, 0.5]]))
+
+
+def test_giou_of_paired_boxes():
+    from ifq_tinier_yolo.model.loss import giou_cxcywh
+    a = torch.tensor([[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0, 2.0, 2.0], [2.0, 1.0, 2.0, 2.0], [3.0, 0.0, 1.0, 1.0]])
+    iou, giou = giou_cxcywh(a, b)
+    assert iou.tolist() == pytest.approx([1.0, 1 / 3, 0.0])
+    assert giou.tolist() == pytest.approx([1.0, 1 / 3, 0.0 - (4 - 2) / 4])   # apart: GIoU < 0 measures the gap
+
+
+@pytest.mark.parametrize('box_loss', ['mse', 'giou'])
+def test_box_losses_pull_the_box_onto_the_face(box_loss):
+    """One responsible anchor: a step of gradient descent on either box loss raises the IoU,
+    and rescore trains objectness toward that IoU (so its gradient changes sign below it)."""
+    targets = torch.tensor([[0, 0.55, 0.45, 0.3, 0.4]])
+    anchors = torch.tensor([[1.0, 1.0]])
+    out = torch.zeros(1, 5, 4, 4, requires_grad=True)
+    cfg = LossConfig(box_loss=box_loss)
+    _, before = region_loss(out, targets, anchors, cfg)
+    loss, _ = region_loss(out, targets, anchors, cfg)
+    loss.backward()
+    with torch.no_grad():
+        stepped = out - 0.5 * out.grad
+    _, after = region_loss(stepped, targets, anchors, cfg)
+    assert after['iou_sum'] > before['iou_sum'] and before['faces'] == 1
+    obj = torch.full((1, 5, 4, 4), 0.0)
+    obj[0, 4, 1, 2] = 3.0                                   # sigmoid 0.95, above the box's IoU
+    obj.requires_grad_(True)
+    region_loss(obj, targets, anchors, LossConfig(box_loss=box_loss, rescore=True))[0].backward()
+    assert float(obj.grad[0, 4, 1, 2]) > 0                  # pushed down toward the IoU

@@ -22,6 +22,8 @@ class LossConfig:
     obj_scale: float = 5.0     # weight of objectness on responsible anchors
     noobj_scale: float = 1.0   # weight of objectness elsewhere
     ignore_iou: float = 0.6    # no-object loss ignored above this IoU with any face
+    box_loss: str = 'mse'      # 'mse': darknet's squared errors of tx, ty, tw, th; 'giou': 1 - GIoU of the box
+    rescore: bool = False      # darknet's rescore: objectness trained toward the predicted box's IoU, not 1
 
 
 def box_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -31,6 +33,17 @@ def box_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = (torch.minimum(a2, b2) - torch.maximum(a1, b1)).clamp(min=0).prod(-1)
     union = a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter
     return inter / union.clamp(min=1e-12)
+
+
+def giou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(IoU, generalized IoU) (N,) of paired boxes (N, 4) given as (cx, cy, w, h) (Rezatofighi et al. 2019)."""
+    a1, a2 = a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2
+    b1, b2 = b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    inter = (torch.minimum(a2, b2) - torch.maximum(a1, b1)).clamp(min=0).prod(-1)
+    union = a[:, 2:].prod(-1) + b[:, 2:].prod(-1) - inter
+    iou = inter / union.clamp(min=1e-12)
+    hull = (torch.maximum(a2, b2) - torch.minimum(a1, b1)).prod(-1).clamp(min=1e-12)
+    return iou, iou - (hull - union) / hull
 
 
 def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -88,13 +101,23 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
         weight = 2 - (gt[:, 2] / gw) * (gt[:, 3] / gh)
 
     sel = (bidx, ga, gj, gi)
-    loss_xy = cfg.coord_scale * (weight * ((sx[sel] - tx) ** 2 + (sy[sel] - ty) ** 2)).sum()
-    loss_wh = cfg.coord_scale * (weight * ((tw[sel] - tw_t) ** 2 + (th[sel] - th_t) ** 2)).sum()
-    loss_obj = cfg.obj_scale * ((conf[sel] - 1) ** 2).sum()
+    box = torch.stack([gi + sx[sel], gj + sy[sel], tw[sel].clamp(max=EXP_CLAMP).exp() * anchors[ga, 0],
+                       th[sel].clamp(max=EXP_CLAMP).exp() * anchors[ga, 1]], -1)   # (N, 4) grid units
+    iou, giou = giou_cxcywh(box, gt)
+    if cfg.box_loss == 'giou':
+        loss_xy = cfg.coord_scale * (weight * (1 - giou)).sum()
+        loss_wh = loss_xy.new_zeros(())
+    else:
+        loss_xy = cfg.coord_scale * (weight * ((sx[sel] - tx) ** 2 + (sy[sel] - ty) ** 2)).sum()
+        loss_wh = cfg.coord_scale * (weight * ((tw[sel] - tw_t) ** 2 + (th[sel] - th_t) ** 2)).sum()
+    target = iou.detach().clamp(min=0) if cfg.rescore else 1.0
+    loss_obj = cfg.obj_scale * ((conf[sel] - target) ** 2).sum()
     loss_noobj = cfg.noobj_scale * (noobj * conf ** 2).sum()
     total = (loss_xy + loss_wh + loss_obj + loss_noobj) / bsz
     parts = {k: float(v.detach()) / bsz for k, v in
              dict(xy=loss_xy, wh=loss_wh, obj=loss_obj, noobj=loss_noobj).items()}
+    parts['iou_sum'] = float(iou.detach().sum()) / bsz        # mean IoU of the responsible boxes: iou_sum / faces
+    parts['faces'] = len(iou) / bsz
     return total, parts
 
 
