@@ -83,14 +83,12 @@ def torch_forward(args: argparse.Namespace, image, size: int):
     import torch
 
     from ifq_tinier_yolo.engine.preprocess import letterbox
-    from ifq_tinier_yolo.integrate.convert import random_quant_network
     from ifq_tinier_yolo.model.predict import to_input
     from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
     torch.set_num_threads(args.child)
     torch.set_grad_enabled(False)
-    qnet = random_quant_network()
-    float_net = TinierYolo(qnet.layers, qnet.anchors, 'float').eval()
+    float_net = TinierYolo(quant='float').eval()   # the netdef table; random weights time the same
     canvas = letterbox(image, size)[0]
     return lambda: float_net(to_input([canvas]))
 

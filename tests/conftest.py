@@ -96,7 +96,8 @@ def random_ifq(random_checkpoint: Path) -> Path:
 def tiny_ifq_bytes() -> bytes:
     """The bytes of a valid .ifq file of a 4-layer table (about 1 KB): the seed of the loader fuzz tests."""
     from ifq_tinier_yolo.engine import modelfile as fmt
-    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    from quant_nets import random_quant_network
     from ifq_tinier_yolo.netdef import LayerSpec
     tiny = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
             LayerSpec('c3', 'hidden', 5, 3, 1), LayerSpec('head', 'head', 10, 1, 1))

@@ -26,7 +26,8 @@ ANCHORS = ((0.5, 0.75), (2.0, 3.0))
 def model() -> IntegerModel:
     """A converted random network of the tiny table."""
     import torch
-    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    from quant_nets import random_quant_network
     torch.set_num_threads(1)
     return convert_model(random_quant_network(TINY, ANCHORS, seed=5, calib_size=16), 32)
 

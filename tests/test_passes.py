@@ -22,7 +22,8 @@ ANCHORS = ((1.0, 1.5),)
 @pytest.fixture(scope='module')
 def tiny_net(torch_one_thread_module):
     """A random hwgq network of the tiny table, described for the passes."""
-    from ifq_tinier_yolo.integrate.convert import describe_network, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import describe_network
+    from quant_nets import random_quant_network
     return describe_network(random_quant_network(TINY, ANCHORS, seed=3, calib_size=16), 32)
 
 

@@ -38,14 +38,16 @@ def torch_mod():
 @pytest.fixture(scope='module')
 def full(torch_mod):
     """(random hwgq network of the netdef table, its integer model)."""
-    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    from quant_nets import random_quant_network
     net = random_quant_network(seed=11, calib_size=64)
     return net, convert_model(net, netdef.INPUT_SIZE)
 
 
 @pytest.fixture(scope='module')
 def odd(torch_mod):
-    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    from quant_nets import random_quant_network
     net = random_quant_network(ODD, ((1.0, 1.5),), seed=2, calib_size=32)
     return net, convert_model(net, 64)
 

@@ -12,11 +12,13 @@ from ifq_tinier_yolo import netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.decode import requantize
-from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+from ifq_tinier_yolo.integrate.convert import convert_model
 from ifq_tinier_yolo.model.loss import LossConfig, assign_heads, detection_loss, region_loss
 from ifq_tinier_yolo.model.predict import to_input
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 from ifq_tinier_yolo.netdef import LayerSpec, head_layer
+
+from quant_nets import random_quant_network
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 

@@ -19,7 +19,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     """A hwgq checkpoint of the netdef table, a float one, its .ifq model and an image folder."""
     import torch
     from ifq_tinier_yolo.checkpoint import save_checkpoint
-    from ifq_tinier_yolo.integrate.convert import random_quant_network
+    from quant_nets import random_quant_network
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp('verify')
     net = random_quant_network(seed=21, calib_size=32)
@@ -98,7 +98,8 @@ def test_verify_compares_with_the_separated_conversion(files, model_file, capsys
 
 
 def test_verify_rejects_a_model_of_another_table(files, capsys, tmp_path):
-    from ifq_tinier_yolo.integrate.convert import convert_model, random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    from quant_nets import random_quant_network
     from ifq_tinier_yolo.integrate.modelfile import save
     layers = (*netdef.LAYERS[:-2], netdef.LAYERS[-1])
     save(convert_model(random_quant_network(layers, seed=1, calib_size=16), IMG_SIZE), tmp_path / 'x.ifq')
