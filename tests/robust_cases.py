@@ -12,12 +12,13 @@ from typing import Callable, NamedTuple
 import cv2
 import numpy as np
 import pytest
-import scipy.io
 import torch
 
 from ifq_tinier_yolo.checkpoint import save_checkpoint
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+
+from wider_gt_files import write_ground_truth
 
 FIXTURE_WIDER = Path(__file__).resolve().parent / 'fixtures' / 'wider'
 ANN = '{t}/wider/wider_face_split/wider_face_train_bbx_gt.txt'
@@ -192,23 +193,11 @@ def foreign_state() -> dict:
     return {'state_dict': {'conv.weight': torch.zeros(2, 2)}, 'epoch': 3}
 
 
-def cells(items: list) -> np.ndarray:
-    out = np.empty((len(items), 1), dtype=object)
-    for k, item in enumerate(items):
-        out[k, 0] = item
-    return out
-
-
 def wider_gt(prediction: str):
     """Builder of t/gt (official .mat layout, one image '0--Parade/0_a') and t/pred/0--Parade/0_a.txt."""
     def build(t: Path, m: Models) -> None:
-        (t / 'gt').mkdir()
-        scipy.io.savemat(t / 'gt' / 'wider_face_val.mat', {
-            'event_list': cells([np.array(['0--Parade'])]), 'file_list': cells([cells([np.array(['0_a'])])]),
-            'face_bbx_list': cells([cells([np.array([[10, 10, 40, 40]], dtype=np.int32)])])})
-        for setting in ('easy', 'medium', 'hard'):
-            scipy.io.savemat(t / 'gt' / f'wider_{setting}_val.mat', {
-                'gt_list': cells([cells([np.array([1], dtype=np.uint8).reshape(-1, 1)])])})
+        write_ground_truth(t / 'gt', '0--Parade', {'0_a': [[10, 10, 40, 40]]},
+                           {setting: [[1]] for setting in ('easy', 'medium', 'hard')})
         (t / 'pred' / '0--Parade').mkdir(parents=True)
         (t / 'pred' / '0--Parade' / '0_a.txt').write_text(prediction)
     return build

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.io
 
 from ifq_tinier_yolo.cli import main
 from ifq_tinier_yolo.errors import DataError
 from ifq_tinier_yolo.evaluation.wider import (box_overlaps, evaluate_wider, load_ground_truth, read_prediction_file,
                                               read_predictions, voc_ap)
+
+from wider_gt_files import write_ground_truth
 
 SHARED_GT = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'wider' / 'wider_face_split'
 needs_shared = pytest.mark.skipif(not (SHARED_GT / 'wider_face_val.mat').is_file(),
@@ -24,27 +25,11 @@ FACES_C = np.array([[5, 5, 20, 20]])
 KEEP = {'easy': ([1, 2, 3], [1], [1]), 'medium': ([1, 2, 3], [1], [1]), 'hard': ([1, 2, 3, 4], [1], [1])}
 
 
-def cells(items: list) -> np.ndarray:
-    """A MATLAB cell column (n, 1) holding `items`."""
-    out = np.empty((len(items), 1), dtype=object)
-    for k, item in enumerate(items):
-        out[k, 0] = item
-    return out
-
-
 @pytest.fixture
 def gt_dir(tmp_path: Path) -> Path:
     """The official .mat layout with one event of three images."""
     gt = tmp_path / 'gt'
-    gt.mkdir()
-    scipy.io.savemat(gt / 'wider_face_val.mat', {
-        'event_list': cells([np.array([EVENT])]),
-        'file_list': cells([cells([np.array([n]) for n in ('0_a', '0_b', '0_c')])]),
-        'face_bbx_list': cells([cells([FACES_A.astype(np.int32), FACES_B.astype(np.int32),
-                                       FACES_C.astype(np.int32)])])})
-    for setting, keeps in KEEP.items():
-        scipy.io.savemat(gt / f'wider_{setting}_val.mat', {
-            'gt_list': cells([cells([np.array(k, dtype=np.uint8).reshape(-1, 1) for k in keeps])])})
+    write_ground_truth(gt, EVENT, {'0_a': FACES_A, '0_b': FACES_B, '0_c': FACES_C}, KEEP)
     return gt
 
 
