@@ -1,6 +1,7 @@
 """Shared fixtures: where the WIDER data lives, and single-threaded torch for the model tests."""
 from __future__ import annotations
 
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,14 @@ def fixture_wider() -> Path:
     if not _has_train_split(FIXTURE_WIDER):
         pytest.skip(f'tiny WIDER fixture not found at {FIXTURE_WIDER}')
     return FIXTURE_WIDER
+
+
+@pytest.fixture
+def wider_copy(tmp_path: Path, fixture_wider: Path) -> Path:
+    """A writable copy of the tiny WIDER layout (tmp_path/wider), for tests that damage it."""
+    root = tmp_path / 'wider'
+    shutil.copytree(fixture_wider, root)
+    return root
 
 
 @pytest.fixture(scope='session')

@@ -9,7 +9,6 @@ them); IFQ_FUZZ_EXAMPLES sets the number per property.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -41,13 +40,6 @@ IMAGE_SIZES = [(450, 340), (300, 220)]   # (width, height) of the two FDDB image
 
 # --- WIDER annotation reader ----------------------------------------------------------------
 
-@pytest.fixture
-def wider_root(tmp_path: Path) -> Path:
-    root = tmp_path / 'wider'
-    shutil.copytree(FIXTURE_WIDER, root)
-    return root
-
-
 def wider_property(root: Path, strategy, counter: list[int]) -> Callable[[], None]:
     ann = wider.annotation_path(root, 'train')
 
@@ -67,17 +59,17 @@ def wider_property(root: Path, strategy, counter: list[int]) -> Callable[[], Non
     return prop
 
 
-def test_wider_reader_random_bytes(wider_root: Path, record_property):
+def test_wider_reader_random_bytes(wider_copy: Path, record_property):
     counter = [0]
-    wider_property(wider_root, st.binary(max_size=600), counter)()
+    wider_property(wider_copy, st.binary(max_size=600), counter)()
     report('WIDER reader, random bytes', counter[0], record_property)
     assert counter[0] >= EXAMPLES
 
 
-def test_wider_reader_mutated_files(wider_root: Path, record_property):
+def test_wider_reader_mutated_files(wider_copy: Path, record_property):
     counter = [0]
     base = wider.annotation_path(FIXTURE_WIDER, 'train').read_text()
-    wider_property(wider_root, mutated_text(base).map(encode), counter)()
+    wider_property(wider_copy, mutated_text(base).map(encode), counter)()
     report('WIDER reader, mutated annotation files', counter[0], record_property)
     assert counter[0] >= EXAMPLES
 

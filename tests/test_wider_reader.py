@@ -19,14 +19,6 @@ NAME_A = '13--Interview/13_Interview_Interview_Sequences_13_929.jpg'
 NAME_B = '13--Interview/13_Interview_Interview_On_Location_13_138.jpg'
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """A writable copy of the fixture dataset."""
-    root = tmp_path / 'wider'
-    shutil.copytree(FIXTURE, root)
-    return root
-
-
 def fixture_lines() -> list[str]:
     return annotation_path(FIXTURE, 'train').read_text().splitlines()
 
@@ -54,18 +46,18 @@ def test_drop_invalid_and_min_size():
     assert len(b_big.boxes) == 1
 
 
-def test_crlf_line_endings(tree: Path):
-    ann = annotation_path(tree, 'train')
+def test_crlf_line_endings(wider_copy: Path):
+    ann = annotation_path(wider_copy, 'train')
     ann.write_bytes(ann.read_bytes().replace(b'\n', b'\r\n'))
-    items = read_wider(tree, 'train', drop_invalid=False)
+    items = read_wider(wider_copy, 'train', drop_invalid=False)
     assert [len(it.boxes) for it in items] == [4, 7, 0]
 
 
-def test_zero_face_entry_without_placeholder_row_is_accepted(tree: Path):
+def test_zero_face_entry_without_placeholder_row_is_accepted(wider_copy: Path):
     lines = fixture_lines()
-    ann = annotation_path(tree, 'train')
+    ann = annotation_path(wider_copy, 'train')
     ann.write_text('\n'.join(lines[-3:-1] + lines[:-3]) + '\n')   # 0-face entry first, no zero row
-    assert [len(it.boxes) for it in read_wider(tree, 'train', drop_invalid=False)] == [0, 4, 7]
+    assert [len(it.boxes) for it in read_wider(wider_copy, 'train', drop_invalid=False)] == [0, 4, 7]
 
 
 # (line number to edit, new text or None to delete, the error names this line, phrase in the message)
@@ -85,43 +77,43 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize('case', sorted(MALFORMED))
-def test_malformed_annotation_names_file_and_line(tree: Path, case: str):
+def test_malformed_annotation_names_file_and_line(wider_copy: Path, case: str):
     edit_line, text, error_line, phrase = MALFORMED[case]
     lines = fixture_lines()
     lines[edit_line - 1] = text
-    ann = annotation_path(tree, 'train')
+    ann = annotation_path(wider_copy, 'train')
     ann.write_text('\n'.join(lines) + '\n')
     with pytest.raises(DataError) as e:
-        read_wider(tree, 'train')
+        read_wider(wider_copy, 'train')
     assert str(e.value).startswith(f'{ann.resolve()}:{error_line}: expected ')
     assert phrase in str(e.value)
 
 
-def test_truncated_file(tree: Path):
-    ann = annotation_path(tree, 'train')
+def test_truncated_file(wider_copy: Path):
+    ann = annotation_path(wider_copy, 'train')
     ann.write_text('\n'.join(fixture_lines()[:9]) + '\n')   # B announces 7 faces, has 1
     with pytest.raises(DataError, match=r':9: expected face row 2 of 7 .* found end of file'):
-        read_wider(tree, 'train')
+        read_wider(wider_copy, 'train')
     ann.write_text(NAME_A + '\n')
     with pytest.raises(DataError, match=r':1: expected the face count .* end of file'):
-        read_wider(tree, 'train')
+        read_wider(wider_copy, 'train')
 
 
-def test_missing_image_passes_without_check(tree: Path):
-    (tree / 'WIDER_train' / 'images' / NAME_A).unlink()
+def test_missing_image_passes_without_check(wider_copy: Path):
+    (wider_copy / 'WIDER_train' / 'images' / NAME_A).unlink()
     with pytest.raises(DataError, match=':1: expected an existing image file'):
-        read_wider(tree, 'train')
-    assert len(read_wider(tree, 'train', check_images=False)) == 3
+        read_wider(wider_copy, 'train')
+    assert len(read_wider(wider_copy, 'train', check_images=False)) == 3
 
 
-def test_missing_annotation_file_and_images_folder(tree: Path):
+def test_missing_annotation_file_and_images_folder(wider_copy: Path):
     with pytest.raises(DataError, match='wider_face_val_bbx_gt.txt: annotation file not found'):
-        read_wider(tree, 'val')
-    shutil.rmtree(tree / 'WIDER_train')
+        read_wider(wider_copy, 'val')
+    shutil.rmtree(wider_copy / 'WIDER_train')
     with pytest.raises(DataError, match='WIDER_train/images: images folder not found'):
-        read_wider(tree, 'train')
+        read_wider(wider_copy, 'train')
     with pytest.raises(DataError, match='unknown WIDER split'):
-        read_wider(tree, 'test')
+        read_wider(wider_copy, 'test')
 
 
 @needs_shared
@@ -147,12 +139,12 @@ def test_cli_stats_real(capsys, split: str, images: int, faces: int):
     assert f'images {images}' in out and f'faces {faces}' in out
 
 
-def test_cli_stats_malformed_is_one_line_error(tree: Path, capsys):
+def test_cli_stats_malformed_is_one_line_error(wider_copy: Path, capsys):
     lines = fixture_lines()
     lines[2] = '23 48 21 x 0 0 0 0 0 0'
-    ann = annotation_path(tree, 'train')
+    ann = annotation_path(wider_copy, 'train')
     ann.write_text('\n'.join(lines) + '\n')
-    assert main(['data', 'stats', '--wider-root', str(tree), '--split', 'train']) == 1
+    assert main(['data', 'stats', '--wider-root', str(wider_copy), '--split', 'train']) == 1
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f'error: {ann.resolve()}:3: expected an integer h')
