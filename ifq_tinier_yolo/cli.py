@@ -17,6 +17,7 @@ from .defaults import DEFAULT_CHECKPOINT, DEFAULT_CONF, DEFAULT_MODEL, DEFAULT_N
 from .errors import IfqError
 from .export.cli import add_arguments as export_arguments
 from .netdef import PYRAMID_LEVELS
+from .train_config import add_train_arguments
 
 EXPORT_PACKAGES = ('onnx', 'onnxruntime', 'qonnx')   # the `export` extra
 
@@ -50,47 +51,23 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     p.add_argument('--nms', type=float, default=DEFAULT_NMS, help='NMS IoU threshold')
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser of the command-line contract."""
-    parser = argparse.ArgumentParser(prog='ifq-yolo', description='IFQ-Tinier-YOLO: integer-only face detection')
-    parser.add_argument('--debug', action='store_true', help='show tracebacks')
-    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
-
-    # data stats
+def _data_commands(sub) -> None:
+    """data stats."""
     data = sub.add_parser('data', help='dataset tools').add_subparsers(dest='data_command', required=True)
     p = _add(data, 'stats', 'ifq_tinier_yolo.datasets.wider:cli_stats', 'WIDER FACE annotation statistics')
     p.add_argument('--wider-root', type=Path, required=True, help='folder holding wider_face_split/ and WIDER_<split>/')
     p.add_argument('--split', choices=('train', 'val'), default='train')
     p.add_argument('--no-check-images', action='store_true', help='do not check that every image file exists')
 
-    # train
-    p = _add(sub, 'train', 'ifq_tinier_yolo.train:cli_train', 'train the quantization network on WIDER FACE')
-    p.add_argument('--wider-root', type=Path, required=True)
-    p.add_argument('--out', type=Path, required=True, help='run folder: last.pt, best.pt, metrics.jsonl')
-    p.add_argument('--img-size', type=int, default=416, help='training crop side in pixels')
-    p.add_argument('--val-size', type=int, default=416, help='validation input side in pixels')
-    p.add_argument('--epochs', type=int, default=30)
-    p.add_argument('--batch', type=int, default=16)
-    p.add_argument('--max-images', type=int, default=0, help='use only the first N training images (0: all)')
-    p.add_argument('--max-val-images', type=int, default=0, help='validate on the first N val images (0: all)')
-    p.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
-    p.add_argument('--init', type=Path, default=None, help='start from the weights of this checkpoint')
-    p.add_argument('--quant', choices=('float', 'hwgq'), default='hwgq')
-    p.add_argument('--optimizer', choices=('sgd', 'adamw'), default='adamw')
-    p.add_argument('--lr', type=float, default=2e-3)
-    p.add_argument('--weight-decay', type=float, default=5e-4)
-    p.add_argument('--warmup', type=float, default=1.0, help='linear LR warm-up in epochs')
-    p.add_argument('--workers', type=int, default=2, help='data loader processes')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--bf16', action='store_true', help='bfloat16 autocast on CPU (faster on AMX CPUs)')
-    p.add_argument('--time-limit', type=float, default=0, help='stop cleanly after this many minutes (0: none)')
-    p.add_argument('--stop-after', type=int, default=0,
-                   help='stop cleanly after this epoch, keeping the schedule of --epochs (0: run all)')
-    p.add_argument('--no-val', action='store_true', help='skip the per-epoch validation')
-    p.add_argument('--set', nargs='+', action='extend', default=[], metavar='KEY=VALUE',
-                   help='override training config fields (see train.TrainConfig); may be repeated')
 
-    # convert / verify / report
+def _train_command(sub) -> None:
+    """train."""
+    p = _add(sub, 'train', 'ifq_tinier_yolo.train:cli_train', 'train the quantization network on WIDER FACE')
+    add_train_arguments(p)   # one flag per TrainConfig field, with its default and help
+
+
+def _model_commands(sub) -> None:
+    """convert, verify, report, export."""
     p = _add(sub, 'convert', 'ifq_tinier_yolo.integrate.convert:cli_convert',
              'integrated fixed-point conversion of a trained checkpoint into an .ifq model')
     p.add_argument('checkpoint', type=Path)
@@ -120,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
              'write the integer model as ONNX (onnxruntime, OpenCV DNN) or QONNX (FINN); needs pip install .[export]')
     export_arguments(p)
 
-    # detect / webcam
+
+def _detect_commands(sub) -> None:
+    """detect, webcam."""
     p = _add(sub, 'detect', 'ifq_tinier_yolo.apps.detect:cli_detect', 'detect faces in images, folders and videos')
     p.add_argument('sources', nargs='+', type=Path, metavar='SOURCE')
     _detection_flags(p, conf=DEFAULT_CONF)
@@ -135,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, default=None, help='write the annotated video here (headless)')
     p.add_argument('--max-frames', type=int, default=0, help='stop after N frames (0: until the end or q)')
 
-    # fddb detect / eval
+
+def _benchmark_commands(sub) -> None:
+    """fddb detect / eval, wider predict / eval."""
     fddb = sub.add_parser('fddb', help='FDDB protocol').add_subparsers(dest='fddb_command', required=True)
     p = _add(fddb, 'detect', 'ifq_tinier_yolo.apps.benchmark:cli_fddb_detect',
              'write official FDDB detection files, one per fold')
@@ -171,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--pred', type=Path, required=True)
     p.add_argument('--gt', type=Path, required=True)
     p.add_argument('--iou', type=float, default=0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser of the command-line contract."""
+    parser = argparse.ArgumentParser(prog='ifq-yolo', description='IFQ-Tinier-YOLO: integer-only face detection')
+    parser.add_argument('--debug', action='store_true', help='show tracebacks')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for add_commands in (_data_commands, _train_command, _model_commands, _detect_commands, _benchmark_commands):
+        add_commands(sub)
     return parser
 
 

@@ -344,7 +344,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     n = len(data.loader)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
-                LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou), device, world,
+                LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore), device, world,
                 total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
     rows = completed_rows(out / METRICS, start.epoch) if main_proc else []

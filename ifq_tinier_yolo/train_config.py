@@ -46,6 +46,9 @@ class TrainConfig:
     obj_scale: float = _field(5.0, 'region loss weight of objectness where a face is')
     noobj_scale: float = _field(1.0, 'region loss weight of objectness where no face is')
     ignore_iou: float = _field(0.6, 'no no-object loss for predictions overlapping a face above this IoU')
+    box_loss: str = _field('mse', "box term: 'mse' (darknet's squared errors) or 'giou' (1 - GIoU)",
+                           choices=('mse', 'giou'))
+    rescore: bool = _field(False, "train objectness toward the predicted box's IoU instead of 1 (darknet's rescore)")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,15 +12,26 @@ import numpy as np
 
 from .boxes import fddb_ellipses
 from .datasets.wider import read_wider
+from .boxes import corners
+from .engine.nms import iou_matrix
 from .evaluation.fddb import Roc, score_detections, tpr_at_fp
 from .imageio import read_image
 from .model.predict import detect_batch
 from .model.tinier_yolo import TinierYolo
 
 MIN_FACE = 8                 # faces smaller than this (either side) are not in the benchmark
+SIZE_BINS = (8, 16, 24, 32, 64)   # face height bins (px) of the recall-by-size report; the last is open
+MATCH_IOU = 0.5              # a face counts as found by a box of at least this IoU (as FDDB's discrete score)
+CONFIDENT = 0.5              # score of the "boxes per image" count
 VAL_CONF = 0.01              # low threshold so the ROC covers the whole range
 VAL_NMS = 0.45
 BATCH = 8
+
+
+def threshold_at_fp(disc: np.ndarray, fp: float) -> float:
+    """The lowest score threshold of a discrete ROC (rows TPR, FP, threshold) with at most `fp` false positives."""
+    ok = disc[disc[:, 1] <= fp]
+    return float(ok[:, 2].min()) if len(ok) else float('inf')
 
 
 class DevBenchmark:
@@ -33,6 +44,7 @@ class DevBenchmark:
         self.names = [it.name for it in items]     # '<event>/<file>.jpg'
         self.images = [read_image(it.path) for it in items]
         self.ellipses = [fddb_ellipses(it.boxes) for it in items]
+        self.boxes = [np.asarray(it.boxes[:, :4], dtype=np.float64) for it in items]
 
     def detections(self, model: TinierYolo, img_size: int) -> list[np.ndarray]:
         """Per image float64 (N, 5) x, y, w, h, score in original pixels."""
@@ -47,10 +59,33 @@ class DevBenchmark:
         return score_detections(self.ellipses, detections, sizes)
 
     def score(self, detections: list[np.ndarray]) -> dict[str, float]:
-        """Discrete TPR at 50/100/500 FP and continuous TPR at 100 FP."""
+        """Discrete TPR at 50/100/500 FP, continuous TPR at 100 FP, and at the 100-FP threshold:
+        recall by face height, the median IoU of the faces found, boxes per image at score >= 0.5."""
         roc = self.roc(detections)
         row = {f'tpr@{fp}fp': round(tpr_at_fp(roc.disc, fp), 4) for fp in (50, 100, 500)}
         row['cont_tpr@100fp'] = round(tpr_at_fp(roc.cont, 100), 4)
+        row.update(self.by_size(detections, threshold_at_fp(roc.disc, 100)))
+        row['boxes@0.5'] = round(float(np.mean([np.count_nonzero(d[:, 4] >= CONFIDENT) for d in detections])), 2)
+        return row
+
+    def by_size(self, detections: list[np.ndarray], threshold: float) -> dict[str, float]:
+        """Recall per face-height bin and the median best IoU of the found faces, counting the boxes
+        scoring at least `threshold` (a face is found by a box of IoU >= MATCH_IOU)."""
+        heights, best = [], []
+        for faces, dets in zip(self.boxes, detections):
+            kept = dets[dets[:, 4] >= threshold]
+            iou = iou_matrix(corners(faces), corners(kept)) if len(faces) and len(kept) else np.zeros((len(faces), 1))
+            heights.append(faces[:, 3])
+            best.append(iou.max(axis=1) if iou.size else np.zeros(len(faces)))
+        heights, best = np.concatenate(heights), np.concatenate(best)
+        found = best >= MATCH_IOU
+        edges = (*SIZE_BINS, np.inf)
+        row = {}
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            in_bin = (heights >= lo) & (heights < hi)
+            name = f'recall_{lo}-{hi}px' if np.isfinite(hi) else f'recall_{lo}+px'
+            row[name] = round(float(found[in_bin].mean()), 4) if in_bin.any() else float('nan')
+        row['median_iou'] = round(float(np.median(best[found])), 4) if found.any() else 0.0
         return row
 
     def evaluate(self, model: TinierYolo, img_size: int) -> dict[str, float]:

@@ -38,3 +38,16 @@ def test_perfect_detections_score_one_and_none_score_zero(bench: DevBenchmark):
         boxes.append(np.column_stack([e[:, 3] - w / 2, e[:, 4] - h / 2, w, h, np.ones(len(e))]))
     assert bench.score(boxes)['tpr@100fp'] > 0.99
     assert bench.score([np.zeros((0, 5))] * len(bench.images))['tpr@100fp'] == 0.0
+
+
+def test_recall_by_face_size_iou_and_confident_boxes(bench: DevBenchmark):
+    """Exactly the faces taller than 32 px found (at their own boxes, score 0.9) plus one 0.6 false
+    box per image: recall 0 below 32 px and 1 above, median IoU 1, two kinds of boxes counted."""
+    dets = []
+    for faces in bench.boxes:
+        big = faces[faces[:, 3] >= 32]
+        dets.append(np.vstack([np.column_stack([big, np.full(len(big), 0.9)]), [[0, 0, 3, 3, 0.6]]]))
+    row = bench.score(dets)
+    assert row['recall_8-16px'] == row['recall_16-24px'] == row['recall_24-32px'] == 0.0
+    assert row['recall_32-64px'] == row['recall_64+px'] == 1.0 and row['median_iou'] == 1.0
+    assert row['boxes@0.5'] == pytest.approx(np.mean([(f[:, 3] >= 32).sum() + 1 for f in bench.boxes]), abs=0.01)
