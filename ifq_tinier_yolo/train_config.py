@@ -54,8 +54,11 @@ class TrainConfig:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` subcommand's flags: the run's own, then one per TrainConfig field (--img-size
     for img_size), whose default and help come from the field."""
-    parser.add_argument('--wider-root', type=Path, required=True, help='WIDER FACE root folder')
-    parser.add_argument('--out', type=Path, required=True, help='run folder: last.pt, best.pt, metrics.jsonl')
+    # SUPPRESS: no '(default: None)' in --help for the required ones
+    parser.add_argument('--wider-root', type=Path, required=True, default=argparse.SUPPRESS,
+                        help='WIDER FACE root folder')
+    parser.add_argument('--out', type=Path, required=True, default=argparse.SUPPRESS,
+                        help='run folder: last.pt, best.pt, metrics.jsonl')
     parser.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     parser.add_argument('--init', type=Path, default=None, help='start from the weights of this checkpoint')
     parser.add_argument('--time-limit', type=float, default=0,
