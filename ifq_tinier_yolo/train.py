@@ -2,6 +2,7 @@
 
 The loop (`train`) reads top to bottom: build the data, start the model (resume, --init or
 new), then per epoch `train_epoch` and `save_epoch` (validate, metrics, checkpoints).
+
 Runs as one process or under `torchrun --nproc_per_node N` (DistributedDataParallel, gloo on
 CPU, nccl on GPU). Every epoch: train, validate on the WIDER val subset (rank 0), write
 `last.pt` atomically (and `best.pt` when validation improves), append to `metrics.jsonl`.
@@ -342,10 +343,10 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     if avg is not None and start.ckpt is not None and 'train_model' in start.ckpt:
         avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average
     n = len(data.loader)
+    loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
-                LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore), device, world,
-                total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
+                loss_cfg, device, world, total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
     rows = completed_rows(out / METRICS, start.epoch) if main_proc else []
     t_start, row, step, best = time.time(), {}, start.step, start.best
