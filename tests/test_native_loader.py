@@ -12,17 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ifq_tinier_yolo import native
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.errors import ModelFileError
 
+from fuzz_helpers import FUZZ, mutated_bytes
+
 SOURCE = 'm.ifq'
-EXAMPLES = int(os.environ.get('IFQ_FUZZ_EXAMPLES', '150'))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # header-level refusals: the C message must equal the Python one word for word
 HEADER_MESSAGES = ('empty file', 'not an .ifq model file', 'truncated (', 'format version', 'unknown format version',
                    'unexpected bytes after', 'corrupted (CRC-32', 'unknown flags')
@@ -86,23 +85,10 @@ def with_fresh_crc(data: bytes) -> bytes:
 def mutated(draw, base: bytes) -> bytes:
     """`base` (a whole file) after 1..3 edits: bit flips, byte sets, cuts, insertions, deletions;
     half the time with the CRC and length made valid again."""
-    data = bytearray(base[:-fmt.CRC.size])
-    for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(('flip', 'set', 'cut', 'insert', 'delete')))
-        i = draw(st.integers(0, max(len(data) - 1, 0)))
-        if op == 'flip' and data:
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == 'set' and data:
-            data[i] = draw(st.sampled_from((0, 1, 2, 0x7F, 0x80, 0xFF)) | st.integers(0, 255))
-        elif op == 'cut':
-            del data[i:]
-        elif op == 'insert':
-            data[i:i + 0] = draw(st.binary(min_size=1, max_size=16))
-        elif data:
-            del data[i:i + draw(st.integers(1, 16))]
+    data = draw(mutated_bytes(base[:-fmt.CRC.size], max_ops=3))
     if draw(st.booleans()):
-        return with_fresh_crc(bytes(data))
-    return bytes(data) + base[-fmt.CRC.size:]
+        return with_fresh_crc(data)
+    return data + base[-fmt.CRC.size:]
 
 
 def error_table(data: bytes) -> dict[str, bytes]:
