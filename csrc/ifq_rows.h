@@ -86,35 +86,43 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
         return sum;
     }
     bit_writer b0 = {r->x0, 0, 0}, b1 = {r->x1, 0, 0};
-    uint64_t c0 = 0, c1 = 0;   /* fewer than 64 channels: taps collected in a word first */
-    int cn = 0;
-    for (int ky = 0; ky < k; ky++)
-        for (int kx = 0; kx < k; kx++) {
-            int xi = xc * L->stride + kx - k / 2, inside = xi >= 0 && xi < in->w;
-            const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)(inside ? xi : 0) * 2 * nw;
-            if (inside)
-                sum += r->window_sums[top + ky][xi];
-            if (nw == 1) {
+    if (nw == 1) {   /* fewer than 64 channels: taps collected in a word before the writer */
+        const int x0 = xc * L->stride - k / 2, interior = x0 >= 0 && x0 + k <= in->w;
+        uint64_t c0 = 0, c1 = 0;
+        int cn = 0;
+        for (int ky = 0; ky < k; ky++) {
+            const uint64_t *row = (const uint64_t *)r->window[top + ky];   /* pixel x: words 2x, 2x + 1 */
+            const int32_t *sums = r->window_sums[top + ky];
+            for (int kx = 0, xi = x0; kx < k; kx++, xi++) {
                 if (cn + C > IFQ_WORD_BITS) {
                     put_bits(&b0, c0, cn);
                     put_bits(&b1, c1, cn);
                     c0 = c1 = 0;
                     cn = 0;
                 }
-                c0 |= inside ? px[0] << cn : 0;   /* zero padding: no bits */
-                c1 |= inside ? px[1] << cn : 0;
+                if (interior || (xi >= 0 && xi < in->w)) {   /* else zero padding: no bits */
+                    c0 |= row[2 * xi] << cn;
+                    c1 |= row[2 * xi + 1] << cn;
+                    sum += sums[xi];
+                }
                 cn += C;
-                continue;
-            }
-            for (int j = 0; j < nw; j++) {
-                int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
-                put_bits(&b0, inside ? px[j] : 0, n);
-                put_bits(&b1, inside ? px[nw + j] : 0, n);
             }
         }
-    if (cn) {
         put_bits(&b0, c0, cn);
         put_bits(&b1, c1, cn);
+    } else {
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                int xi = xc * L->stride + kx - k / 2, inside = xi >= 0 && xi < in->w;
+                const uint64_t *px = (const uint64_t *)(r->window[top + ky]) + (size_t)(inside ? xi : 0) * 2 * nw;
+                if (inside)
+                    sum += r->window_sums[top + ky][xi];
+                for (int j = 0; j < nw; j++) {
+                    int n = C - j * IFQ_WORD_BITS < IFQ_WORD_BITS ? C - j * IFQ_WORD_BITS : IFQ_WORD_BITS;
+                    put_bits(&b0, inside ? px[j] : 0, n);
+                    put_bits(&b1, inside ? px[nw + j] : 0, n);
+                }
+            }
     }
     if (b0.fill) {   /* the last, partial word */
         *b0.dst = b0.cur;
