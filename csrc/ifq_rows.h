@@ -17,19 +17,21 @@
 
 #include "ifq_internal.h"
 
-/* First layer: pointers to the k rows of the window at conv position (row `top` of the window,
- * column xc), each k * C bytes (kx, c) plus readable padding up to row_len. Inside the map they
- * point into the line buffers (the padding bytes meet zero weights); at the edges into r->patch,
- * a copy with zeros outside the map. */
-static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in)
+/* First layer: the k rows of the window at conv position (row `top` of the window, column xc),
+ * as row pointers plus a byte offset `*at`: k * C bytes (kx, c) each, and readable padding up to
+ * row_len. Inside the map they are the line buffers themselves (the padding bytes meet zero
+ * weights); at the edges r->patch, a copy with zeros outside the map. */
+static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L, int top, int xc, int w_in,
+                                                size_t *at)
 {
     const int k = L->k, C = L->in_ch, x0 = xc * L->stride - k / 2;
+    if (x0 >= 0 && x0 + k <= w_in) {
+        *at = (size_t)x0 * C;
+        return r->window + top;
+    }
+    *at = 0;
     for (int ky = 0; ky < k; ky++) {
         const uint8_t *row = r->window[top + ky];
-        if (x0 >= 0 && x0 + k <= w_in) {
-            r->first_rows[ky] = row + (size_t)x0 * C;
-            continue;
-        }
         uint8_t *v = r->patch + (size_t)ky * L->row_len;
         memset(v, 0, (size_t)L->row_len);
         for (int kx = 0; kx < k; kx++)
@@ -135,7 +137,9 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
 static void conv_acc32(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int32_t *acc)
 {
     if (L->kind == IFQ_KIND_FIRST) {
-        first_dot(window_rows_first(r, L, top, xc, in->w), L->k, L->row_len, L->w_pairs, L->w_quads,
+        size_t at;
+        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w, &at);
+        first_dot(rows, at, L->k, L->row_len, L->w_pairs, L->w_quads,
                          L->out_pad, acc);
         return;
     }
@@ -155,13 +159,14 @@ static int popcount_slow(uint64_t x)
 static void conv_acc64(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int64_t *acc)
 {
     if (L->kind == IFQ_KIND_FIRST) {
-        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w);
+        size_t at;
+        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w, &at);
         for (int o = 0; o < L->out_ch; o++) {
             int64_t a = 0;
             for (int ky = 0; ky < L->k; ky++)
                 for (int j = 0; j < L->row_len; j++) {
-                    size_t at = (size_t)ky * L->row_len + j;
-                    a += (int64_t)rows[ky][j] * L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2];
+                    size_t v = (size_t)ky * L->row_len + j;
+                    a += (int64_t)rows[ky][at + j] * L->w_pairs[((v / 2) * L->out_pad + o) * 2 + v % 2];
                 }
             acc[o] = a;
         }

@@ -4,7 +4,7 @@
 #include "ifq_internal.h"
 
 /* acc[o] = sum over window rows ky and bytes j of rows[ky][j] * weight, for o < out_pad. */
-static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w, const int8_t *w_quads,
+static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w, const int8_t *w_quads,
                       int out_pad, int32_t *acc)
 {
     (void)w_quads;
@@ -12,7 +12,7 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
         acc[o] = 0;
     for (int ky = 0; ky < k; ky++)
         for (int j = 0; j < row_len; j += 2) {
-            const int32_t a = rows[ky][j], b = rows[ky][j + 1];
+            const int32_t a = rows[ky][at + j], b = rows[ky][at + j + 1];
             const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad;
             for (int o = 0; o < out_pad; o++)
                 acc[o] += a * wj[2 * o] + b * wj[2 * o + 1];

@@ -25,7 +25,7 @@ static int32_t hsum_epi32(__m256i v)
 
 /* Four window bytes at a time: broadcast, spread into two int16 pairs (vpshufb), times pairs of
  * weights (vpmaddwd); eight outputs per register. */
-static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w, const int8_t *w_quads,
+static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w, const int8_t *w_quads,
                       int out_pad, int32_t *acc)
 {
     const __m256i lo = _mm256_setr_epi8(0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1,
@@ -38,7 +38,7 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
-                memcpy(&quad, rows[ky] + j, sizeof quad);
+                memcpy(&quad, rows[ky] + at + j, sizeof quad);
                 __m256i q = _mm256_set1_epi32(quad);
                 const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 2 * g;
                 __m256i w01 = _mm256_loadu_si256((const __m256i *)wj);

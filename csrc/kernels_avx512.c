@@ -16,7 +16,7 @@
 
 /* Four window bytes times four int8 weights per lane (u8 x s8, exact int32 sums), sixteen
  * outputs per register, read straight from the line buffers. */
-static void first_dot(const uint8_t *const *rows, int k, int row_len, const int16_t *w_pairs, const int8_t *w,
+static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w_pairs, const int8_t *w,
                       int out_pad, int32_t *acc)
 {
     (void)w_pairs;
@@ -25,7 +25,7 @@ static void first_dot(const uint8_t *const *rows, int k, int row_len, const int1
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
-                memcpy(&quad, rows[ky] + j, sizeof quad);
+                memcpy(&quad, rows[ky] + at + j, sizeof quad);
                 __m512i wv = _mm512_loadu_si512(w + ((size_t)ky * row_len + j) * out_pad + 4 * g);
                 if (j & 4)
                     odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi32(quad), wv);
