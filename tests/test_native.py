@@ -146,6 +146,8 @@ def test_native_detect_contract(model):
         backend.run(np.zeros((64, 32, 3), np.uint8))
     with pytest.raises(ConfigError):
         native.load(SHIPPED, kernels='vax')
+    with pytest.raises(ValueError):   # a head the runner of its size does not make
+        backend.decode_head(np.zeros((20, 4, 4), np.int32), 0.3, 0.45)
 
 
 def test_native_refuses_a_damaged_file(tmp_path: Path):

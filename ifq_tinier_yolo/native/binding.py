@@ -124,6 +124,8 @@ class Runner:
 
     def decode(self, head: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
         """int32 head -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16), objectness."""
+        if head.shape != self.head_shape:   # the C decoder reads exactly this runner's head
+            raise ValueError(f'head of shape {head.shape}, this runner makes {self.head_shape}')
         n = C.c_size_t()
         status = library().ifq_decode(self.handle, np.ascontiguousarray(head, dtype=np.int32), conf_q, iou_num,
                                       den, contain_num, self._boxes, self.max_boxes, C.byref(n))
