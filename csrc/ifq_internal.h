@@ -36,8 +36,7 @@ typedef struct {
     int out_pad;            /* first: O rounded up to IFQ_OUT_ALIGN */
     uint64_t *w_bits;       /* hidden: (groups, w_words, 8): word i of the weight bits of outputs 8g..8g+7,
                                bit j of output o's bits = weight of window value j (1: +1, 0: -1) */
-    int window_bits;        /* hidden: k*k*I, window values ordered (ky, kx, channel) */
-    int w_words;            /* hidden: ceil(window_bits / 64) */
+    int w_words;            /* hidden: ceil(k * k * I / 64), window values ordered (ky, kx, channel) */
     int groups;             /* hidden: ceil(O / 8); the padding outputs have zero weights */
     int8_t *w_head;         /* head: (O, in_pad) int8, zero padded */
     int in_pad;             /* head: I rounded up to IFQ_HEAD_IN_ALIGN */
@@ -47,7 +46,7 @@ typedef struct {
 struct ifq_model {
     int version;              /* the file's format version, 1 or 2 */
     int graph;                /* the table is a graph, not a chain: not run here (IFQ_ERR_UNSUPPORTED) */
-    int input_size, n_layers, n_anchors, stride, separated;
+    int input_size, n_layers, n_anchors, stride;
     int32_t out_multiplier;   /* the head's output scale: out_multiplier * 2^-out_shift */
     int out_shift;
     int32_t *anchors;         /* (n_anchors, 2): w, h in 2^-16 grid cells */

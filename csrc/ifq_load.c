@@ -284,8 +284,7 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
                     L->w_quads[((at / 4) * L->out_pad + o) * 4 + at % 4] = (int8_t)v;
                 }
     } else {
-        L->window_bits = kk * I;
-        L->w_words = (L->window_bits + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
+        L->w_words = (kk * I + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
         L->groups = (O + IFQ_LANES - 1) / IFQ_LANES;
         L->w_bits = alloc_array((size_t)L->groups * L->w_words * IFQ_LANES, sizeof(uint64_t));
         if (!L->w_bits)
@@ -420,7 +419,7 @@ static ifq_status read_metadata(reader *r)
 }
 
 /* Header checks in the Python reader's order: empty, magic, length, version, size, CRC, flags. */
-static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err, uint32_t *flags, int *version_out)
+static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err, int *version_out)
 {
     static const uint8_t MAGIC[8] = {'I', 'F', 'Q', 'T', 'Y', 'O', 'L', 'O'};
     if (size == 0)
@@ -430,7 +429,7 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
     if (size < HEADER_BYTES + CRC_BYTES)
         return fail(err, IFQ_ERR_TRUNCATED, "truncated (%zu bytes, shorter than the header)", size);
     uint32_t version = u16_at(data + 8), payload = u32_at(data + 12);
-    *flags = u16_at(data + 10);
+    uint32_t flags = u16_at(data + 10);
     if (version > IFQ_FORMAT_VERSION)
         return fail(err, IFQ_ERR_VERSION, "format version %u is newer than this program reads (1, 2); "
                     "update ifq-tinier-yolo", version);
@@ -446,18 +445,16 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
                     (unsigned long long)(size - expected));
     if (crc32_ieee(data, HEADER_BYTES + (size_t)payload) != u32_at(data + HEADER_BYTES + payload))
         return fail(err, IFQ_ERR_CORRUPTED, "corrupted (CRC-32 mismatch)");
-    if (*flags & ~FLAG_SEPARATED)
-        return fail(err, IFQ_ERR_INVALID, "unknown flags %#x", *flags);
+    if (flags & ~FLAG_SEPARATED)
+        return fail(err, IFQ_ERR_INVALID, "unknown flags %#x", flags);
     return IFQ_OK;
 }
 
 static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_error *err)
 {
-    uint32_t flags = 0;
-    ifq_status st = check_header(data, size, err, &flags, &m->version);
+    ifq_status st = check_header(data, size, err, &m->version);
     if (st != IFQ_OK)
         return st;
-    m->separated = (flags & FLAG_SEPARATED) != 0;
     reader r = {data, HEADER_BYTES, size - CRC_BYTES, err};
     if (m->version == 1) {   /* size, layers, anchors, fraction bits, the head's scale, then anchors */
         const uint8_t *d = take(&r, DESCRIPTION_V1_BYTES, "description", NULL);
