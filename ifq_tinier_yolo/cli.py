@@ -76,6 +76,8 @@ def _model_commands(sub) -> None:
                    help='separated conversion (each float parameter rounded on its own), for comparison')
     p.add_argument('--img-size', type=int, default=None,
                    help="the model's input side in pixels (default: the checkpoint's img_size)")
+    p.add_argument('--emit-c', type=Path, default=None, metavar='MODEL.h',
+                   help='also write the model as a C array (examples/c, devices without a file system)')
     p = _add(sub, 'verify', 'ifq_tinier_yolo.integrate.verify:cli_verify',
              'check the integer engine against the quantized PyTorch model, image by image')
     p.add_argument('--model', type=Path, default=DEFAULT_MODEL)

@@ -162,8 +162,7 @@ def newer_version(data: bytes) -> bytes:
 
 def bad_kind_with_valid_crc(data: bytes) -> bytes:
     """Layer 0's kind byte set to 9, the CRC recomputed: only the structural checks can catch it."""
-    n_anchors = struct.unpack_from('<H', data, fmt.HEADER.size + 4)[0]
-    at = fmt.HEADER.size + fmt.DESCRIPTION.size + 8 * n_anchors + fmt.NAME_BYTES
+    at = fmt.HEADER.size + fmt.DESCRIPTION.size + fmt.NAME_BYTES    # version 2: the table follows the description
     body = bytearray(data[:-fmt.CRC.size])
     body[at] = 9
     return bytes(body) + fmt.CRC.pack(zlib.crc32(bytes(body)))

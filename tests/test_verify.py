@@ -115,6 +115,21 @@ def test_report(model_file, capsys):
     ratio = re.search(r'^feature memory ratio (\d+\.\d+)$', out, re.M)
     assert ratio and float(ratio.group(1)) > 4
     assert [line.split()[0] for line in out.splitlines()[1:8]] == [s.name for s in netdef.LAYERS]
+    from ifq_tinier_yolo import native
+    if native.available():   # the C runtime streams the canvas: the paper's 18x and more
+        assert float(re.search(r'^native feature memory ratio (\d+\.\d+) ', out, re.M).group(1)) >= 18
+    else:
+        assert 'native feature memory ratio unavailable' in out
+
+
+def test_convert_emits_a_c_header(files, model_file, capsys):
+    header = files['dir'] / 'model.h'
+    rc, _, err = run_cli(capsys, 'convert', str(files['ckpt']), '--out', str(files['dir'] / 'c.ifq'),
+                         '--emit-c', str(header))
+    text = header.read_text()
+    assert rc == 0 and f'wrote {header}' in err
+    values = [int(v, 16) for v in re.findall(r'0x([0-9a-f]{2})', text)]
+    assert bytes(values) == model_file.read_bytes()     # the same bytes as the .ifq file
 
 
 def test_report_table_without_a_model(capsys):

@@ -87,4 +87,8 @@ def cli_convert(args: argparse.Namespace) -> int:
     kind = 'separated' if model.separated else 'integrated'
     print(f'wrote {args.out} ({kind} conversion, input {model.input_size}x{model.input_size})', file=sys.stderr)
     print(f'model bytes {size}')
+    if args.emit_c is not None:   # the same bytes as a C array, for devices without a file system
+        from ..native.emit import emit_c_header
+        emit_c_header(args.out.read_bytes(), args.emit_c)
+        print(f'wrote {args.emit_c}', file=sys.stderr)
     return 0

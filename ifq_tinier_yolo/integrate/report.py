@@ -139,8 +139,20 @@ def report_lines(model: IntegerModel, size: int) -> list[str]:
               f'engine feature-map peak bytes {mem["packed"][0]} at {mem["packed"][1]} (uint8 image, '
               f'2-bit codes packed 4 per byte, int32 head; {mem["uint8"][0]} with uint8 codes)',
               f'float feature-map peak bytes {mem["float"][0]} at {mem["float"][1]} (float32 maps)',
-              f'feature memory ratio {mem["float"][0] / mem["packed"][0]:.2f}']
+              f'feature memory ratio {mem["float"][0] / mem["packed"][0]:.2f}',
+              native_memory_line(model, size)]
     return lines
+
+
+def native_memory_line(model: IntegerModel, size: int) -> str:
+    """The native runtime's measured peak feature memory (line buffers, code sums, int32 heads,
+    the canvas streamed row by row) and its ratio to the float network's peak."""
+    from ..native import NativeUnavailable, feature_memory   # builds the library on first use
+    try:
+        m = feature_memory(fmt.to_bytes(model), size)
+    except NativeUnavailable as e:
+        return f'native feature memory ratio unavailable ({str(e).splitlines()[0]})'
+    return f'native feature memory ratio {m.ratio:.1f} ({m.native_bytes} bytes: line buffers, code sums, int32 heads)'
 
 
 def cli_report(args: argparse.Namespace) -> int:
