@@ -105,10 +105,11 @@ LAYERS: tuple[LayerSpec, ...] = (
 
 # v2: the same trunk with a second head at stride 8 (52x52 at 416) for small faces, fed by the
 # stride-8 features of conv3 concatenated with the upsampled stride-16 features (FPN-style:
-# the fine map gets the context of the deep layers). Anchors: IoU k-means with 6 clusters on
-# WIDER train faces >= 6 px at 576 input (scripts/fit_anchors.py --heads), the 3 smallest to stride 8.
-ANCHORS_S16: Anchors = ((1.181, 1.463), (1.913, 2.419), (4.163, 5.625))
-ANCHORS_S8: Anchors = ((0.900, 1.124), (1.238, 1.574), (1.574, 2.024))
+# the fine map gets the context of the deep layers). The anchors are v1's k-means anchors: the
+# two smallest (7x9 and 9x12 px) move to the stride-8 head, where a cell is 8 px, the other three
+# stay at stride 16 (so a v1 model initialises head16, see train.transplant).
+ANCHORS_S16: Anchors = ANCHORS[2:]
+ANCHORS_S8: Anchors = tuple((2 * w, 2 * h) for w, h in ANCHORS[:2])
 LAYERS_V2: tuple[LayerSpec, ...] = (
     *LAYERS[:-1],
     head_layer(ANCHORS_S16, 'head16'),                              # 26x26, faces of about 20 px and up

@@ -128,12 +128,30 @@ def weight_average(model: torch.nn.Module, decay: float, step: int = 0) -> Avera
 
 def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
     """Copy into `dst` every tensor of `src` with the same name and shape (a grown table keeps the
-    trained layers it shares with the old one); the others keep their initialisation."""
+    trained layers it shares with the old one), and into each head the channels of every anchor
+    an old head at the same stride had (a head may keep some of its anchors and hand others to a
+    new head); the rest keeps its initialisation."""
     old, new = src.state_dict(), dst.state_dict()
     same = {k: v for k, v in old.items() if k in new and new[k].shape == v.shape}
+    old_anchors = {(stride, anchor): (i, a) for i, (stride, anchors) in
+                   enumerate(zip(netdef.head_strides(src.layers), src.head_anchors)) for a, anchor in enumerate(anchors)}
+    per, moved = netdef.VALUES_PER_ANCHOR, 0
+    for j, (stride, anchors) in enumerate(zip(netdef.head_strides(dst.layers), dst.head_anchors)):
+        keys = [f'heads.{j}.conv.weight', f'heads.{j}.conv.bias']
+        if any(k in same for k in keys):
+            continue                                            # the whole head was copied
+        rows = {k: new[k].clone() for k in keys}
+        for a, anchor in enumerate(anchors):
+            if (stride, anchor) in old_anchors:
+                i, b = old_anchors[stride, anchor]
+                for k in keys:
+                    rows[k][a * per:(a + 1) * per] = old[k.replace(f'heads.{j}.', f'heads.{i}.')][b * per:(b + 1) * per]
+                moved += 1
+        if any(not torch.equal(rows[k], new[k]) for k in keys):
+            same.update(rows)
     dst.load_state_dict({**new, **same})
-    log(f'--init into another table: {len(same)} of {len(new)} tensors copied, new: '
-        f'{", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in same}))}')
+    log(f'--init into another table: {len(same)} of {len(new)} tensors copied ({moved} anchors moved '
+        f'into new heads), new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in same}))}')
     return dst.eval()
 
 

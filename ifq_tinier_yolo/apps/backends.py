@@ -103,8 +103,8 @@ def resolve(path: str | Path | None, backend: str | None) -> tuple[Path, str, bo
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in DEFAULT_OF_SUFFIX:
-        kinds = ', '.join(f'{s} ({BACKENDS[b].about.split(",")[0]})' for s, b in DEFAULT_OF_SUFFIX.items())
-        raise ConfigError(f'{path}: unknown model file type {path.suffix!r}: expected {kinds}')
+        raise ConfigError(f'{path}: unknown model file type {path.suffix!r}: expected .ifq (integer model), '
+                          f'.pt (checkpoint) or .onnx (export)')
     if backend is not None and BACKENDS[backend].suffix != suffix:
         raise ConfigError(f'{path}: a {path.suffix} file runs on the {DEFAULT_OF_SUFFIX[suffix]} backend '
                           f'(--backend {DEFAULT_OF_SUFFIX[suffix]}); the {backend} backend reads '
