@@ -1,8 +1,12 @@
 /* ifq.h: the native IFQ-Tinier-YOLO runtime (C99, libc only).
  *
- * Load an .ifq model (docs/MODEL_FORMAT.md, versions 1 and 2; a chain of layers) from bytes, run the integer network on a
- * letterboxed BGR canvas, decode the head in fixed point and run integer NMS. Bit-exact with
- * the numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
+ * Load an .ifq model (docs/MODEL_FORMAT.md, versions 1 and 2: a chain of layers with one head, or
+ * a layer graph with several) from bytes, run the integer network on a letterboxed BGR canvas,
+ * decode the heads in fixed point and run one integer NMS over all of them. Bit-exact with the
+ * numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
+ *
+ * The head buffer holds every head, one after the other in table order, each (A*5, g, g)
+ * channel-major: head h starts at ifq_runner_head_offset(r, h), its side is ifq_runner_head_grid.
  *
  *     ifq_model *m; ifq_runner *r; ifq_error e;
  *     if (ifq_model_load(bytes, n, &m, &e) != IFQ_OK) puts(e.message);
@@ -39,7 +43,7 @@ typedef enum {
     IFQ_ERR_NOMEM,        /* an allocation failed (or a size overflows size_t) */
     IFQ_ERR_ARGUMENT,     /* a bad argument (input size, null pointer, kernels not on this CPU) */
     IFQ_ERR_BUFFER,       /* the caller's box buffer is too small */
-    IFQ_ERR_UNSUPPORTED   /* a valid layer graph the native runtime does not run (only chains) */
+    IFQ_ERR_UNSUPPORTED   /* a call this model does not allow (a band of rows of a model of several heads) */
 } ifq_status;
 
 typedef struct {
@@ -70,8 +74,11 @@ ifq_status ifq_model_load(const uint8_t *data, size_t size, ifq_model **model, i
 void ifq_model_free(ifq_model *model);
 int ifq_model_input_size(const ifq_model *model);   /* default canvas side in pixels */
 int ifq_model_num_layers(const ifq_model *model);
-int ifq_model_num_anchors(const ifq_model *model);
-int ifq_model_stride(const ifq_model *model);       /* input pixels per grid cell */
+int ifq_model_num_anchors(const ifq_model *model);  /* anchors of the first head */
+int ifq_model_stride(const ifq_model *model);       /* the coarsest stride: input sides are multiples of it */
+int ifq_model_num_heads(const ifq_model *model);    /* heads, 1 for a chain */
+int ifq_model_head_anchors(const ifq_model *model, int head);   /* anchors of head `head` (table order) */
+int ifq_model_head_stride(const ifq_model *model, int head);    /* input pixels per grid cell of that head */
 
 /* 1 if this CPU (and this build) runs the kernel set, else 0; AUTO is always 1. */
 int ifq_kernels_supported(ifq_kernels kernels);
@@ -82,11 +89,13 @@ ifq_status ifq_runner_create(const ifq_model *model, int size, ifq_kernels kerne
                              ifq_runner **runner, ifq_error *err);
 void ifq_runner_free(ifq_runner *runner);
 ifq_kernels ifq_runner_kernels(const ifq_runner *runner);   /* the set AUTO resolved to */
-int ifq_runner_grid(const ifq_runner *runner);              /* head side: size / stride */
-size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of the head: A*5*grid^2 */
-size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* A*grid^2: no decode returns more */
+int ifq_runner_grid(const ifq_runner *runner);              /* the first head's side: size / its stride */
+size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of all heads: sum of A*5*g^2 */
+int ifq_runner_head_grid(const ifq_runner *runner, int head);          /* side g of head `head` */
+size_t ifq_runner_head_offset(const ifq_runner *runner, int head);     /* where it starts in the buffer */
+size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*g^2: no decode returns more */
 /* Feature-map bytes the runner holds at once: input and code line buffers plus the int32
- * head (the caller's, counted here); working scratch inside a layer is not counted. */
+ * heads (the caller's, counted here); working scratch inside a layer is not counted. */
 size_t ifq_runner_feature_bytes(const ifq_runner *runner);
 size_t ifq_runner_total_bytes(const ifq_runner *runner);    /* every byte the runner allocated */
 
@@ -94,17 +103,20 @@ size_t ifq_runner_total_bytes(const ifq_runner *runner);    /* every byte the ru
  * order (a row that no window reads may be skipped). */
 typedef void (*ifq_row_source)(void *user, int y, uint8_t *row);
 
-/* Run the network: canvas rows -> int32 head (A*5, grid, grid), channel-major, acc + bias. */
+/* Run the network: canvas rows -> the int32 heads (each (A*5, g, g), channel-major, acc + bias). */
 ifq_status ifq_run_rows(ifq_runner *runner, ifq_row_source source, void *user, int32_t *head);
 /* The same on a whole uint8 (size, size, 3) BGR canvas. */
 ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
 /* Only head rows y_begin <= y < y_end (of the full-size head buffer); the rows they need and no
- * others are computed. Two runners on two threads fill the two halves of one head. */
+ * others are computed. Two runners on two threads fill the two halves of one head. Models of one
+ * head only: IFQ_ERR_UNSUPPORTED for a part of a model of several heads. */
 ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head, int y_begin, int y_end);
 
-/* Fixed-point decode + greedy integer NMS of a head. Keeps score >= conf_q16 (2^-16); suppresses
- * IoU > iou_num / den and, if contain_num >= 0, more than contain_num / den of a box's own area
- * inside a kept one. Boxes best first (head objectness descending, ties by anchor, row, column). */
+/* Fixed-point decode of every head (its own anchors, scale and stride) + one greedy integer NMS
+ * over all their candidates. Keeps score >= conf_q16 (2^-16); suppresses IoU > iou_num / den and,
+ * if contain_num >= 0, more than contain_num / den of a box's own area inside a kept one. Boxes
+ * best first: requantized objectness (2^-16, saturated to +-2^14) descending, then the head
+ * integer, then head (table order), anchor, row, column (engine/runtime.py rank_key). */
 ifq_status ifq_decode(ifq_runner *runner, const int32_t *head, int32_t conf_q16, int32_t iou_num,
                       int32_t den, int32_t contain_num, ifq_box *boxes, size_t max_boxes,
                       size_t *n_boxes);

@@ -40,22 +40,31 @@ static int64_t exp_q(int64_t r) { return lookup(r, ifq_exp_lut, IFQ_EXP_LEN, IFQ
 
 static int64_t clamp(int64_t v, int64_t lim) { return v < -lim ? -lim : v > lim ? lim : v; }
 
-/* Rank: higher objectness first, then lower candidate index (nms.nms's lexsort). */
-static int before(const ifq_box *c, uint32_t a, uint32_t b)
+#define RANK_LIMIT ((int64_t)1 << 30)   /* requantized objectness saturates here in the rank key */
+
+/* runtime.rank_key: (clip(requantized objectness) << 32) + (objectness + 2^31), as int64. */
+static int64_t rank_key(int64_t requantized, int32_t objectness)
 {
-    return c[a].objectness != c[b].objectness ? c[a].objectness > c[b].objectness : a < b;
+    int64_t q = clamp(requantized, RANK_LIMIT);
+    return q * ((int64_t)1 << 32) + ((int64_t)objectness + IFQ_INT32_LIMIT);
+}
+
+/* Rank: higher key first, then lower candidate index (nms.nms's lexsort). */
+static int before(const int64_t *key, uint32_t a, uint32_t b)
+{
+    return key[a] != key[b] ? key[a] > key[b] : a < b;
 }
 
 /* Heapsort of the index array by `before` (no allocation, O(n log n)). */
-static void sift(const ifq_box *c, uint32_t *v, size_t i, size_t n)
+static void sift(const int64_t *key, uint32_t *v, size_t i, size_t n)
 {
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= n)
             return;
-        if (child + 1 < n && before(c, v[child], v[child + 1]))
+        if (child + 1 < n && before(key, v[child], v[child + 1]))
             child++;
-        if (!before(c, v[i], v[child]))
+        if (!before(key, v[i], v[child]))
             return;
         uint32_t t = v[i];
         v[i] = v[child];
@@ -64,15 +73,15 @@ static void sift(const ifq_box *c, uint32_t *v, size_t i, size_t n)
     }
 }
 
-static void sort_candidates(const ifq_box *c, uint32_t *v, size_t n)
+static void sort_candidates(const int64_t *key, uint32_t *v, size_t n)
 {
     for (size_t i = n / 2; i-- > 0;)
-        sift(c, v, i, n);   /* a heap whose root ranks last */
+        sift(key, v, i, n);   /* a heap whose root ranks last */
     for (size_t end = n; end > 1; end--) {
         uint32_t t = v[0];
         v[0] = v[end - 1];
         v[end - 1] = t;
-        sift(c, v, 0, end - 1);
+        sift(key, v, 0, end - 1);
     }
 }
 
@@ -90,34 +99,30 @@ static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64
     return contain_num >= 0 && inter * den > contain_num * area(b);
 }
 
-ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int32_t iou_num, int32_t den,
-                      int32_t contain_num, ifq_box *boxes, size_t max_boxes, size_t *n_boxes)
+/* decode.decode_fixed of one head (side g, channel-major): candidates at or above conf_q16
+ * appended at cand[n...] with their keys; returns the new count. */
+static size_t decode_one(const ifq_layer *L, int64_t stride, int g, const int32_t *head, int32_t conf_q16,
+                         ifq_box *cand, int64_t *key, uint32_t *order, size_t n)
 {
-    if (!r || !head || !n_boxes || (!boxes && max_boxes) || den <= 0 || iou_num < 0)
-        return IFQ_ERR_ARGUMENT;
-    uint32_t *order;
-    const ifq_model *m;
-    ifq_box *cand = ifq_runner_candidates(r, &order, &m);
-    const int g = ifq_runner_grid(r);
     const size_t plane = (size_t)g * g;
     const int64_t lim = (int64_t)BOX_LIMIT_PX << IFQ_BOX_FRAC_BITS;
     const int to_box = IFQ_SCORE_FRAC_BITS - IFQ_BOX_FRAC_BITS;
     const int wh_shift = 16 + ANCHOR_FRAC_BITS - IFQ_BOX_FRAC_BITS;   /* exp (2^-16) x anchor (2^-16) */
-    size_t n = 0;
-    for (int a = 0; a < m->n_anchors; a++)
+    for (int a = 0; a < L->n_anchors; a++)
         for (size_t cell = 0; cell < plane; cell++) {
             const int32_t *h = head + (size_t)a * IFQ_VALUES_PER_ANCHOR * plane + cell;   /* field f at h[f * plane] */
-            int64_t score = sigmoid_q(requantize(h[4 * plane], m->out_multiplier, m->out_shift));
+            int64_t obj = requantize(h[4 * plane], L->out_multiplier, L->out_shift);
+            int64_t score = sigmoid_q(obj);
             if (score < conf_q16)
                 continue;
             int64_t row = (int64_t)(cell / (size_t)g), col = (int64_t)(cell % (size_t)g);
             int64_t t[4];
             for (int f = 0; f < 4; f++)
-                t[f] = requantize(h[(size_t)f * plane], m->out_multiplier, m->out_shift);
-            int64_t cx = round_shift(((col << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[0])) * m->stride, to_box);
-            int64_t cy = round_shift(((row << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[1])) * m->stride, to_box);
-            int64_t w = round_shift(exp_q(t[2]) * m->anchors[2 * a] * m->stride, wh_shift);
-            int64_t hh = round_shift(exp_q(t[3]) * m->anchors[2 * a + 1] * m->stride, wh_shift);
+                t[f] = requantize(h[(size_t)f * plane], L->out_multiplier, L->out_shift);
+            int64_t cx = round_shift(((col << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[0])) * stride, to_box);
+            int64_t cy = round_shift(((row << IFQ_SCORE_FRAC_BITS) + sigmoid_q(t[1])) * stride, to_box);
+            int64_t w = round_shift(exp_q(t[2]) * L->anchors[2 * a] * stride, wh_shift);
+            int64_t hh = round_shift(exp_q(t[3]) * L->anchors[2 * a + 1] * stride, wh_shift);
             int64_t x1 = cx - (w >> 1), y1 = cy - (hh >> 1);   /* w, hh >= 0 */
             ifq_box *b = &cand[n];
             b->x1 = (int32_t)clamp(x1, lim);
@@ -126,13 +131,29 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
             b->y2 = (int32_t)clamp(y1 + hh, lim);
             b->score = (int32_t)score;
             b->objectness = h[4 * plane];
+            key[n] = rank_key(obj, h[4 * plane]);
             order[n] = (uint32_t)n;
             n++;
         }
-    sort_candidates(cand, order, n);
+    return n;
+}
+
+ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int32_t iou_num, int32_t den,
+                      int32_t contain_num, ifq_box *boxes, size_t max_boxes, size_t *n_boxes)
+{
+    if (!r || !head || !n_boxes || (!boxes && max_boxes) || den <= 0 || iou_num < 0)
+        return IFQ_ERR_ARGUMENT;
+    const ifq_model *m = r->m;
+    size_t n = 0;
+    for (int h = 0; h < m->n_heads; h++) {
+        const ifq_layer *L = &m->layers[m->heads[h]];
+        n = decode_one(L, L->net_stride, ifq_runner_head_grid(r, h), head + ifq_runner_head_offset(r, h), conf_q16,
+                       r->cand, r->cand_key, r->order, n);
+    }
+    sort_candidates(r->cand_key, r->order, n);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
-        const ifq_box *b = &cand[order[i]];
+        const ifq_box *b = &r->cand[r->order[i]];
         int keep = 1;
         for (size_t j = 0; j < kept && keep; j++)
             keep = !suppressed(&boxes[j], b, iou_num, den, contain_num);

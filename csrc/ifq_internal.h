@@ -16,12 +16,18 @@
 #define IFQ_CODE_LANES 16         /* outputs thresholded side by side (one AVX-512 register of int32) */
 #define IFQ_HEAD_IN_ALIGN 64      /* head input channels padded to 64 (one AVX-512 register of bytes) */
 
-enum { IFQ_KIND_FIRST = 0, IFQ_KIND_HIDDEN = 1, IFQ_KIND_HEAD = 2 };
+#define IFQ_MAX_INPUTS 4          /* named inputs of one layer (concatenated along channels) */
+#define IFQ_MAX_STAGES (2 * IFQ_MAX_LAYERS + 1)   /* the canvas, each layer's output, each concatenation */
+
+enum { IFQ_KIND_FIRST = 0, IFQ_KIND_HIDDEN = 1, IFQ_KIND_HEAD = 2, IFQ_KIND_UPSAMPLE = 3 };
 
 /* One layer as the kernels want it; arrays are owned by the model. */
 typedef struct {
     char name[16];
     int kind, k, stride, pool, in_ch, out_ch;
+    int n_in;               /* inputs concatenated along channels, in this order: */
+    int in[IFQ_MAX_INPUTS]; /* their layer indices (-1: the canvas); a row naming none reads the row above */
+    int64_t net_stride;     /* input pixels per output cell (saturated far above any valid stride) */
     int64_t acc_bound;      /* worst-case |accumulator|, bias excluded */
     int32_t *thresholds;    /* first / hidden: (O, 3), widened from i16 / i32 */
     uint8_t *negate;        /* first / hidden: (O,) 1 = the channel compares -acc */
@@ -41,22 +47,36 @@ typedef struct {
     int8_t *w_head;         /* head: (O, in_pad) int8, zero padded */
     int in_pad;             /* head: I rounded up to IFQ_HEAD_IN_ALIGN */
     int32_t *bias;          /* head: (O,) */
+    int n_anchors;          /* head: O / 5 */
+    int32_t *anchors;       /* head: (n_anchors, 2): w, h in 2^-16 grid cells of this head */
+    int32_t out_multiplier; /* head: its output scale is out_multiplier * 2^-out_shift */
+    int out_shift;
 } ifq_layer;
 
 struct ifq_model {
     int version;              /* the file's format version, 1 or 2 */
-    int graph;                /* the table is a graph, not a chain: not run here (IFQ_ERR_UNSUPPORTED) */
-    int input_size, n_layers, n_anchors, stride;
-    int32_t out_multiplier;   /* the head's output scale: out_multiplier * 2^-out_shift */
-    int out_shift;
-    int32_t *anchors;         /* (n_anchors, 2): w, h in 2^-16 grid cells */
+    int input_size, n_layers;
+    int n_anchors;            /* anchors of the first head */
+    int stride;               /* the coarsest stride in the table: input sides are multiples of it */
+    int n_heads;
+    int heads[IFQ_MAX_LAYERS];   /* layer indices of the heads, in table order */
     ifq_layer layers[IFQ_MAX_LAYERS];
 };
 
 typedef struct ifq_kernel_set ifq_kernel_set;
 
+/* How a stage's rows are made. */
+enum { IFQ_STAGE_CANVAS = 0, IFQ_STAGE_LAYER, IFQ_STAGE_CONCAT };
+
 /* One map between layers, held as a ring of rows (ifq_run.c). */
 typedef struct {
+    int kind;             /* IFQ_STAGE_*: the canvas, a layer's output, or a layer's concatenated input */
+    int layer;            /* LAYER: the layer whose output this is; CONCAT: the layer that reads it */
+    int n_src;            /* LAYER: 1 (its input stage); CONCAT: the stages concatenated, in order */
+    int src[IFQ_MAX_INPUTS];
+    int readers;          /* layers and concatenations that read this stage */
+    int channels;
+    int need;             /* planning: the most rows a read found between it and the newest row */
     int h, w;             /* rows, columns of this map */
     int words;            /* code maps: words per bit-plane per pixel */
     size_t row_bytes;
@@ -70,8 +90,15 @@ typedef struct {
 struct ifq_runner {
     const ifq_model *m;
     const ifq_kernel_set *ks;
-    int size, grid, n_stages;
-    ifq_stage st[IFQ_MAX_LAYERS];   /* st[0]: canvas rows; st[i]: output of layer i - 1 (not the head) */
+    int size, grid, n_stages;       /* grid: the first head's side */
+    ifq_stage st[IFQ_MAX_STAGES];   /* st[0]: canvas rows; then layer outputs and concatenations */
+    int in_stage[IFQ_MAX_LAYERS];   /* the stage each layer reads */
+    int out_stage[IFQ_MAX_LAYERS];  /* the stage each layer writes (-1: a head) */
+    size_t head_offset[IFQ_MAX_LAYERS + 1];   /* head h's int32 values start here in the head buffer */
+    int head_next[IFQ_MAX_LAYERS];  /* the run's next row of each head */
+    int planning;               /* a dry run at creation: rows are scheduled, not computed */
+    int64_t *cand_key;          /* decode: the candidates' ranking keys */
+    size_t max_boxes;           /* candidates of all heads at most */
     const uint8_t **window;     /* the input rows of one output row */
     const int32_t **window_sums;  /* and their pixels' code sums */
     uint8_t *zero_row;          /* stands for the zero padding above and below a map */
@@ -87,7 +114,7 @@ struct ifq_runner {
     void *user;
     const uint8_t *canvas;
     size_t feature_bytes, total_bytes;
-    void *blocks[IFQ_MAX_LAYERS + 16];
+    void *blocks[2 * IFQ_MAX_STAGES + 16];
     int n_blocks;
 };
 
@@ -103,8 +130,9 @@ struct ifq_kernel_set {
      * codes into dst (the out stage's row), code sums into dst_sums */
     void (*conv_row)(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out,
                      uint8_t *dst, int32_t *dst_sums);
-    /* head row y from the last stage's row y into head (A*5, grid, grid) */
-    void (*head_row)(ifq_runner *r, int y, int32_t *head);
+    /* head row y of layer L from its input stage's row `row` into head (A*5, h, w) */
+    void (*head_row)(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const uint8_t *row, int y,
+                     int32_t *head);
 };
 
 extern const ifq_kernel_set ifq_kernels_portable;
@@ -129,8 +157,6 @@ extern const ifq_kernel_set ifq_kernels_neon;
 extern const int32_t ifq_sigmoid_lut[IFQ_SIGMOID_LEN];
 extern const int32_t ifq_exp_lut[IFQ_EXP_LEN];
 
-/* The runner's candidate buffers, for the decoder (ifq_run.c). */
-ifq_box *ifq_runner_candidates(ifq_runner *r, uint32_t **order, const ifq_model **m);
 
 /* Metadata check (ifq_json.c): 1 if `text` is UTF-8 holding one JSON object, as Python reads it. */
 int ifq_json_object_ok(const uint8_t *text, size_t n);

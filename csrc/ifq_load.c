@@ -38,7 +38,8 @@
 #define INT32_LIMIT ((int64_t)1 << 31)
 
 static const char *const KIND_NAMES[] = {"first", "hidden", "head", "upsample"};
-#define KIND_UPSAMPLE 3
+#define UPSAMPLE 2                     /* an upsample layer repeats each code 2x2 */
+#define STRIDE_CAP ((int64_t)1 << 40)  /* strides saturate here: far above any valid one, no overflow */
 
 typedef struct {
     const uint8_t *data;
@@ -101,17 +102,17 @@ static const uint8_t *take(reader *r, uint64_t n, const char *what, const char *
 static int64_t input_max(int kind) { return kind == IFQ_KIND_FIRST ? PIXEL_MAX : CODE_MAX; }
 static int64_t weight_max(int kind) { return kind == IFQ_KIND_HIDDEN ? 1 : FIXED_WEIGHT_MAX; }
 
-/* n_anchors anchors, i32 w and h each (in the description, or a version-2 head section). */
-static ifq_status read_anchors(reader *r, ifq_model *m, const char *layer)
+/* n anchors, i32 w and h each (in the description, or a version-2 head section), into *out. */
+static ifq_status read_anchors(reader *r, int n, int32_t **out, const char *layer)
 {
-    const uint8_t *a = take(r, (uint64_t)m->n_anchors * 8, layer ? " anchors" : "anchors", layer);
+    const uint8_t *a = take(r, (uint64_t)n * 8, layer ? " anchors" : "anchors", layer);
     if (!a)
         return IFQ_ERR_INVALID;
-    m->anchors = calloc((size_t)m->n_anchors * 2, sizeof *m->anchors);
-    if (!m->anchors)
+    *out = calloc((size_t)n * 2, sizeof **out);
+    if (!*out)
         return fail(r->err, IFQ_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < 2 * m->n_anchors; i++)
-        m->anchors[i] = i32_at(a + 4 * i);
+    for (int i = 0; i < 2 * n; i++)
+        (*out)[i] = i32_at(a + 4 * i);
     return IFQ_OK;
 }
 
@@ -146,70 +147,93 @@ static ifq_status read_table(reader *r, ifq_model *m)
             return fail(r->err, IFQ_ERR_INVALID,
                         "layer %s: malformed table row (kind %d, kernel %d, stride %d, channels %d -> %d)",
                         L->name, L->kind, L->k, L->stride, L->in_ch, L->out_ch);
-        if (m->version == 1)
-            continue;
-        int n_in = row[24], bad = n_in > MAX_INPUTS;   /* version 2: inputs, each an earlier row */
-        for (int j = 0; j < MAX_INPUTS; j++)
+        int n_in = m->version == 1 ? 0 : row[24], bad = n_in > MAX_INPUTS;   /* version 2: named inputs */
+        for (int j = 0; j < MAX_INPUTS && m->version > 1; j++)
             bad |= j < n_in ? row[25 + j] >= i : row[25 + j] != 0;
         if (bad)
             return fail(r->err, IFQ_ERR_INVALID, "layer %s: malformed inputs (each must be an earlier row)", L->name);
-        /* a chain reads the row above (no inputs named, or just that one); a graph does not */
-        m->graph |= !(n_in == 0 || (n_in == 1 && row[25] == i - 1)) || L->kind == KIND_UPSAMPLE;
+        L->n_in = n_in ? n_in : 1;   /* none named: the row above (the canvas for the first row) */
+        L->in[0] = i - 1;
+        for (int j = 0; j < n_in; j++)
+            L->in[j] = row[25 + j];
     }
     return IFQ_OK;
 }
 
-/* The rules of netdef.check_layers / check_input_size and IntegerModel.check on the table. */
+/* The rules of netdef.check_layers / check_input_size / in_channels and IntegerModel.check on
+ * the table: kinds, wiring (every input an earlier non-head layer, every non-head layer read,
+ * concatenated inputs of one stride), shapes, and the input size a multiple of the coarsest stride. */
 static ifq_status check_table(ifq_model *m, ifq_error *err)
 {
-    int n = m->n_layers;
-    if (m->graph)   /* a well-formed graph may be valid for the numpy engine: say it is a limit of ours */
-        return fail(err, IFQ_ERR_UNSUPPORTED, "a layer graph (inputs other than the row above, upsampling, "
-                    "several heads): the native runtime runs chains of layers; use the numpy engine");
-    if (m->version > 1)
-        m->n_anchors = m->layers[n - 1].out_ch / IFQ_VALUES_PER_ANCHOR;   /* the head holds them */
-    if (m->layers[0].kind != IFQ_KIND_FIRST || m->layers[n - 1].kind != IFQ_KIND_HEAD)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: layer table must start with a first layer and end with a head");
+    int n = m->n_layers, used[IFQ_MAX_LAYERS] = {0};
+    if (m->layers[0].kind != IFQ_KIND_FIRST)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer table must start with a first layer");
     for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++)
             if (strcmp(m->layers[i].name, m->layers[j].name) == 0)
                 return fail(err, IFQ_ERR_INVALID, "invalid model: layer names must be unique");
-    for (int i = 1; i < n - 1; i++)
-        if (m->layers[i].kind != IFQ_KIND_HIDDEN)
-            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: only hidden layers may sit between first and head",
-                        m->layers[i].name);
-    int64_t stride = 1;
+    if (m->layers[n - 1].kind != IFQ_KIND_HEAD)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer table must end with a head");
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < m->layers[i].n_in; j++)
+            used[m->layers[i].in[j]] = 1;
+    int64_t max_stride = 1;
+    m->n_heads = 0;
     for (int i = 0; i < n; i++) {
-        const ifq_layer *L = &m->layers[i];
+        ifq_layer *L = &m->layers[i];
+        int64_t in_ch = i ? 0 : 3, in_stride = i ? m->layers[L->in[0]].net_stride : 1;
+        for (int j = 0; j < L->n_in && i; j++) {
+            const ifq_layer *src = &m->layers[L->in[j]];
+            if (src->kind == IFQ_KIND_HEAD)
+                return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: reads a head", L->name);
+            if (src->net_stride != in_stride)
+                return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: concatenated inputs have different strides",
+                            L->name);
+            in_ch += src->out_ch;
+        }
+        if (i && L->kind == IFQ_KIND_FIRST)
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: only the first layer may be a first layer",
+                        L->name);
+        if (L->kind == IFQ_KIND_HEAD && used[i])
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: a head cannot feed another layer", L->name);
+        if (L->kind != IFQ_KIND_HEAD && !used[i])
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: its output is not used", L->name);
         if (L->k % 2 != 1)
             return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: kernel %d must be odd", L->name, L->k);
         if (L->pool != 0 && L->pool != 2)
             return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: pool must be 0 or 2, not %d", L->name, L->pool);
-        if (stride <= MAX_STRIDE)   /* past the limit the product is refused anyway; keep it small */
-            stride *= (int64_t)L->stride * (L->pool ? L->pool : 1);
-    }
-    const ifq_layer *head = &m->layers[n - 1];
-    if (m->n_anchors < 1)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: a head needs anchors", head->name);
-    if (head->out_ch != m->n_anchors * IFQ_VALUES_PER_ANCHOR)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: %d channels, expected %d anchors x 5",
-                    head->name, head->out_ch, m->n_anchors);
-    if (head->k != 1 || head->stride != 1 || head->pool)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: the head must be a 1x1 stride-1 conv without pool",
-                    head->name);
-    if (m->input_size <= 0 || m->input_size % stride)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: input size %d must be a positive multiple of %lld",
-                    m->input_size, (long long)stride);
-    int in_ch = 3;
-    for (int i = 0; i < n; i++) {
-        ifq_layer *L = &m->layers[i];
+        if (L->kind == IFQ_KIND_UPSAMPLE && (L->out_ch != in_ch || L->k != 1 || L->stride != 1 || L->pool))
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: an upsample layer keeps its channels and has "
+                        "no kernel, stride or pool", L->name);
+        if (L->kind == IFQ_KIND_HEAD) {
+            L->n_anchors = m->version == 1 ? m->n_anchors : L->out_ch / IFQ_VALUES_PER_ANCHOR;
+            if (L->n_anchors < 1)
+                return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: a head needs anchors", L->name);
+            if (L->out_ch != L->n_anchors * IFQ_VALUES_PER_ANCHOR)
+                return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: %d channels, expected %d anchors x 5",
+                            L->name, L->out_ch, L->n_anchors);
+            if (L->k != 1 || L->stride != 1 || L->pool)
+                return fail(err, IFQ_ERR_INVALID,
+                            "invalid model: layer %s: the head must be a 1x1 stride-1 conv without pool", L->name);
+            m->heads[m->n_heads++] = i;
+        }
         if (L->in_ch != in_ch)
-            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: %d input channels, the table implies %d",
-                        L->name, L->in_ch, in_ch);
-        in_ch = L->out_ch;
-        L->acc_bound = (int64_t)L->in_ch * L->k * L->k * input_max(L->kind) * weight_max(L->kind);
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: %d input channels, the table implies %lld",
+                        L->name, L->in_ch, (long long)in_ch);
+        if (L->kind == IFQ_KIND_UPSAMPLE)
+            L->net_stride = in_stride / UPSAMPLE;
+        else
+            L->net_stride = in_stride * L->stride * (L->pool ? L->pool : 1);
+        L->net_stride = L->net_stride < STRIDE_CAP ? L->net_stride : STRIDE_CAP;
+        max_stride = L->net_stride > max_stride ? L->net_stride : max_stride;
+        L->acc_bound = L->kind == IFQ_KIND_UPSAMPLE ? 0
+                       : (int64_t)L->in_ch * L->k * L->k * input_max(L->kind) * weight_max(L->kind);
     }
-    m->stride = (int)(stride <= MAX_STRIDE ? stride : MAX_STRIDE + 1);
+    if (m->input_size <= 0 || m->input_size % max_stride)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: input size %d must be a positive multiple of %lld",
+                    m->input_size, (long long)max_stride);
+    m->stride = (int)max_stride;   /* at most the input size, itself below 2^16 */
+    m->n_anchors = m->layers[m->heads[0]].n_anchors;
     return IFQ_OK;
 }
 
@@ -322,9 +346,9 @@ static ifq_status read_head(reader *r, ifq_model *m, ifq_layer *L)
         const uint8_t *scale = take(r, HEAD_SCALE_BYTES, " output scale", L->name);
         if (!scale)
             return IFQ_ERR_INVALID;
-        m->out_multiplier = i32_at(scale);
-        m->out_shift = scale[4];
-        ifq_status st = read_anchors(r, m, L->name);
+        L->out_multiplier = i32_at(scale);
+        L->out_shift = scale[4];
+        ifq_status st = read_anchors(r, L->n_anchors, &L->anchors, L->name);
         if (st != IFQ_OK)
             return st;
     }
@@ -369,7 +393,11 @@ static ifq_status read_section(reader *r, ifq_model *m, ifq_layer *L)
     if (size % ALIGN || size < 4 || end > r->end || u16_at(h + 6))
         return fail(r->err, IFQ_ERR_INVALID, "layer %s: malformed section header (length %u)", L->name, size);
     ifq_status st;
-    if (L->kind == IFQ_KIND_HEAD) {
+    if (L->kind == IFQ_KIND_UPSAMPLE) {
+        if (w_bits != 0 || t_bytes != 0)
+            return fail(r->err, IFQ_ERR_INVALID, "layer %s: a upsample section holds no arrays", L->name);
+        st = IFQ_OK;
+    } else if (L->kind == IFQ_KIND_HEAD) {
         if (w_bits != 8 || t_bytes != 0)
             return fail(r->err, IFQ_ERR_INVALID, "layer %s: head section must hold 8-bit weights and no thresholds",
                         L->name);
@@ -450,8 +478,31 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
     return IFQ_OK;
 }
 
+/* The checks of IntegerModel.check and modelfile.from_bytes on each head: anchors, output scale, stride. */
+static ifq_status check_head(const ifq_layer *L, ifq_error *err)
+{
+    for (int i = 0; i < 2 * L->n_anchors; i++)
+        if (L->anchors[i] <= 0)
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: anchors must be positive", L->name);
+    if (L->out_multiplier < (1 << 30))   /* as an i32 it is below 2^31 by construction */
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: out_multiplier %ld outside [2**30, 2**31)",
+                    L->name, (long)L->out_multiplier);
+    if (L->out_shift < MIN_OUT_SHIFT || L->out_shift > MAX_OUT_SHIFT)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: out_shift %d outside [%d, %d]", L->name,
+                    L->out_shift, MIN_OUT_SHIFT, MAX_OUT_SHIFT);
+    for (int i = 0; i < 2 * L->n_anchors; i++)
+        if (L->anchors[i] >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS)
+            return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: anchors must be below %d grid cells", L->name,
+                        MAX_ANCHOR_CELLS);
+    if (L->net_stride > MAX_STRIDE)
+        return fail(err, IFQ_ERR_INVALID, "invalid model: layer %s: the stride must be at most %d", L->name,
+                    MAX_STRIDE);
+    return IFQ_OK;
+}
+
 static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_error *err)
 {
+    int32_t *v1_anchors = NULL, v1_multiplier = 0, v1_shift = 0;   /* version 1: the head's, from the description */
     ifq_status st = check_header(data, size, err, &m->version);
     if (st != IFQ_OK)
         return st;
@@ -464,13 +515,13 @@ static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_erro
         m->n_layers = (int)u16_at(d + 2);
         m->n_anchors = (int)u16_at(d + 4);
         int frac = (int)u16_at(d + 6);
-        m->out_multiplier = i32_at(d + 8);
-        m->out_shift = d[12];
+        v1_multiplier = i32_at(d + 8);
+        v1_shift = d[12];
         if (!(m->n_layers >= 2 && m->n_layers <= IFQ_MAX_LAYERS && m->n_anchors >= 1 &&
               m->n_anchors <= MAX_ANCHORS_V1) || frac != ANCHOR_FRAC_BITS)
             return fail(err, IFQ_ERR_INVALID, "malformed description (%d layers, %d anchors, %d anchor fraction bits)",
                         m->n_layers, m->n_anchors, frac);
-        if ((st = read_anchors(&r, m, NULL)) != IFQ_OK)
+        if ((st = read_anchors(&r, m->n_anchors, &v1_anchors, NULL)) != IFQ_OK)
             return st;
     } else {                 /* size, layers, fraction bits, 0: the heads hold anchors and scale */
         const uint8_t *d = take(&r, DESCRIPTION_BYTES, "description", NULL);
@@ -483,7 +534,20 @@ static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_erro
             return fail(err, IFQ_ERR_INVALID, "malformed description (%d layers, %d anchor fraction bits)",
                         m->n_layers, frac);
     }
-    if ((st = read_table(&r, m)) != IFQ_OK || (st = check_table(m, err)) != IFQ_OK)
+    st = read_table(&r, m);
+    if (st == IFQ_OK)
+        st = check_table(m, err);
+    if (m->version == 1) {   /* the one head (the last row, if the table is valid) owns them */
+        ifq_layer *head = &m->layers[m->n_layers - 1];
+        if (st == IFQ_OK) {
+            head->anchors = v1_anchors;
+            head->out_multiplier = v1_multiplier;
+            head->out_shift = v1_shift;
+        } else {
+            free(v1_anchors);
+        }
+    }
+    if (st != IFQ_OK)
         return st;
     for (int i = 0; i < m->n_layers; i++)
         if ((st = read_section(&r, m, &m->layers[i])) != IFQ_OK)
@@ -492,20 +556,9 @@ static ifq_status parse(const uint8_t *data, size_t size, ifq_model *m, ifq_erro
         return st;
     if (r.pos != r.end)
         return fail(err, IFQ_ERR_INVALID, "%zu bytes of payload after the metadata", r.end - r.pos);
-    for (int i = 0; i < 2 * m->n_anchors; i++)
-        if (m->anchors[i] <= 0)
-            return fail(err, IFQ_ERR_INVALID, "invalid model: anchors must be positive");
-    if (m->out_multiplier < (1 << 30))   /* as an i32 it is below 2^31 by construction */
-        return fail(err, IFQ_ERR_INVALID, "invalid model: out_multiplier %ld outside [2**30, 2**31)",
-                    (long)m->out_multiplier);
-    if (m->out_shift < MIN_OUT_SHIFT || m->out_shift > MAX_OUT_SHIFT)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: out_shift %d outside [%d, %d]", m->out_shift,
-                    MIN_OUT_SHIFT, MAX_OUT_SHIFT);
-    for (int i = 0; i < 2 * m->n_anchors; i++)
-        if (m->anchors[i] >= MAX_ANCHOR_CELLS << ANCHOR_FRAC_BITS)
-            return fail(err, IFQ_ERR_INVALID, "invalid model: anchors must be below %d grid cells", MAX_ANCHOR_CELLS);
-    if (m->stride > MAX_STRIDE)
-        return fail(err, IFQ_ERR_INVALID, "invalid model: the total stride must be at most %d", MAX_STRIDE);
+    for (int h = 0; h < m->n_heads; h++)
+        if ((st = check_head(&m->layers[m->heads[h]], err)) != IFQ_OK)
+            return st;
     if (m->input_size > MAX_INPUT_SIZE)
         return fail(err, IFQ_ERR_INVALID, "invalid model: input size %d is over %d pixels", m->input_size,
                     MAX_INPUT_SIZE);
@@ -546,8 +599,8 @@ void ifq_model_free(ifq_model *m)
         free(L->w_bits);
         free(L->w_head);
         free(L->bias);
+        free(L->anchors);
     }
-    free(m->anchors);
     free(m);
 }
 

@@ -225,18 +225,18 @@ static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
 }
 
 
-/* Head row y: int8 weights on the codes, plus the int32 bias, channel-major into head. */
-static void head_row(ifq_runner *r, int y, int32_t *head)
+/* Head row y: int8 weights on the codes of its input row, plus the int32 bias, channel-major
+ * into head (O, in->h, in->w). */
+static void head_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const uint8_t *src, int y,
+                     int32_t *head)
 {
-    const ifq_layer *L = &r->m->layers[r->m->n_layers - 1];
-    const ifq_stage *in = &r->st[r->n_stages - 1];
-    const uint64_t *row = (const uint64_t *)ifq_row_slot(in, y);
-    const size_t plane = (size_t)r->grid * r->grid;
+    const uint64_t *row = (const uint64_t *)src;
+    const size_t plane = (size_t)in->h * in->w;
     for (int x = 0; x < in->w; x++) {
         unpack_codes(row + (size_t)x * 2 * in->words, in->words, r->codes);
         head_dot(r->codes, L->w_head, L->in_pad, L->out_ch, r->acc32);
         for (int o = 0; o < L->out_ch; o++)
-            head[o * plane + (size_t)y * r->grid + x] = r->acc32[o] + L->bias[o];
+            head[o * plane + (size_t)y * in->w + x] = r->acc32[o] + L->bias[o];
     }
 }
 

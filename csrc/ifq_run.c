@@ -1,12 +1,21 @@
 /* ifq_run.c: the runner: line buffers, the streaming schedule, and the kernel-set choice.
  *
- * Streaming: every map between layers is a ring of the few rows its consumer's window needs
- * (k rows, or k + stride under a 2x2 max-pool). Asking for head row y pulls the rows it needs
- * from the layer below, which pulls from the one below it, down to the canvas rows. So no map
- * (not the input, not conv1's output) is ever held whole: only the int32 head is.
+ * Streaming: every map between layers (a stage) is a ring of rows. Asking for head row y pulls
+ * the rows it needs from the stage it reads, which pulls from the stages it reads, down to the
+ * canvas rows. A layer graph adds two kinds of stage: an upsample layer's output (each row made
+ * from row y / 2 of its input, each pixel twice) and a concatenation (the rows of the named
+ * inputs, their bit-planes joined along channels), the input of a layer that names several.
+ * The heads' rows are asked for interleaved, in the order of the canvas row where they end, so
+ * that all heads move down the image together.
  *
- * A band of head rows (ifq_run_band) pulls only the rows its own windows need, so two runners
- * can compute the two halves of one head in two threads.
+ * Ring sizes come from a dry run of that schedule at creation (the same pulls, nothing
+ * computed): a stage's ring holds the most rows ever found between a row being read and the
+ * newest row of the stage. In a chain that is the consumer's window (k rows, k + stride under
+ * a 2x2 max-pool); a map read again by a later layer (conv3 by conv7 in the two-scale table)
+ * keeps the rows that layer has still to read, never the whole map unless the schedule needs it.
+ *
+ * A band of head rows (ifq_run_band, single-head models) pulls only the rows its own windows
+ * need, so two runners can compute the two halves of one head in two threads.
  *
  * The rows themselves are computed by the kernel set's row functions (ifq_rows.h).
  */
@@ -79,47 +88,100 @@ static void *block(ifq_runner *r, size_t count, size_t size)
 
 static int window_rows(const ifq_layer *L) { return L->k + (L->pool ? L->stride : 0); }
 
-/* Map sizes and ring buffers of every stage; 0 if a size overflows or a map vanishes. */
+static int code_words(int channels) { return (channels + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS; }
+
+/* A new stage of h x w; its index. */
+static int add_stage(ifq_runner *r, int kind, int layer, int channels, int h, int w)
+{
+    ifq_stage *s = &r->st[r->n_stages];
+    s->kind = kind;
+    s->layer = layer;
+    s->channels = channels;
+    s->h = h;
+    s->w = w;
+    if (kind == IFQ_STAGE_CANVAS) {
+        s->row_bytes = (size_t)w * 3;
+    } else {
+        s->words = code_words(channels);
+        s->row_bytes = (size_t)w * 2 * s->words * sizeof(uint64_t);
+    }
+    return r->n_stages++;
+}
+
+/* Stages of every map (sizes from the input side) and the head buffer's layout; 0 if a map
+ * vanishes or concatenated maps differ in size. */
 static int plan_stages(ifq_runner *r)
 {
     const ifq_model *m = r->m;
-    int h = r->size, channels = 3;
-    r->n_stages = m->n_layers;   /* the canvas plus the output of every layer but the head */
-    for (int i = 0; i < r->n_stages; i++) {
-        ifq_stage *s = &r->st[i];
-        s->h = s->w = h;
-        if (i == 0) {
-            s->row_bytes = (size_t)h * 3;
-        } else {
-            s->words = (channels + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
-            s->row_bytes = (size_t)h * 2 * s->words * sizeof(uint64_t);
-        }
-        int need = window_rows(&m->layers[i]);
-        s->ring = need < h ? need : h;
+    int h[IFQ_MAX_LAYERS];   /* side of each layer's output */
+    r->n_stages = 0;
+    add_stage(r, IFQ_STAGE_CANVAS, -1, 3, r->size, r->size);
+    size_t offset = 0;
+    for (int i = 0; i < m->n_layers; i++) {
         const ifq_layer *L = &m->layers[i];
-        channels = L->out_ch;
-        h = (h - 1) / L->stride + 1;
-        if (L->pool)
-            h /= 2;
-        if (h <= 0)
+        int in_h = i ? h[L->in[0]] : r->size;
+        for (int j = 1; j < L->n_in; j++)
+            if (h[L->in[j]] != in_h)
+                return 0;
+        if (i == 0) {
+            r->in_stage[i] = 0;
+        } else if (L->n_in == 1) {
+            r->in_stage[i] = r->out_stage[L->in[0]];
+        } else {   /* the concatenation of the named inputs, in order */
+            int c = add_stage(r, IFQ_STAGE_CONCAT, i, L->in_ch, in_h, in_h);
+            r->st[c].n_src = L->n_in;
+            for (int j = 0; j < L->n_in; j++)
+                r->st[c].src[j] = r->out_stage[L->in[j]];
+            r->in_stage[i] = c;
+        }
+        r->st[r->in_stage[i]].readers++;
+        if (L->kind == IFQ_KIND_UPSAMPLE)
+            h[i] = in_h > (1 << 15) ? 0 : 2 * in_h;
+        else if (L->kind == IFQ_KIND_HEAD)
+            h[i] = in_h;
+        else
+            h[i] = ((in_h - 1) / L->stride + 1) / (L->pool ? 2 : 1);
+        if (h[i] <= 0)
             return 0;
+        if (L->kind == IFQ_KIND_HEAD) {
+            r->out_stage[i] = -1;
+            size_t n = (size_t)L->out_ch * h[i] * h[i];
+            if (offset > SIZE_MAX / 8 - n)
+                return 0;
+            r->head_offset[i] = offset;
+            offset += n;
+        } else {
+            r->out_stage[i] = add_stage(r, IFQ_STAGE_LAYER, i, L->out_ch, h[i], h[i]);
+            r->st[r->out_stage[i]].n_src = 1;
+            r->st[r->out_stage[i]].src[0] = r->in_stage[i];
+        }
     }
-    r->grid = h;
+    for (int j = 0; j < r->n_stages; j++)
+        for (int k = 0; r->st[j].kind == IFQ_STAGE_CONCAT && k < r->st[j].n_src; k++)
+            r->st[r->st[j].src[k]].readers++;
+    r->head_offset[m->n_layers] = offset;   /* the whole head buffer */
+    r->grid = h[m->heads[0]];
     return 1;
 }
+
+static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end);
 
 static ifq_status create(ifq_runner *r)
 {
     const ifq_model *m = r->m;
     if (!plan_stages(r))
         return IFQ_ERR_ARGUMENT;
-    size_t max_row = 0, max_window = 1, max_out = 1, max_words = 1, max_patch = 1;
+    r->planning = 1;   /* the schedule once, to size the rings */
+    run(r, NULL, 0, r->grid);
+    r->planning = 0;
+    size_t max_row = 0, max_window = IFQ_MAX_INPUTS, max_out = 1, max_words = 1, max_patch = 1, in_pad = 1;
     for (int i = 0; i < r->n_stages; i++) {
         ifq_stage *s = &r->st[i];
+        s->ring = s->need > 0 ? s->need : 1;
         if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + IFQ_ROW_SLACK, 1)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * s->row_bytes;
-        if (i > 0) {
+        if (s->kind != IFQ_STAGE_CANVAS) {
             if (!(s->sums = block(r, (size_t)s->ring * s->w, sizeof *s->sums)))
                 return IFQ_ERR_NOMEM;
             r->feature_bytes += (size_t)s->ring * s->w * sizeof *s->sums;
@@ -133,11 +195,14 @@ static ifq_status create(ifq_runner *r)
         max_words = (size_t)L->w_words > max_words ? (size_t)L->w_words : max_words;
         size_t patch = (size_t)L->k * L->row_len;
         max_patch = patch > max_patch ? patch : max_patch;
+        in_pad = (size_t)L->in_pad > in_pad ? (size_t)L->in_pad : in_pad;
     }
-    const ifq_layer *head = &m->layers[m->n_layers - 1];
-    size_t cells = (size_t)r->grid * r->grid;
-    size_t n_cand = cells * (size_t)m->n_anchors;
-    r->feature_bytes += n_cand * IFQ_VALUES_PER_ANCHOR * sizeof(int32_t);   /* the caller's head */
+    size_t n_cand = 0;
+    for (int h = 0; h < m->n_heads; h++) {
+        const ifq_stage *in = &r->st[r->in_stage[m->heads[h]]];
+        n_cand += (size_t)in->h * in->w * (size_t)m->layers[m->heads[h]].n_anchors;
+    }
+    r->feature_bytes += ifq_runner_head_len(r) * sizeof(int32_t);   /* the caller's heads */
     if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row + IFQ_ROW_SLACK, 1)) ||
         !(r->window_sums = block(r, max_window, sizeof *r->window_sums)) ||
         !(r->patch = block(r, max_patch, 1)) ||
@@ -146,9 +211,11 @@ static ifq_status create(ifq_runner *r)
         !(r->acc64 = block(r, max_out, sizeof *r->acc64)) || !(r->best64 = block(r, max_out, sizeof *r->best64)) ||
         !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
         !(r->x1 = block(r, max_words, sizeof *r->x1)) ||
-        !(r->codes = block(r, (size_t)head->in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
+        !(r->codes = block(r, in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
+        !(r->cand_key = block(r, n_cand, sizeof *r->cand_key)) ||
         !(r->order = block(r, n_cand, sizeof *r->order)))
         return IFQ_ERR_NOMEM;
+    r->max_boxes = n_cand;
     return IFQ_OK;
 }
 
@@ -205,70 +272,207 @@ void ifq_runner_free(ifq_runner *r)
 
 ifq_kernels ifq_runner_kernels(const ifq_runner *r) { return r->ks->id; }
 int ifq_runner_grid(const ifq_runner *r) { return r->grid; }
-size_t ifq_runner_head_len(const ifq_runner *r)
-{
-    return (size_t)r->m->n_anchors * IFQ_VALUES_PER_ANCHOR * r->grid * r->grid;
-}
-size_t ifq_runner_max_boxes(const ifq_runner *r) { return (size_t)r->m->n_anchors * r->grid * r->grid; }
+size_t ifq_runner_head_len(const ifq_runner *r) { return r->head_offset[r->m->n_layers]; }
+size_t ifq_runner_max_boxes(const ifq_runner *r) { return r->max_boxes; }
 size_t ifq_runner_feature_bytes(const ifq_runner *r) { return r->feature_bytes; }
 size_t ifq_runner_total_bytes(const ifq_runner *r)
 {
     return r->total_bytes + sizeof *r + ifq_runner_head_len(r) * sizeof(int32_t);
 }
 
+int ifq_model_num_heads(const ifq_model *m) { return m->n_heads; }
+int ifq_model_head_anchors(const ifq_model *m, int h)
+{
+    return h >= 0 && h < m->n_heads ? m->layers[m->heads[h]].n_anchors : 0;
+}
+int ifq_model_head_stride(const ifq_model *m, int h)
+{
+    return h >= 0 && h < m->n_heads ? (int)m->layers[m->heads[h]].net_stride : 0;
+}
+int ifq_runner_head_grid(const ifq_runner *r, int h)
+{
+    return h >= 0 && h < r->m->n_heads ? r->st[r->in_stage[r->m->heads[h]]].h : 0;
+}
+size_t ifq_runner_head_offset(const ifq_runner *r, int h)
+{
+    return h >= 0 && h < r->m->n_heads ? r->head_offset[r->m->heads[h]] : ifq_runner_head_len(r);
+}
+
 /* --- layers, row by row ------------------------------------------------------------------ */
 
 static void produce(ifq_runner *r, int i, int y);
 
-/* Make sure rows up to y of stage i exist (they are produced once each, in order). */
-/* Make sure rows first..last of stage i exist: each row is produced once, in order; rows
- * below `first` that were never produced are skipped (a band of the head starts mid-map). */
+/* Make sure rows first..last of stage i exist: each row is produced once, in order. A stage
+ * with one reader skips the rows below `first` that were never produced (a band of the head
+ * starts mid-map; a stride-2 1x1 layer reads every other row); a stage read twice makes all. */
 static void ensure(ifq_runner *r, int i, int first, int last)
 {
     ifq_stage *s = &r->st[i];
-    if (s->next < first)
+    if (s->next < first && s->readers == 1)
         s->next = first;
     while (s->next <= last)
         produce(r, i, s->next++);
 }
 
+/* Row y of stage i (produced already) for reading now; while planning, record how far back
+ * it lies from the stage's newest row (the ring must reach it) and return NULL. */
+static const uint8_t *read_row(ifq_runner *r, int i, int y)
+{
+    ifq_stage *s = &r->st[i];
+    if (r->planning) {
+        s->need = s->next - y > s->need ? s->next - y : s->need;
+        return NULL;
+    }
+    return ifq_row_slot(s, y);
+}
 
-/* Row y of stage i: pixels from the source (i = 0), or layer i - 1 on the rows it needs. */
+static const int32_t *read_sums(const ifq_runner *r, int i, int y)
+{
+    const ifq_stage *s = &r->st[i];
+    return r->planning ? NULL : s->sums + (size_t)(y % s->ring) * s->w;
+}
+
+/* Upsample: row y is row y / 2 of the input with every pixel (bit-planes and code sum) twice. */
+static void upsample_row(const ifq_stage *in, const uint8_t *src, const int32_t *src_sums, const ifq_stage *out,
+                         uint8_t *dst, int32_t *dst_sums)
+{
+    const size_t px = 2 * (size_t)in->words;   /* words per pixel */
+    const uint64_t *a = (const uint64_t *)src;
+    uint64_t *b = (uint64_t *)dst;
+    for (int x = 0; x < out->w; x++) {
+        for (size_t j = 0; j < px; j++)
+            b[(size_t)x * px + j] = a[(size_t)(x / 2) * px + j];
+        dst_sums[x] = src_sums[x / 2];
+    }
+}
+
+/* Concatenation: each pixel's channels are those of src[0], then src[1], ...: bit-plane p of
+ * the output is the bit-planes p of the inputs joined, the code sums add. */
+static void concat_row(ifq_runner *r, const ifq_stage *out, const uint8_t *const *src, const int32_t *const *sums,
+                       uint8_t *dst, int32_t *dst_sums)
+{
+    const int nw = out->words;
+    for (int x = 0; x < out->w; x++) {
+        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
+        int32_t sum = 0;
+        for (int p = 0; p < 2; p++) {
+            uint64_t *word = px + (size_t)p * nw;
+            for (int j = 0; j < nw; j++)
+                word[j] = 0;
+            int at = 0;   /* output channel of the next input channel */
+            for (int k = 0; k < out->n_src; k++) {
+                const ifq_stage *in = &r->st[out->src[k]];
+                const uint64_t *q = (const uint64_t *)src[k] + (size_t)x * 2 * in->words + (size_t)p * in->words;
+                for (int j = 0; j < in->words; j++) {   /* padding bits past the channels are zero */
+                    int shift = at % IFQ_WORD_BITS, n = in->channels - j * IFQ_WORD_BITS;
+                    word[at / IFQ_WORD_BITS] |= q[j] << shift;
+                    if (shift && at / IFQ_WORD_BITS + 1 < nw)
+                        word[at / IFQ_WORD_BITS + 1] |= q[j] >> (IFQ_WORD_BITS - shift);
+                    at += n < IFQ_WORD_BITS ? n : IFQ_WORD_BITS;
+                }
+            }
+        }
+        for (int k = 0; k < out->n_src; k++)
+            sum += sums[k][x];
+        dst_sums[x] = sum;
+    }
+}
+
+/* Row y of stage i: pixels from the source (the canvas), a layer's output row from the rows of
+ * its input stage, or a concatenation of its sources' row y. */
 static void produce(ifq_runner *r, int i, int y)
 {
     ifq_stage *s = &r->st[i];
-    uint8_t *dst = ifq_row_slot(s, y);
-    if (i == 0) {
+    uint8_t *dst = r->planning ? NULL : ifq_row_slot(s, y);
+    int32_t *dst_sums = r->planning || !s->sums ? NULL : s->sums + (size_t)(y % s->ring) * s->w;
+    if (s->kind == IFQ_STAGE_CANVAS) {
+        if (r->planning)
+            return;
         if (r->canvas)
             memcpy(dst, r->canvas + (size_t)y * s->row_bytes, s->row_bytes);
         else
             r->source(r->user, y, dst);
         return;
     }
-    const ifq_layer *L = &r->m->layers[i - 1];
-    ifq_stage *in = &r->st[i - 1];
+    if (s->kind == IFQ_STAGE_CONCAT) {
+        const uint8_t *src[IFQ_MAX_INPUTS];
+        const int32_t *sums[IFQ_MAX_INPUTS];
+        for (int k = 0; k < s->n_src; k++)   /* all made first: making one may advance another */
+            ensure(r, s->src[k], y, y);
+        for (int k = 0; k < s->n_src; k++) {
+            src[k] = read_row(r, s->src[k], y);
+            sums[k] = read_sums(r, s->src[k], y);
+        }
+        if (!r->planning)
+            concat_row(r, s, src, sums, dst, dst_sums);
+        return;
+    }
+    const ifq_layer *L = &r->m->layers[s->layer];
+    const int src = s->src[0];
+    ifq_stage *in = &r->st[src];
+    if (L->kind == IFQ_KIND_UPSAMPLE) {
+        ensure(r, src, y / 2, y / 2);
+        const uint8_t *row = read_row(r, src, y / 2);
+        if (!r->planning)
+            upsample_row(in, row, read_sums(r, src, y / 2), s, dst, dst_sums);
+        return;
+    }
     int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
-    ensure(r, i - 1, first > 0 ? first : 0, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
+    ensure(r, src, first > 0 ? first : 0, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
     for (int j = 0; j < span; j++) {
         int yi = first + j;
         int inside = yi >= 0 && yi < in->h;
-        r->window[j] = inside ? ifq_row_slot(in, yi) : r->zero_row;
-        r->window_sums[j] = inside && i > 1 ? in->sums + (size_t)(yi % in->ring) * in->w : (const int32_t *)r->zero_row;
+        const uint8_t *row = inside ? read_row(r, src, yi) : NULL;
+        if (r->planning)
+            continue;
+        r->window[j] = inside ? row : r->zero_row;
+        r->window_sums[j] = inside && in->sums ? read_sums(r, src, yi) : (const int32_t *)r->zero_row;
     }
-    r->ks->conv_row(r, L, in, s, dst, s->sums + (size_t)(y % s->ring) * s->w);
+    if (!r->planning)
+        r->ks->conv_row(r, L, in, s, dst, dst_sums);
 }
 
+/* Head h's row y into its part of the head buffer. */
+static void head_row(ifq_runner *r, int h, int y, int32_t *head)
+{
+    const int layer = r->m->heads[h], src = r->in_stage[layer];
+    ensure(r, src, y, y);
+    const uint8_t *row = read_row(r, src, y);
+    if (!r->planning)
+        r->ks->head_row(r, &r->m->layers[layer], &r->st[src], row, y, head + r->head_offset[layer]);
+}
+
+/* The heads' rows, interleaved: next, the row that ends highest in the canvas (row y of a head
+ * of side g ends at (y + 1) / g of it), ties in table order. Single-head models may run a band. */
 static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
 {
-    if (!head || y_begin < 0 || y_end > r->grid || y_begin > y_end)
+    const ifq_model *m = r->m;
+    if ((!head && !r->planning) || y_begin < 0 || y_end > r->grid || y_begin > y_end)
         return IFQ_ERR_ARGUMENT;
+    if (m->n_heads > 1 && (y_begin != 0 || y_end != r->grid))
+        return IFQ_ERR_UNSUPPORTED;   /* a band of which head? */
     for (int i = 0; i < r->n_stages; i++)
         r->st[i].next = 0;
-    for (int y = y_begin; y < y_end; y++) {
-        ensure(r, r->n_stages - 1, y, y);
-        r->ks->head_row(r, y, head);
+    for (int h = 0; h < m->n_heads; h++)
+        r->head_next[h] = h ? 0 : y_begin;
+    for (;;) {
+        int best = -1;
+        int64_t best_num = 0, best_den = 1;   /* (y + 1) / g of the best so far */
+        for (int h = 0; h < m->n_heads; h++) {
+            int g = ifq_runner_head_grid(r, h), end = h ? g : y_end;
+            if (r->head_next[h] >= end)
+                continue;
+            int64_t num = r->head_next[h] + 1;
+            if (best < 0 || num * best_den < best_num * g) {
+                best = h;
+                best_num = num;
+                best_den = g;
+            }
+        }
+        if (best < 0)
+            return IFQ_OK;
+        head_row(r, best, r->head_next[best]++, head);
     }
-    return IFQ_OK;
 }
 
 ifq_status ifq_run_rows(ifq_runner *r, ifq_row_source source, void *user, int32_t *head)
@@ -292,12 +496,4 @@ ifq_status ifq_run_band(ifq_runner *r, const uint8_t *canvas, int32_t *head, int
         return IFQ_ERR_ARGUMENT;
     r->canvas = canvas;
     return run(r, head, y_begin, y_end);
-}
-
-/* The decode needs the runner's candidate buffers (ifq_decode.c). */
-ifq_box *ifq_runner_candidates(ifq_runner *r, uint32_t **order, const ifq_model **m)
-{
-    *order = r->order;
-    *m = r->m;
-    return r->cand;
 }

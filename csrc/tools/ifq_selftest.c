@@ -79,10 +79,14 @@ int main(int argc, char **argv)
         int same = 0, total = 0;
         for (int s = 2; s < (argc > 2 ? argc : 3); s++) {
             int size = argc > 2 ? atoi(argv[s]) : ifq_model_input_size(m);
-            size_t len = (size_t)size * size * 3, head_len = (size_t)ifq_model_num_anchors(m) * 5 *
-                         (size / ifq_model_stride(m)) * (size / ifq_model_stride(m));
+            size_t len = (size_t)size * size * 3, head_len = 0;   /* every head, back to back */
+            ifq_runner *sizing;
+            if (ifq_runner_create(m, size, IFQ_KERNELS_PORTABLE, &sizing, &err) == IFQ_OK) {
+                head_len = ifq_runner_head_len(sizing);
+                ifq_runner_free(sizing);
+            }
             uint8_t *canvas = malloc(len);
-            int32_t *want = malloc(head_len * sizeof *want), *got = malloc(head_len * sizeof *got);
+            int32_t *want = malloc((head_len + 1) * sizeof *want), *got = malloc((head_len + 1) * sizeof *got);
             for (int c = 0; c < CANVASES && canvas && want && got; c++) {
                 fill(canvas, len, c);
                 total++;

@@ -1,7 +1,8 @@
 """NativeBackend: the C runtime behind the numpy engine's interface (engine/runtime.py).
 
     backend = load('weights/ifq_tinier_yolo.ifq')          # builds the library on first use
-    head = backend.run(canvas)                             # == runtime.run(model, canvas)
+    head = backend.run(canvas)                             # == runtime.run(model, canvas) (one head)
+    heads = backend.run_heads(canvas)                      # == runtime.run_heads(model, canvas) (any)
     faces = backend.detect(bgr, 0.3, 0.45)                 # == runtime.detect(model, bgr, 0.3, 0.45)
 
 Letterboxing stays in Python (engine/preprocess.py, OpenCV); the C library takes the canvas,
@@ -36,7 +37,7 @@ MAX_THREADS = 16
 class FeatureMemory:
     """Peak feature-map bytes of the native runtime and of the float network at one input side."""
     size: int            # input side in pixels
-    native_bytes: int    # line buffers + int32 head, as the runner allocated them
+    native_bytes: int    # line buffers + int32 heads, as the runner allocated them
     float_bytes: int     # the float network's peak (integrate/report.py: float32 input + output of a layer)
 
     @property
@@ -61,7 +62,7 @@ class NativeBackend:
         if not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
             raise ConfigError(f'threads {threads} must be an integer from 1 to {MAX_THREADS}')
         self.kernels_requested = kernels
-        self.threads = threads          # head row bands run in parallel, one runner each
+        self.threads = threads          # head row bands run in parallel, one runner each (single-head models)
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
         self._runners: dict[int, list[binding.Runner]] = {}
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
@@ -81,6 +82,11 @@ class NativeBackend:
         """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon')."""
         return self._runner(self.input_size).kernels
 
+    @property
+    def num_heads(self) -> int:
+        """Detection heads of the model (1 for a chain)."""
+        return self._model.num_heads
+
     def _runner(self, size: int, band: int = 0) -> binding.Runner:
         runners = self._runners.get(size)
         if runners is None:
@@ -89,7 +95,16 @@ class NativeBackend:
         return runners[band]
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
-        """uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+        """Single-head models: uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators
+        (A*5, S/16, S/16); ValueError for a model of several heads (use run_heads)."""
+        if self.num_heads != 1:
+            raise ValueError(f'the model has {self.num_heads} heads; run_heads returns them all')
+        return self.run_heads(canvas)[0]
+
+    def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
+        """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 (A*5, S/s, S/s), table order
+        (== runtime.run_heads). Several threads split the head rows of a single-head model; a
+        model of several heads runs on one."""
         if not isinstance(canvas, np.ndarray) or canvas.dtype != np.uint8 or canvas.ndim != 3 \
                 or canvas.shape[2] != netdef.IN_CHANNELS or canvas.shape[0] != canvas.shape[1]:
             raise ImageError(f'native engine input must be a uint8 (S, S, 3) canvas, got '
@@ -100,10 +115,10 @@ class NativeBackend:
             raise ImageError(f'engine input: {e}') from None
         size = canvas.shape[0]
         with self._lock:
-            if self.threads == 1:
-                return self._runner(size).run(canvas)
-            canvas = np.ascontiguousarray(canvas)
             first = self._runner(size)
+            if self.threads == 1 or self.num_heads > 1:
+                return first.split(first.run(canvas))
+            canvas = np.ascontiguousarray(canvas)
             head = np.empty(first.head_shape, dtype=np.int32)
             cuts = np.linspace(0, first.grid, self.threads + 1).round().astype(int)   # head row bands
             others = [self._pool.submit(self._runner(size, t).run_band, canvas, head, cuts[t], cuts[t + 1])
@@ -111,16 +126,23 @@ class NativeBackend:
             first.run_band(canvas, head, 0, cuts[1])
             for f in others:
                 f.result()
-            return head
+            return [head]
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """int32 head (A*5, G, G) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,) scores),
-        best first: runtime.decode_head (and nms.nms_at's containment) in C."""
-        size = head.shape[-1] * netdef.total_stride(self.specs)
+        """Single-head models: int32 head (A*5, G, G) -> `decode_heads`."""
+        return self.decode_heads([head], conf, nms_iou, contain)
+
+    def decode_heads(self, heads: list[np.ndarray], conf: float, nms_iou: float,
+                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per head int32 (A*5, g, g) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,)
+        scores), best first: runtime.decode_heads (and nms.nms_at's containment) in C."""
+        if len(heads) != self.num_heads or getattr(heads[0], 'ndim', 0) != 3:
+            raise ValueError(f'{len(heads)} heads given, the model has {self.num_heads}')
+        size = heads[0].shape[-1] * netdef.head_strides(self.specs)[0]
         contain_num = -1 if contain is None else round(contain * IOU_DEN)
         with self._lock:
-            boxes = self._runner(size).decode(head, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN,
+            boxes = self._runner(size).decode(heads, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN,
                                               contain_num)
         return (boxes[:, :4].astype(np.float64) / (1 << BOX_FRAC_BITS),
                 boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
@@ -140,7 +162,7 @@ class NativeBackend:
                 or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
             raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
         canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-        boxes, scores = self.decode_head(self.run(canvas), conf, nms_iou)
+        boxes, scores = self.decode_heads(self.run_heads(canvas), conf, nms_iou)
         b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
         out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
         return out.reshape(-1, DETECTION_COLUMNS)
@@ -155,5 +177,5 @@ class NativeBackend:
 
 def load(path: str | Path, kernels: str = 'auto', threads: int = 1) -> NativeBackend:
     """Load an .ifq file on the native runtime (ModelFileError on any defect; NativeUnavailable
-    when the library cannot be built here or the model is a layer graph, which it does not run)."""
+    when the library cannot be built here)."""
     return NativeBackend(read_bytes(path, ModelFileError, 'model file'), str(path), kernels, threads)

@@ -15,7 +15,7 @@ ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED
 
 
 class Unsupported(ValueError):
-    """A valid model the native runtime does not run (a layer graph rather than a chain)."""
+    """A valid model the native runtime does not run (none today: chains and layer graphs both run)."""
 
 
 class Error(C.Structure):
@@ -39,6 +39,11 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         'ifq_model_input_size': (C.c_int, [vp]),
         'ifq_model_stride': (C.c_int, [vp]),
         'ifq_model_num_anchors': (C.c_int, [vp]),
+        'ifq_model_num_heads': (C.c_int, [vp]),
+        'ifq_model_head_anchors': (C.c_int, [vp, C.c_int]),
+        'ifq_model_head_stride': (C.c_int, [vp, C.c_int]),
+        'ifq_runner_head_grid': (C.c_int, [vp, C.c_int]),
+        'ifq_runner_head_offset': (sz, [vp, C.c_int]),
         'ifq_kernels_supported': (C.c_int, [C.c_int]),
         'ifq_runner_create': (C.c_int, [vp, C.c_int, C.c_int, C.POINTER(vp), C.POINTER(Error)]),
         'ifq_runner_free': (None, [vp]),
@@ -77,7 +82,7 @@ def kernels_supported(name: str) -> bool:
 
 
 class Model:
-    """A loaded model handle; raises ValueError (Unsupported for graphs) with the C loader's message."""
+    """A loaded model handle; raises ValueError with the C loader's message."""
 
     def __init__(self, data: bytes):
         lib, err, handle = library(), Error(), C.c_void_p()
@@ -89,6 +94,8 @@ class Model:
         self.input_size = lib.ifq_model_input_size(handle)
         self.stride = lib.ifq_model_stride(handle)
         self.num_anchors = lib.ifq_model_num_anchors(handle)
+        self.num_heads = lib.ifq_model_num_heads(handle)
+        self.head_anchors = [lib.ifq_model_head_anchors(handle, h) for h in range(self.num_heads)]
 
 
 class Runner:
@@ -104,30 +111,45 @@ class Runner:
         self._free = weakref.finalize(self, lib.ifq_runner_free, handle)
         self.kernels = KERNELS[lib.ifq_runner_kernels(handle)]
         self.grid = lib.ifq_runner_grid(handle)
-        self.head_shape = (model.num_anchors * 5, self.grid, self.grid)
+        self.head_len = lib.ifq_runner_head_len(handle)   # int32 values of all heads, back to back
+        self.head_offsets = [lib.ifq_runner_head_offset(handle, h) for h in range(model.num_heads + 1)]
+        self.head_shapes = [(a * 5, g, g) for a, g in zip(model.head_anchors, (
+            lib.ifq_runner_head_grid(handle, h) for h in range(model.num_heads)))]
+        self.head_shape = self.head_shapes[0]
         self.max_boxes = lib.ifq_runner_max_boxes(handle)
         self.feature_bytes = lib.ifq_runner_feature_bytes(handle)
         self.total_bytes = lib.ifq_runner_total_bytes(handle)
         self._boxes = np.zeros((self.max_boxes, BOX_FIELDS), dtype=np.int32)
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
-        """uint8 (S, S, 3) canvas -> int32 head (A*5, G, G)."""
-        head = np.empty(self.head_shape, dtype=np.int32)
-        if library().ifq_run(self.handle, np.ascontiguousarray(canvas), head):
+        """uint8 (S, S, 3) canvas -> int32 (head_len,): every head, back to back in table order."""
+        heads = np.empty(self.head_len, dtype=np.int32)
+        if library().ifq_run(self.handle, np.ascontiguousarray(canvas), heads):
             raise RuntimeError('ifq_run failed')   # only on null arguments: a bug, not a user error
-        return head
+        return heads
+
+    def split(self, heads: np.ndarray) -> list[np.ndarray]:
+        """int32 (head_len,) -> per head int32 (A*5, g, g) views, table order."""
+        return [heads[a:b].reshape(shape) for a, b, shape in
+                zip(self.head_offsets, self.head_offsets[1:], self.head_shapes)]
+
+    def join(self, heads: list[np.ndarray]) -> np.ndarray:
+        """Per head int32 (A*5, g, g) -> int32 (head_len,) (ValueError unless the shapes are this runner's)."""
+        shapes = [getattr(h, 'shape', None) for h in heads]
+        if shapes != self.head_shapes:   # the C decoder reads exactly this runner's heads
+            raise ValueError(f'heads of shapes {shapes}, this runner makes {self.head_shapes}')
+        return np.concatenate([np.asarray(h, dtype=np.int32).ravel() for h in heads])
 
     def run_band(self, canvas: np.ndarray, head: np.ndarray, y_begin: int, y_end: int) -> None:
         """Head rows y_begin..y_end - 1 of a contiguous uint8 canvas into `head` (int32 (A*5, G, G))."""
         if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
             raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
-    def decode(self, head: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
-        """int32 head -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16), objectness."""
-        if head.shape != self.head_shape:   # the C decoder reads exactly this runner's head
-            raise ValueError(f'head of shape {head.shape}, this runner makes {self.head_shape}')
+    def decode(self, heads: list[np.ndarray], conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
+        """Per head int32 (A*5, g, g) -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16),
+        objectness: every head decoded, one NMS over all."""
         n = C.c_size_t()
-        status = library().ifq_decode(self.handle, np.ascontiguousarray(head, dtype=np.int32), conf_q, iou_num,
+        status = library().ifq_decode(self.handle, self.join(heads), conf_q, iou_num,
                                       den, contain_num, self._boxes, self.max_boxes, C.byref(n))
         if status:
             raise RuntimeError(f'ifq_decode failed ({status})')

@@ -1,0 +1,172 @@
+"""The native C runtime on layer graphs (format version 2): named inputs concatenated along
+channels, upsampling, several heads, one decode + NMS over all heads. Every head integer and
+every box equal to the numpy engine's, on every kernel set this CPU runs, at two input sizes."""
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ifq_tinier_yolo import native, netdef
+from ifq_tinier_yolo.engine import modelfile as fmt
+from ifq_tinier_yolo.engine import runtime
+from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
+from ifq_tinier_yolo.native.backend import NativeBackend
+
+from test_two_heads import SMALL
+
+CONF, NMS = 0.05, 0.45                        # a low threshold: many boxes of both heads reach NMS
+SMALL_CONF = 0.0                              # the converted SMALL network scores low: every candidate
+ACC_SPREAD = {'first': 40000, 'hidden': 4}    # threshold spread per sqrt(fan-in): every code on random data
+HEAD_SHIFTS = (40, 38)                        # different output scales, so the heads rank on one key
+V2_SIZES = (64, 96)                           # small canvases keep the numpy reference quick
+SMALL_SIZES = (32, 48)
+FEATURE_RATIO_GOAL = 18                       # the paper's feature-memory ratio (issue 15)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def native_built() -> None:
+    reason = native.unavailable_reason()
+    if reason:
+        pytest.skip(f'native library unavailable: {reason}')
+
+
+def random_graph_model(table: tuple[netdef.LayerSpec, ...], seed: int, size: int) -> IntegerModel:
+    """A valid integer model of `table` with random weights, thresholds (spread for every code),
+    signs (about half negative), biases, and each head its own output scale."""
+    rng = np.random.default_rng(seed)
+    layers, heads = [], 0
+    for s, in_ch in zip(table, netdef.in_channels(table)):
+        shape = (s.out_ch, in_ch, s.kernel, s.kernel)                 # (O, I, k, k)
+        if s.kind == 'upsample':
+            layers.append(IntLayer(s, in_ch, None))
+            continue
+        if s.kind == 'head':
+            anchors = np.round(np.array(s.anchors) * 65536).astype(np.int64)   # (A, 2), 2^-16 cells
+            layers.append(IntLayer(replace(s, anchors=()), in_ch, rng.integers(-127, 128, shape, dtype=np.int8),
+                                   bias=rng.integers(-5000, 5001, s.out_ch, dtype=np.int32), anchors_q16=anchors,
+                                   out_multiplier=(1 << 30) + heads * 12345,
+                                   out_shift=HEAD_SHIFTS[heads % len(HEAD_SHIFTS)]))
+            heads += 1
+            continue
+        first = s.kind == 'first'
+        w = (rng.integers(-127, 128, shape) if first else rng.choice([-1, 1], shape)).astype(np.int8)
+        spread = ACC_SPREAD[s.kind] * (1 if first else np.sqrt(in_ch * s.kernel ** 2))
+        t = np.sort(rng.normal(0, spread, (s.out_ch, 3)).round(), axis=1).astype(np.int32 if first else np.int16)
+        layers.append(IntLayer(s, in_ch, w, t, rng.choice([-1, 1], s.out_ch).astype(np.int8)))
+    model = IntegerModel(tuple(layers), size)
+    model.check()
+    return model
+
+
+@functools.cache
+def small_graph_bytes() -> bytes:
+    """The .ifq bytes of tests/test_two_heads.py's SMALL graph (every kind of layer), converted
+    from a random quantization network: the graph seed of the loader tests too."""
+    from conftest import one_torch_thread
+    from quant_nets import random_quant_network
+    from ifq_tinier_yolo.integrate.convert import convert_model
+    with one_torch_thread():
+        return fmt.to_bytes(convert_model(random_quant_network(SMALL, seed=2, calib_size=32), 32))
+
+
+@functools.cache
+def v2_bytes() -> bytes:
+    """A random integer model of the two-scale table that will ship (netdef.LAYERS_V2)."""
+    return fmt.to_bytes(random_graph_model(netdef.LAYERS_V2, seed=11, size=V2_SIZES[0]))
+
+
+def cases() -> list[tuple[str, bytes, tuple[int, ...], float]]:
+    """(name, .ifq bytes, input sizes, score threshold) of each graph model tested."""
+    return [('small', small_graph_bytes(), SMALL_SIZES, SMALL_CONF), ('v2', v2_bytes(), V2_SIZES, CONF)]
+
+
+@pytest.fixture(scope='module')
+def references() -> dict[str, list[dict]]:
+    """Per model and input size: a random canvas, its heads and decoded boxes by the numpy
+    engine, and detect() on a random image (computed once for all kernel sets)."""
+    rng = np.random.default_rng(5)
+    out = {}
+    for name, data, sizes, conf in cases():
+        model = fmt.from_bytes(data)
+        out[name] = []
+        for size in sizes:
+            canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            image = rng.integers(0, 256, (size * 3 // 2, size, 3), dtype=np.uint8)   # letterboxed, resized
+            heads = runtime.run_heads(model, canvas)
+            out[name].append(dict(size=size, canvas=canvas, heads=heads, image=image, conf=conf,
+                                  decoded=runtime.decode_heads(model.decoders, heads, conf, NMS),
+                                  faces=runtime.detect(model, image, conf, NMS, size)))
+    return out
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon'])
+def test_graph_heads_and_boxes_bit_exact(kernels, references, capsys):
+    if kernels not in native.supported_kernels():
+        pytest.skip(f'{kernels} does not run on this CPU')
+    counts = []
+    for name, data, _, _ in cases():
+        backend = NativeBackend(data, name, kernels)
+        same = 0
+        for ref in references[name]:
+            heads = backend.run_heads(ref['canvas'])
+            assert [h.shape for h in heads] == [h.shape for h in ref['heads']]
+            assert all(np.array_equal(g, w) for g, w in zip(heads, ref['heads'])), (name, ref['size'])
+            boxes, scores = backend.decode_heads(heads, ref['conf'], NMS)
+            want_boxes, want_scores = ref['decoded']
+            assert len(want_boxes) > 1
+            np.testing.assert_array_equal(boxes, want_boxes)
+            np.testing.assert_array_equal(scores, want_scores)
+            np.testing.assert_array_equal(backend.detect(ref['image'], ref['conf'], NMS, ref['size']), ref['faces'])
+            same += 1
+        counts.append(f'{name} {same}/{len(references[name])}')
+    with capsys.disabled():
+        print(f'\nnative graph bit-exact ({kernels}): {", ".join(counts)} sizes, every head, boxes, detect')
+
+
+def test_graph_boxes_come_from_both_heads(references):
+    """The reference cases exercise the cross-head ranking: kept boxes of both strides."""
+    model = fmt.from_bytes(v2_bytes())
+    for ref in references['v2']:
+        per_head = [runtime.decode_heads([d], [h], CONF, NMS)[0] for d, h in zip(model.decoders, ref['heads'])]
+        assert all(len(b) for b in per_head)
+
+
+def test_graph_backend_contract():
+    backend = NativeBackend(v2_bytes(), 'v2')
+    model = fmt.from_bytes(v2_bytes())
+    canvas = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert backend.num_heads == 2
+    with pytest.raises(ValueError, match='2 heads'):
+        backend.run(canvas)
+    heads = backend.run_heads(canvas)
+    with pytest.raises(ValueError):
+        backend.decode_heads(heads[:1], CONF, NMS)
+    with pytest.raises(ValueError):
+        backend.decode_heads([heads[1], heads[0]], CONF, NMS)
+    threaded = NativeBackend(v2_bytes(), 'v2', threads=2)   # a graph runs on one runner: the same heads
+    assert all(np.array_equal(a, b) for a, b in zip(threaded.run_heads(canvas), runtime.run_heads(model, canvas)))
+
+
+def test_graph_chain_still_one_head():
+    """A single-head model keeps run() and decode_head(); run_heads gives the one head in a list."""
+    model = random_graph_model(netdef.LAYERS, seed=3, size=64)
+    backend = NativeBackend(fmt.to_bytes(model), 'v1')
+    canvas = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    head = backend.run(canvas)
+    np.testing.assert_array_equal(head, runtime.run(model, canvas))
+    assert len(backend.run_heads(canvas)) == 1
+    np.testing.assert_array_equal(backend.decode_head(head, CONF, NMS)[0], runtime.decode_head(model, head, CONF, NMS)[0])
+
+
+def test_graph_feature_memory(capsys):
+    """v2 at 576 px streams too: line buffers of every map (conv3 kept only for the rows conv7
+    has still to read) plus both int32 heads, against the float network's peak."""
+    data = fmt.to_bytes(random_graph_model(netdef.LAYERS_V2, seed=1, size=576))
+    mem = native.feature_memory(data, 576)
+    with capsys.disabled():
+        print(f'\nnative v2 feature memory at 576: {mem.native_bytes} bytes, float {mem.float_bytes}, '
+              f'ratio {mem.ratio:.1f}')
+    assert mem.ratio >= FEATURE_RATIO_GOAL
