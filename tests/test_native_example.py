@@ -1,5 +1,6 @@
 """examples/c: the Makefile builds `detect`, which reads a PPM and prints the faces as a JSON line;
-on an image that needs no resize its faces equal the Python native backend's."""
+on an image that needs no resize its faces equal the Python native backend's, for the shipped
+chain and for a two-head layer graph (netdef.LAYERS_V2, random parameters)."""
 from __future__ import annotations
 
 import json
@@ -45,13 +46,19 @@ def run(exe: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
 
 
-def test_example_matches_the_backend_without_resize(detect_exe: Path, tmp_path: Path):
-    backend = native.load(SHIPPED)
+@pytest.mark.parametrize('which', ['shipped', 'v2'])
+def test_example_matches_the_backend_without_resize(detect_exe: Path, tmp_path: Path, which: str):
+    model_path = SHIPPED
+    if which == 'v2':
+        from test_native_graph import v2_bytes
+        model_path = tmp_path / 'v2.ifq'
+        model_path.write_bytes(v2_bytes())
+    backend = native.load(model_path)
     image = sample_image()
     s = backend.input_size / max(image.shape[:2])
     image = cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)))   # longer side = input size
     write_ppm(tmp_path / 'a.ppm', image)
-    done = run(detect_exe, str(SHIPPED), str(tmp_path / 'a.ppm'), str(CONF), str(NMS))
+    done = run(detect_exe, str(model_path), str(tmp_path / 'a.ppm'), str(CONF), str(NMS))
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert (record['width'], record['height']) == (image.shape[1], image.shape[0])

@@ -8,7 +8,9 @@
  * level from the Python path's cv2.resize), centred on a black SIZE x SIZE canvas. An image
  * that is already SIZE pixels on its longer side is copied unchanged, so its faces equal the
  * Python detector's exactly. Canvas rows are made on demand (ifq_run_rows): the canvas is
- * never held whole, only the line buffers of the runtime are.
+ * never held whole, only the line buffers of the runtime are. A model of several heads (a
+ * version-2 layer graph) runs the same way: the head buffer holds all heads, one decode + NMS
+ * takes them all.
  */
 #include <math.h>
 #include <stdio.h>
