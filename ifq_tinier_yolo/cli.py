@@ -167,19 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(message: str) -> str:
-    """A message as one line: an error re-raised by a DataLoader worker keeps only its own last line.
-
-    torch re-raises a worker's exception with the worker's whole traceback as its message;
-    the last line of that is 'module.Type: the original message'.
-    """
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else ''
-    if any(line.startswith('Traceback') or 'Original Traceback' in line for line in lines):
-        last = lines[-1]
-        head, sep, rest = last.partition(': ')
-        return rest if sep and head.replace('.', '').replace('_', '').isalnum() else last
-    return ' '.join(lines)
+    """A message on one line (a library's message may span several)."""
+    return ' '.join(line.strip() for line in message.strip().splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:

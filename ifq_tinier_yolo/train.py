@@ -32,7 +32,7 @@ from . import netdef
 from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, save_checkpoint
 from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, IfqError, TrainingError
 from .fileio import atomic_write_text
 from .model.loss import LossConfig, detection_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
@@ -268,7 +268,10 @@ def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: boo
     sums: dict[str, float] = {}
     bar = tqdm(loader, desc=f'epoch {epoch + 1}/{t.cfg.epochs}', disable=not show, dynamic_ncols=True,
                file=sys.stderr)
-    for images, targets in bar:
+    for batch in bar:
+        if isinstance(batch, IfqError):   # a sample failed in a loader worker (datasets.loader.collate)
+            raise batch
+        images, targets = batch
         for g in t.opt.param_groups:
             g['lr'] = lr_at(step, t.total_steps, t.warmup_steps, t.cfg)
         images, targets = images.to(t.device).float(), targets.to(t.device)

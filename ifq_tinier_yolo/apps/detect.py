@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError, ImageError
-from ..fileio import atomic_open, atomic_write_text
+from ..fileio import atomic_open, atomic_write_text, output_errors
 from ..imageio import IMAGE_EXTENSIONS, captured_stderr, read_image_sized
 from .detector import Detector, scale_boxes
 from .draw import VIDEO_CODECS, AtomicVideoWriter, draw_faces
@@ -166,11 +166,9 @@ def open_capture(source: int | Path) -> cv2.VideoCapture:
 
 
 def write_text(path: Path, text: str) -> None:
-    """atomic_write_text, with a ConfigError naming the file when it cannot be written."""
-    try:
+    """atomic_write_text, with an OutputError naming the file when it cannot be written."""
+    with output_errors(path):
         atomic_write_text(path, text)
-    except OSError as e:
-        raise ConfigError(f'{path}: cannot write ({e.strerror or e})') from None
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
@@ -178,11 +176,8 @@ def write_image(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, image)
     if not ok:
         raise ImageError(f'{path}: OpenCV cannot encode {path.suffix} images')
-    try:
-        with atomic_open(path, 'wb') as f:
-            f.write(buf.tobytes())
-    except OSError as e:
-        raise ConfigError(f'{path}: cannot write ({e.strerror or e})') from None
+    with output_errors(path), atomic_open(path, 'wb') as f:
+        f.write(buf.tobytes())
 
 
 def detect_image(detector: Detector, src: Source, sink: Sink) -> int:

@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import netdef
 from ..defaults import DEFAULT_CONF, DEFAULT_NMS
-from ..engine.nms import corners, iou_matrix, nms_at
+from ..boxes import corners
+from ..engine.nms import iou_matrix, nms_at
 from ..errors import ConfigError, ImageError
 from ..imageio import to_bgr8
 from .backends import RunFn, load

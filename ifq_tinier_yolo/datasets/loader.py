@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import IfqError
 from ..imageio import read_image
 from .augment import AugmentConfig, Augmenter, letterbox_sample, sample_rng
 from .wider import WiderImage
@@ -42,10 +43,15 @@ class WiderTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 (3, S, S) BGR, float32 (N, 4) cx cy w h normalised); raises ImageError for an unreadable image."""
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | IfqError:
+        """(uint8 (3, S, S) BGR, float32 (N, 4) cx cy w h normalised), or the ImageError of an unreadable
+        image as the sample: a DataLoader worker would re-raise it with its traceback as the message,
+        so the error object itself travels to the main process, where `collate`'s caller raises it."""
         item = self.items[i]
-        image = read_image(item.path)
+        try:
+            image = read_image(item.path)
+        except IfqError as e:
+            return e
         if self.augmenter is not None:
             rng = sample_rng(self.seed, self.epoch, i)
             canvas, boxes, _ = self.augmenter(image, item.boxes, self.img_size, rng)
@@ -55,8 +61,12 @@ class WiderTrainSet(Dataset):
         return chw, torch.from_numpy(xyxy_to_cxcywh(boxes, self.img_size))
 
 
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(uint8 (3, S, S), float32 (N_b, 4))] -> (uint8 (B, 3, S, S), float32 (M, 5) rows [b, cx, cy, w, h])."""
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor] | IfqError]) -> tuple[torch.Tensor, torch.Tensor] | IfqError:
+    """[(uint8 (3, S, S), float32 (N_b, 4))] -> (uint8 (B, 3, S, S), float32 (M, 5) rows [b, cx, cy, w, h]);
+    the first failed sample's error instead, for the training loop to raise."""
+    failed = next((s for s in batch if isinstance(s, IfqError)), None)
+    if failed is not None:
+        return failed
     images = torch.stack([image for image, _ in batch])
     rows = [torch.cat([torch.full((len(boxes), 1), float(b)), boxes.float()], dim=1)   # (N_b, 5)
             for b, (_, boxes) in enumerate(batch)]

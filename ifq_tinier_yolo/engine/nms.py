@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..boxes import corners  # noqa: F401 - apps.detector still imports it from here
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
