@@ -12,6 +12,7 @@ import numpy as np
 
 from .boxes import fddb_ellipses
 from .datasets.wider import read_wider
+from .defaults import DEFAULT_NMS
 from .boxes import corners
 from .engine.nms import iou_matrix
 from .evaluation.fddb import Roc, score_detections, tpr_at_fp
@@ -24,7 +25,7 @@ SIZE_BINS = (8, 16, 24, 32, 64)   # face height bins (px) of the recall-by-size 
 MATCH_IOU = 0.5              # a face counts as found by a box of at least this IoU (as FDDB's discrete score)
 CONFIDENT = 0.5              # score of the "boxes per image" count
 VAL_CONF = 0.01              # low threshold so the ROC covers the whole range
-VAL_NMS = 0.45
+VAL_NMS = DEFAULT_NMS
 BATCH = 8
 
 

@@ -19,6 +19,7 @@ import torch
 
 from .. import netdef
 from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..defaults import DEFAULT_NMS
 from ..engine import runtime
 from ..engine.model import IntegerModel
 from ..engine.nms import iou_matrix
@@ -122,7 +123,7 @@ def cli_verify(args: argparse.Namespace) -> int:
     size = args.img_size or model.input_size
     netdef.check_input_size(size, model.specs)
     compare = getattr(args, 'compare_separated', False)
-    conf, nms_iou = getattr(args, 'conf', 0.3), getattr(args, 'nms', 0.45)
+    conf, nms_iou = getattr(args, 'conf', 0.3), getattr(args, 'nms', DEFAULT_NMS)
     others = {'separated ': convert_model(net, size, separated=True)} if compare else {}
     tallies = {'': Tally(), **{k: Tally() for k in others}}
     images = collect_images(list(args.sources))
