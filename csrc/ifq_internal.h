@@ -15,6 +15,14 @@
 #define IFQ_OUT_ALIGN 16          /* first-layer outputs padded to 16 (one AVX-512 register of int32) */
 #define IFQ_CODE_LANES 16         /* outputs thresholded side by side (one AVX-512 register of int32) */
 #define IFQ_HEAD_IN_ALIGN 64      /* head input channels padded to 64 (one AVX-512 register of bytes) */
+#define IFQ_FIRST_BLOCK 8         /* first layer: interior positions computed together (independent sums) */
+#if defined(__clang__)
+#define IFQ_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__) && __GNUC__ >= 8
+#define IFQ_UNROLL _Pragma("GCC unroll 16")
+#else
+#define IFQ_UNROLL
+#endif
 
 #define IFQ_MAX_INPUTS 4          /* named inputs of one layer (concatenated along channels) */
 #define IFQ_MAX_STAGES (2 * IFQ_MAX_LAYERS + 1)   /* the canvas, each layer's output, each concatenation */
@@ -105,6 +113,7 @@ struct ifq_runner {
     uint8_t *patch;             /* first layer: a window at the map's edge, rows of row_len bytes */
     const uint8_t **first_rows; /* first layer: the window's rows */
     int32_t *acc32, *best32;    /* one conv position's accumulators, and their max over a pool window */
+    int32_t *block32;           /* first layer: IFQ_FIRST_BLOCK positions' accumulators */
     int64_t *acc64, *best64;    /* the same for layers too wide for int32 */
     uint64_t *x0, *x1;          /* hidden layers: one window of codes as two bit-strings */
     uint8_t *codes;             /* head: one pixel's codes, one byte each */

@@ -6,7 +6,9 @@
  *     unpack_codes(px, nw, codes)   a pixel's two bit-planes (nw words each) -> one byte per code
  *                                   (64 * nw bytes; codes past the channels are 0)
  *     head_dot                      acc[o] = sum_c codes[c] * w[o][c]
- * and the macro IFQ_KERNEL_SET (name) and IFQ_KERNEL_ID (ifq_kernels value).
+ * and the macro IFQ_KERNEL_SET (name) and IFQ_KERNEL_ID (ifq_kernels value). Optionally, with
+ * IFQ_OWN_FIRST_DOTS defined, first_dots (IFQ_FIRST_BLOCK positions of a first-layer row at once);
+ * else the one below, first_dot position by position.
  *
  * Binary layers: codes are two bit-planes; the window at one position is gathered into two
  * bit-strings x0, x1 (values ordered ky, kx, channel) and, with +-1 weights as bits w,
@@ -41,6 +43,17 @@ static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L
     }
     return r->first_rows;
 }
+
+#ifndef IFQ_OWN_FIRST_DOTS
+/* First layer, IFQ_FIRST_BLOCK interior positions of one row: position i's window starts at byte
+ * at + i * step of the rows; accumulators of position i at acc + i * out_pad. */
+static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k, int row_len, const int16_t *w_pairs,
+                       const int8_t *w_quads, int out_pad, int32_t *acc)
+{
+    for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+        first_dot(rows, at + i * step, k, row_len, w_pairs, w_quads, out_pad, acc + (size_t)i * out_pad);
+}
+#endif
 
 /* A bit-string written in order, a word at a time (no read-modify-write of memory). */
 typedef struct {
@@ -85,6 +98,33 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
                     r->x1[at + j] = px[nw + j];
                 }
             }
+        return sum;
+    }
+    if (IFQ_WORD_BITS % C == 0) {   /* 1..32 channels, a divisor of 64: whole taps per word, no writer */
+        const int per = IFQ_WORD_BITS / C, x0 = xc * L->stride - k / 2, interior = x0 >= 0 && x0 + k <= in->w;
+        uint64_t c0 = 0, c1 = 0;
+        int t = 0, at = 0;
+        for (int ky = 0; ky < k; ky++) {
+            const uint64_t *row = (const uint64_t *)r->window[top + ky];   /* pixel x: words 2x, 2x + 1 */
+            const int32_t *sums = r->window_sums[top + ky];
+            for (int kx = 0, xi = x0; kx < k; kx++, xi++) {
+                if (interior || (xi >= 0 && xi < in->w)) {   /* else zero padding: no bits */
+                    c0 |= row[2 * xi] << (t * C);
+                    c1 |= row[2 * xi + 1] << (t * C);
+                    sum += sums[xi];
+                }
+                if (++t == per) {
+                    r->x0[at] = c0;
+                    r->x1[at++] = c1;
+                    c0 = c1 = 0;
+                    t = 0;
+                }
+            }
+        }
+        if (t) {
+            r->x0[at] = c0;
+            r->x1[at] = c1;
+        }
         return sum;
     }
     bit_writer b0 = {r->x0, 0, 0}, b1 = {r->x1, 0, 0};
@@ -204,7 +244,27 @@ static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
                      int32_t *dst_sums)
 {
     const int positions = L->pool ? 2 : 1, nw = out->words, wide = L->acc_bound >= IFQ_INT32_LIMIT;
-    for (int x = 0; x < out->w; x++) {
+    int x = 0;
+    if (L->kind == IFQ_KIND_FIRST && !L->pool && !wide) {   /* interior windows, a block at a time */
+        const int pad = L->k / 2, s = L->stride;
+        const int lo = (pad + s - 1) / s, hi = in->w - L->k + pad >= 0 ? (in->w - L->k + pad) / s : -1;   /* interior x */
+        for (; x < out->w; x++) {
+            if (x >= lo && x + IFQ_FIRST_BLOCK - 1 <= hi) {
+                first_dots(r->window, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch, L->k, L->row_len,
+                           L->w_pairs, L->w_quads, L->out_pad, r->block32);
+                for (int i = 0; i < IFQ_FIRST_BLOCK; i++, x++)
+                    dst_sums[x] = codes(r->block32 + (size_t)i * L->out_pad, L->t_lanes, L->neg_lanes, L->out_ch,
+                                        L->codes_pad, (uint64_t *)dst + (size_t)x * 2 * nw, nw);
+                x--;
+                continue;
+            }
+            conv_acc32(r, L, in, 0, x, r->best32);
+            dst_sums[x] = codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad,
+                                (uint64_t *)dst + (size_t)x * 2 * nw, nw);
+        }
+        return;
+    }
+    for (; x < out->w; x++) {
         uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
         for (int dy = 0; dy < positions; dy++)
             for (int dx = 0; dx < positions; dx++) {

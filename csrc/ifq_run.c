@@ -208,6 +208,7 @@ static ifq_status create(ifq_runner *r)
         !(r->patch = block(r, max_patch, 1)) ||
         !(r->first_rows = block(r, max_window, sizeof *r->first_rows)) ||
         !(r->acc32 = block(r, max_out, sizeof *r->acc32)) || !(r->best32 = block(r, max_out, sizeof *r->best32)) ||
+        !(r->block32 = block(r, (size_t)m->layers[0].out_pad * IFQ_FIRST_BLOCK, sizeof *r->block32)) ||
         !(r->acc64 = block(r, max_out, sizeof *r->acc64)) || !(r->best64 = block(r, max_out, sizeof *r->best64)) ||
         !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
         !(r->x1 = block(r, max_words, sizeof *r->x1)) ||

@@ -50,6 +50,46 @@ static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len,
     }
 }
 
+/* IFQ_FIRST_BLOCK positions, four at a time: the weight loads serve four windows, and their
+ * sums are independent chains. */
+#define IFQ_OWN_FIRST_DOTS
+#define FIRST_GROUP 4
+static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k, int row_len, const int16_t *w,
+                       const int8_t *w_quads, int out_pad, int32_t *acc)
+{
+    const __m256i lo = _mm256_setr_epi8(0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1,
+                                        0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1, 0, -1, 1, -1);
+    const __m256i hi = _mm256_setr_epi8(2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1,
+                                        2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1);
+    (void)w_quads;
+    for (int i0 = 0; i0 < IFQ_FIRST_BLOCK; i0 += FIRST_GROUP)
+        for (int g = 0; g < out_pad; g += 8) {
+            __m256i sum[FIRST_GROUP];
+            IFQ_UNROLL
+            for (int i = 0; i < FIRST_GROUP; i++)
+                sum[i] = _mm256_setzero_si256();
+            for (int ky = 0; ky < k; ky++) {
+                const uint8_t *row = rows[ky] + at + (size_t)i0 * step;
+                for (int j = 0; j < row_len; j += 4) {
+                    const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 2 * g;
+                    __m256i w01 = _mm256_loadu_si256((const __m256i *)wj);
+                    __m256i w23 = _mm256_loadu_si256((const __m256i *)(wj + 2 * out_pad));
+                    IFQ_UNROLL
+                    for (int i = 0; i < FIRST_GROUP; i++) {
+                        int32_t quad;
+                        memcpy(&quad, row + i * step + j, sizeof quad);
+                        __m256i q = _mm256_set1_epi32(quad);
+                        sum[i] = _mm256_add_epi32(sum[i], _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(q, lo), w01),
+                                                                           _mm256_madd_epi16(_mm256_shuffle_epi8(q, hi), w23)));
+                    }
+                }
+            }
+            IFQ_UNROLL
+            for (int i = 0; i < FIRST_GROUP; i++)
+                _mm256_storeu_si256((__m256i *)(acc + (size_t)(i0 + i) * out_pad + g), sum[i]);
+        }
+}
+
 /* Popcounts of four outputs (64-bit lanes) of one window word: vpshufb nibble lookups, bit-plane 1
  * looking up doubled counts, byte counts summed per lane every WORDS_PER_FLUSH words (vpsadbw). */
 static __m256i lane_counts(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words)

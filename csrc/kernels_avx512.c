@@ -36,6 +36,36 @@ static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len,
     }
 }
 
+/* IFQ_FIRST_BLOCK positions at once: one weight load serves all, and their sums are independent
+ * chains (a single position waits on vpdpbusd's latency). */
+#define IFQ_OWN_FIRST_DOTS
+static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k, int row_len, const int16_t *w_pairs,
+                       const int8_t *w, int out_pad, int32_t *acc)
+{
+    (void)w_pairs;
+    for (int g = 0; g < out_pad; g += 16) {
+        __m512i sum[IFQ_FIRST_BLOCK];   /* unrolled: the sums stay in registers */
+        IFQ_UNROLL
+        for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+            sum[i] = _mm512_setzero_si512();
+        for (int ky = 0; ky < k; ky++) {
+            const uint8_t *row = rows[ky] + at;
+            for (int j = 0; j < row_len; j += 4) {
+                __m512i wv = _mm512_loadu_si512(w + ((size_t)ky * row_len + j) * out_pad + 4 * g);
+                IFQ_UNROLL
+                for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
+                    int32_t quad;
+                    memcpy(&quad, row + i * step + j, sizeof quad);
+                    sum[i] = _mm512_dpbusd_epi32(sum[i], _mm512_set1_epi32(quad), wv);
+                }
+            }
+        }
+        IFQ_UNROLL
+        for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+            _mm512_storeu_si512(acc + (size_t)i * out_pad + g, sum[i]);
+    }
+}
+
 /* 2 (plane-0 counts + 2 plane-1 counts) - code_sum of eight outputs, narrowed to int32 (it fits:
  * these kernels run layers with acc_bound < 2^31). */
 static __m256i lane_acc(__m512i plane0, __m512i plane1, __m256i code_sum)
@@ -80,26 +110,27 @@ static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, i
 }
 
 /* Sixteen outputs per register, compares straight into mask bits (the code bits as in
- * kernels_portable.c). */
+ * kernels_portable.c); the code sum is counted once per 64 outputs from the two code words
+ * (code = bit 0 + 2 bit 1; padding outputs have zero bits). */
 static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
                      uint64_t *px, int nw)
 {
     int32_t sum = 0;
     for (int w = 0; w < nw; w++) {
         uint64_t bit0 = 0, bit1 = 0;
-        int end = (w + 1) * IFQ_WORD_BITS < n_out ? (w + 1) * IFQ_WORD_BITS : n_out;
-        for (int o = w * IFQ_WORD_BITS; o < end; o += 16) {
+        const int base = w * IFQ_WORD_BITS, end = base + IFQ_WORD_BITS < n_out ? base + IFQ_WORD_BITS : n_out;
+        for (int o = base; o < end; o += 16) {
             __m512i n = _mm512_loadu_si512(neg + o);
             __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(acc + o), n), n);
-            unsigned m0 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + o));
-            unsigned m1 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + codes_pad + o));
-            unsigned m2 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + 2 * codes_pad + o));
-            bit0 |= (uint64_t)(m0 ^ m1 ^ m2) << (o % IFQ_WORD_BITS);
-            bit1 |= (uint64_t)m1 << (o % IFQ_WORD_BITS);
-            sum += _mm_popcnt_u32(m0) + _mm_popcnt_u32(m1) + _mm_popcnt_u32(m2);
+            __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + o));
+            __mmask16 m1 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + codes_pad + o));
+            __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + 2 * codes_pad + o));
+            bit0 |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << (o - base);
+            bit1 |= (uint64_t)_cvtmask16_u32(m1) << (o - base);
         }
         px[w] = bit0;
         px[nw + w] = bit1;
+        sum += (int32_t)(_mm_popcnt_u64(bit0) + 2 * _mm_popcnt_u64(bit1));
     }
     return sum;
 }
