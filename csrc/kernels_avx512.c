@@ -75,14 +75,33 @@ static __m256i lane_acc(__m512i plane0, __m512i plane1, __m256i code_sum)
 }
 
 /* Eight outputs per register, one 64-bit lane each: the window word is broadcast, ANDed with the
- * eight outputs' weight words and counted by vpopcntq; no horizontal sums. Two groups per pass
- * share the broadcasts and leave with one 512-bit store. */
+ * eight outputs' weight words and counted by vpopcntq; no horizontal sums. Four (else two) groups
+ * per pass share the broadcasts and leave with 512-bit stores. */
 static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
     const size_t group = (size_t)words * IFQ_LANES;
     const __m256i sum = _mm256_set1_epi32(code_sum);
     int g = 0;
+    for (; g + 3 < groups; g += 4, w += 4 * group) {   /* four groups: 8 sums in registers */
+        __m512i s[4], t[4];
+        IFQ_UNROLL
+        for (int j = 0; j < 4; j++)
+            s[j] = t[j] = _mm512_setzero_si512();
+        for (int i = 0; i < words; i++) {
+            __m512i a = _mm512_set1_epi64((long long)x0[i]), b = _mm512_set1_epi64((long long)x1[i]);
+            IFQ_UNROLL
+            for (int j = 0; j < 4; j++) {
+                __m512i wj = _mm512_loadu_si512(w + (size_t)j * group + (size_t)i * IFQ_LANES);
+                s[j] = _mm512_add_epi64(s[j], _mm512_popcnt_epi64(_mm512_and_si512(a, wj)));
+                t[j] = _mm512_add_epi64(t[j], _mm512_popcnt_epi64(_mm512_and_si512(b, wj)));
+            }
+        }
+        _mm512_storeu_si512(acc + g * IFQ_LANES,
+                            _mm512_inserti64x4(_mm512_castsi256_si512(lane_acc(s[0], t[0], sum)), lane_acc(s[1], t[1], sum), 1));
+        _mm512_storeu_si512(acc + (g + 2) * IFQ_LANES,
+                            _mm512_inserti64x4(_mm512_castsi256_si512(lane_acc(s[2], t[2], sum)), lane_acc(s[3], t[3], sum), 1));
+    }
     for (; g + 1 < groups; g += 2, w += 2 * group) {
         __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
         __m512i t0 = _mm512_setzero_si512(), t1 = _mm512_setzero_si512();

@@ -170,3 +170,17 @@ def test_graph_feature_memory(capsys):
         print(f'\nnative v2 feature memory at 576: {mem.native_bytes} bytes, float {mem.float_bytes}, '
               f'ratio {mem.ratio:.1f}')
     assert mem.ratio >= FEATURE_RATIO_GOAL
+
+
+def test_graph_detector_native_equals_numpy(tmp_path):
+    """The product path: a v2 model file in Detector (pyramid, flip) on the native backend gives the
+    faces of the numpy engine."""
+    from ifq_tinier_yolo.apps.detector import Detector
+    path = tmp_path / 'v2.ifq'
+    path.write_bytes(v2_bytes())
+    image = np.random.default_rng(6).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    want = Detector.load(path, backend='int', conf=CONF, flip=True).detect_array(image)
+    got = Detector.load(path, backend='native', conf=CONF, flip=True)
+    assert got.backend == 'native'
+    np.testing.assert_array_equal(got.detect_array(image), want)
+    assert len(want)
