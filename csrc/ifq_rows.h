@@ -76,6 +76,42 @@ static void put_bits(bit_writer *b, uint64_t v, int n)
     b->fill += n - IFQ_WORD_BITS;
 }
 
+/* An interior 3x3 window of a 16- or 32-channel map (first column x0): four or two taps per
+ * word, each at a fixed shift; returns the window's code sum. */
+static int64_t gather_3x3(ifq_runner *r, int top, int x0, int C, uint64_t *d0, uint64_t *d1)
+{
+    uint64_t p0[9], p1[9];
+    int64_t sum = 0;
+    IFQ_UNROLL
+    for (int ky = 0; ky < 3; ky++) {
+        const uint64_t *row = (const uint64_t *)r->window[top + ky] + 2 * (size_t)x0;   /* pixel: 2 words */
+        const int32_t *sums = r->window_sums[top + ky] + x0;
+        IFQ_UNROLL
+        for (int kx = 0; kx < 3; kx++) {
+            p0[3 * ky + kx] = row[2 * kx];
+            p1[3 * ky + kx] = row[2 * kx + 1];
+        }
+        sum += (int64_t)sums[0] + sums[1] + sums[2];
+    }
+    if (C == 16) {
+        d0[0] = p0[0] | p0[1] << 16 | p0[2] << 32 | p0[3] << 48;
+        d1[0] = p1[0] | p1[1] << 16 | p1[2] << 32 | p1[3] << 48;
+        d0[1] = p0[4] | p0[5] << 16 | p0[6] << 32 | p0[7] << 48;
+        d1[1] = p1[4] | p1[5] << 16 | p1[6] << 32 | p1[7] << 48;
+        d0[2] = p0[8];
+        d1[2] = p1[8];
+        return sum;
+    }
+    IFQ_UNROLL
+    for (int i = 0; i < 4; i++) {
+        d0[i] = p0[2 * i] | p0[2 * i + 1] << 32;
+        d1[i] = p1[2 * i] | p1[2 * i + 1] << 32;
+    }
+    d0[4] = p0[8];
+    d1[4] = p1[8];
+    return sum;
+}
+
 /* Hidden layer: the window at conv position (top, xc) into the bit-strings r->x0, r->x1
  * (w_words words each); returns the window's code sum. */
 static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
@@ -102,6 +138,8 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
     }
     if (IFQ_WORD_BITS % C == 0) {   /* 1..32 channels, a divisor of 64: whole taps per word, no writer */
         const int per = IFQ_WORD_BITS / C, x0 = xc * L->stride - k / 2, interior = x0 >= 0 && x0 + k <= in->w;
+        if (interior && k == 3 && (C == 16 || C == 32))   /* conv2, conv3: the nine taps, then fixed shifts */
+            return gather_3x3(r, top, x0, C, r->x0, r->x1);
         uint64_t c0 = 0, c1 = 0;
         int t = 0, at = 0;
         for (int ky = 0; ky < k; ky++) {
