@@ -123,7 +123,7 @@ struct ifq_runner {
     void *user;
     const uint8_t *canvas;
     size_t feature_bytes, total_bytes;
-    void *blocks[2 * IFQ_MAX_STAGES + 16];
+    void *blocks[2 * IFQ_MAX_STAGES + 32];   /* rows and sums of each stage, then the scratch */
     int n_blocks;
 };
 
