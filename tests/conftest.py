@@ -120,3 +120,15 @@ def torch_flags(random_checkpoint: Path) -> list[str]:
     """CLI flags running `random_checkpoint` on the torch backend on a small input; conf 0 keeps every
     box NMS keeps, so the box checks have boxes to check."""
     return ['--backend', 'torch', '--model', str(random_checkpoint), '--img-size', '64', '--conf', '0']
+
+
+DEV_IMAGES = SHARED_WIDER / 'WIDER_val' / 'images'
+
+
+@pytest.fixture(scope='session')
+def dev_images() -> list[Path]:
+    """The 178 dev benchmark images (WIDER val subset in ../shared); skips, naming the path, without them."""
+    paths = sorted(DEV_IMAGES.rglob('*.jpg'))
+    if not paths:
+        pytest.skip(f'dev images not found at {DEV_IMAGES}')
+    return paths

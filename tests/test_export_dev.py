@@ -22,16 +22,7 @@ from test_export import random_model                  # noqa: E402  (a test modu
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
-DEV_IMAGES = REPO.parent / 'shared' / 'data' / 'wider' / 'WIDER_val' / 'images'
 HANDFUL = 3           # images for the slower executors (qonnx runs MultiThreshold in numpy)
-
-
-@pytest.fixture(scope='module')
-def dev_images() -> list[Path]:
-    paths = sorted(DEV_IMAGES.rglob('*.jpg'))
-    if not paths:
-        pytest.skip(f'dev images not found at {DEV_IMAGES}')
-    return paths
 
 
 @pytest.fixture(scope='module')

@@ -21,7 +21,6 @@ from ifq_tinier_yolo.native.backend import NativeBackend
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
-DEV_IMAGES = REPO.parent / 'shared' / 'data' / 'wider' / 'WIDER_val' / 'images'
 CONF, NMS = 0.05, 0.45   # a low threshold: many boxes reach NMS
 DETECT_IMAGES = 12        # images that also go through detect() end to end, per kernel set
 FEATURE_RATIO_GOAL = 18   # the paper's feature-memory ratio (issue 15)
@@ -42,14 +41,6 @@ def native_built() -> None:
 @pytest.fixture(scope='module')
 def model() -> runtime.IntegerModel:
     return runtime.load_model(SHIPPED)
-
-
-@pytest.fixture(scope='module')
-def dev_images() -> list[Path]:
-    paths = sorted(DEV_IMAGES.rglob('*.jpg'))
-    if not paths:
-        pytest.skip(f'dev images not found at {DEV_IMAGES}')
-    return paths
 
 
 @pytest.fixture(scope='module')

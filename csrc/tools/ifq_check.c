@@ -7,25 +7,9 @@
 #include <stdlib.h>
 
 #include "ifq.h"
+#include "read_file.h"
 
 #define MAX_RUN_SIZE 256   /* run models at their input size up to this side, else at one stride */
-
-static uint8_t *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *data = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (data = malloc(n ? (size_t)n : 1)) != NULL &&
-        fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return data;
-}
 
 /* Load, run once on a fixed pseudo-random canvas, decode; the number of boxes or -1. */
 static long run_once(const ifq_model *m)

@@ -204,15 +204,18 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
 
     Letterbox -> integer layers -> fixed-point decode -> integer NMS; float only for the result.
     """
-    return detect_with(lambda canvas: run_heads(model, canvas), model.decoders, model.specs, bgr_image,
-                       conf, nms_iou, img_size or model.input_size)
+    return detect_with(lambda canvas, c, n: decode_heads(model.decoders, run_heads(model, canvas), c, n),
+                       model.specs, bgr_image, conf, nms_iou, img_size or model.input_size)
 
 
-def detect_with(run_heads_fn: Callable[[np.ndarray], list[np.ndarray]], decoders: list[HeadDecoder],
-                specs: tuple[netdef.LayerSpec, ...], bgr_image: np.ndarray, conf: float, nms_iou: float,
-                size: int) -> np.ndarray:
-    """`detect` on any backend that turns a letterboxed canvas into head integers (the numpy
-    engine, the native runtime, onnxruntime): checks, letterbox, decode + NMS, original pixels."""
+# (letterboxed uint8 canvas, conf, nms IoU) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, (N,) scores)
+BoxesFn = Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]]
+
+
+def detect_with(boxes_fn: BoxesFn, specs: tuple[netdef.LayerSpec, ...], bgr_image: np.ndarray, conf: float,
+                nms_iou: float, size: int) -> np.ndarray:
+    """`detect` on any backend that turns a letterboxed canvas into decoded boxes (the numpy
+    engine, the native runtime, onnxruntime): checks, letterbox, boxes in original pixels."""
     netdef.check_input_size(size, specs)
     if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
         raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
@@ -220,7 +223,7 @@ def detect_with(run_heads_fn: Callable[[np.ndarray], list[np.ndarray]], decoders
             or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
         raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
     canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-    boxes, scores = decode_heads(decoders, run_heads_fn(canvas), conf, nms_iou)
+    boxes, scores = boxes_fn(canvas, conf, nms_iou)
     b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
     out = detection_rows(b, scores).astype(np.float64)
     return out.reshape(-1, DETECTION_COLUMNS)

@@ -58,7 +58,8 @@ class OnnxBackend:
 
         Same checks, letterbox, decode and NMS as engine.runtime.detect; only the layers differ.
         """
-        return runtime.detect_with(self.run_heads, self.decoders, self.specs, bgr_image, conf, nms_iou,
+        return runtime.detect_with(lambda canvas, c, n: runtime.decode_heads(self.decoders, self.run_heads(canvas), c, n),
+                                   self.specs, bgr_image, conf, nms_iou,
                                    img_size or self.input_size)
 
     def __repr__(self) -> str:

@@ -21,8 +21,7 @@ from .. import netdef
 from ..engine import modelfile
 from ..engine.decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, score_threshold_q
 from ..engine.nms import IOU_DEN
-from ..engine.preprocess import letterbox, unletterbox_boxes
-from ..engine.runtime import DETECTION_COLUMNS
+from ..engine.runtime import detect_with
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..fileio import read_bytes
 from ..netdef import LayerSpec
@@ -151,21 +150,8 @@ class NativeBackend:
                img_size: int | None = None) -> np.ndarray:
         """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first
         (the contract and the output of engine.runtime.detect)."""
-        size = img_size or self.input_size
-        try:
-            netdef.check_input_size(size, self.specs)
-        except ValueError as e:
-            raise ConfigError(f'img_size: {e}') from None
-        if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
-            raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
-        if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \
-                or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
-            raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
-        canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
-        boxes, scores = self.decode_heads(self.run_heads(canvas), conf, nms_iou)
-        b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
-        out = np.column_stack([b[:, :2], b[:, 2:] - b[:, :2], scores]).astype(np.float64)
-        return out.reshape(-1, DETECTION_COLUMNS)
+        return detect_with(lambda canvas, c, n: self.decode_heads(self.run_heads(canvas), c, n), self.specs,
+                           bgr_image, conf, nms_iou, img_size or self.input_size)
 
     def feature_memory(self, size: int | None = None) -> FeatureMemory:
         """Measured peak feature memory of the native runner at `size` vs the float network's."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ctypes as C
 import weakref
-from pathlib import Path
 
 import numpy as np
 
