@@ -3,8 +3,8 @@
 Each image is letterboxed to --img-size (scale = img_size / long side, read from the image file
 unless --long-side says otherwise); valid faces whose shorter side is >= --min-px after that
 are clustered with distance 1 - IoU (boxes sharing a centre) and a median update. Prints the
-anchors in grid cells at netdef.total_stride(), in the netdef.ANCHORS format, and the mean best
-IoU of the fitted and of the current anchors. Usage:
+anchors in grid cells of each head of the --net table (the smallest to the finest head), and
+the mean best IoU of the fitted and of the current anchors. Usage:
 
     python scripts/fit_anchors.py --wider-root ../shared/data/wider
 """
@@ -70,7 +70,9 @@ def main() -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--wider-root', type=Path, default=DEFAULT_ROOT)
     parser.add_argument('--img-size', type=int, default=netdef.INPUT_SIZE, help='network input side, pixels')
-    parser.add_argument('-k', type=int, default=len(netdef.ANCHORS), help='number of anchors')
+    parser.add_argument('--net', choices=tuple(netdef.NETWORKS), default='v1',
+                        help='layer table: one cluster per anchor of all its heads; the smallest anchors '
+                             'go to the finest head, keeping each head\'s anchor count')
     parser.add_argument('--min-px', type=float, default=6, help='smallest face side kept, network pixels')
     parser.add_argument('--restarts', type=int, default=5)
     parser.add_argument('--seed', type=int, default=0)
@@ -78,17 +80,24 @@ def main() -> int:
                         help='assume every image has this long side instead of reading it (0: read)')
     args = parser.parse_args()
 
+    layers = netdef.NETWORKS[args.net]
+    current = netdef.anchors_of(layers)
+    strides = netdef.head_strides(layers)
     wh = face_sizes(args.wider_root, args.img_size, args.min_px, args.long_side)
-    stride = netdef.total_stride()
-    anchors, mean_iou = iou_kmeans(wh, args.k, args.restarts, args.seed)
-    current = np.array(netdef.ANCHORS) * stride
+    anchors, mean_iou = iou_kmeans(wh, sum(map(len, current)), args.restarts, args.seed)   # sorted by area
     print(f'faces {len(wh)} (valid, >= {args.min_px:g} px at {args.img_size} input)')
-    print(f'# Anchors (w, h) in grid cells at stride {stride}, IoU k-means on WIDER train faces '
-          f'>= {args.min_px:g} px at {args.img_size} input (scripts/fit_anchors.py).')
-    print('ANCHORS: tuple[tuple[float, float], ...] = (')
-    print('    ' + ', '.join(f'({w / stride:.3f}, {h / stride:.3f})' for w, h in anchors) + ')')
+    print(f'# Anchors (w, h) in grid cells of each head, IoU k-means on WIDER train faces '
+          f'>= {args.min_px:g} px at {args.img_size} input (scripts/fit_anchors.py --net {args.net}).')
+    start = 0
+    for i in sorted(range(len(strides)), key=lambda i: strides[i]):   # finest head: smallest anchors
+        n, stride = len(current[i]), strides[i]
+        fitted = anchors[start:start + n]
+        start += n
+        print(f'{layers[netdef.heads(layers)[i]].name} (stride {stride}): ('
+              + ', '.join(f'({w / stride:.3f}, {h / stride:.3f})' for w, h in fitted) + ')')
+    now = np.concatenate([np.array(a) * s for a, s in zip(current, strides)])
     print(f'mean best IoU {mean_iou:.4f}')
-    print(f'mean best IoU of the current netdef anchors {float(wh_iou(wh, current).max(1).mean()):.4f}')
+    print(f'mean best IoU of the current netdef anchors {float(wh_iou(wh, now).max(1).mean()):.4f}')
     return 0
 
 
