@@ -48,15 +48,14 @@ class LayerKind:
     name: str
     input_max: int        # largest input value: 255 (uint8 pixels) or HWGQ_LEVELS (2-bit codes)
     weight_bits: int      # bits per stored weight: 8 (int8), 1 (binary +-1), 0 (no weights)
-    codes_out: bool       # output is 2-bit codes (thresholds, or a copy of codes); else int32 head values
     has_weights: bool     # a convolution (False: a parameter-free rearrangement of its input)
 
 
 KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    LayerKind('first', PIXEL_MAX, FIXED_WEIGHT_BITS, True, True),    # int8 weights on the uint8 image
-    LayerKind('hidden', HWGQ_LEVELS, 1, True, True),                 # binary weights on codes
-    LayerKind('head', HWGQ_LEVELS, FIXED_WEIGHT_BITS, False, True),  # int8 weights on codes + int32 bias
-    LayerKind('upsample', HWGQ_LEVELS, 0, True, False),              # nearest-neighbour 2x of codes
+    LayerKind('first', PIXEL_MAX, FIXED_WEIGHT_BITS, True),    # int8 weights on the uint8 image
+    LayerKind('hidden', HWGQ_LEVELS, 1, True),                 # binary weights on codes
+    LayerKind('head', HWGQ_LEVELS, FIXED_WEIGHT_BITS, True),   # int8 weights on codes + int32 bias
+    LayerKind('upsample', HWGQ_LEVELS, 0, False),              # nearest-neighbour 2x of codes
 )}
 UPSAMPLE = 2                      # an upsample layer repeats each input value UPSAMPLE x UPSAMPLE times
 
@@ -272,11 +271,6 @@ def check_layers(layers: tuple[LayerSpec, ...] = LAYERS, anchors: Anchors | None
             raise ValueError(f'layer {layer.name}: only heads have anchors')
     if anchors is not None and len(heads(layers)) != 1:
         raise ValueError('separate anchors are only given for a single-head table')
-
-
-def is_chain(layers: tuple[LayerSpec, ...]) -> bool:
-    """True for a plain chain ending in its only head (the v1 table): what the integer stages run."""
-    return all(s == ((i - 1,) if i else ()) for i, s in enumerate(sources(layers))) and heads(layers) == [len(layers) - 1]
 
 
 def check_input_size(img_size: int, layers: tuple[LayerSpec, ...] = LAYERS, what: str = 'img_size') -> None:

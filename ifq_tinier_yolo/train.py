@@ -141,14 +141,13 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
         if any(k in same for k in keys):
             continue                                            # the whole head was copied
         rows = {k: new[k].clone() for k in keys}
-        for a, anchor in enumerate(anchors):
-            if (stride, anchor) in old_anchors:
-                i, b = old_anchors[stride, anchor]
-                for k in keys:
-                    rows[k][a * per:(a + 1) * per] = old[k.replace(f'heads.{j}.', f'heads.{i}.')][b * per:(b + 1) * per]
-                moved += 1
-        if any(not torch.equal(rows[k], new[k]) for k in keys):
+        kept = [(a, old_anchors[stride, anchor]) for a, anchor in enumerate(anchors) if (stride, anchor) in old_anchors]
+        for a, (i, b) in kept:
+            for k in keys:
+                rows[k][a * per:(a + 1) * per] = old[k.replace(f'heads.{j}.', f'heads.{i}.')][b * per:(b + 1) * per]
+        if kept:
             same.update(rows)
+            moved += len(kept)
     dst.load_state_dict({**new, **same})
     log(f'--init into another table: {len(same)} of {len(new)} tensors copied ({moved} anchors moved '
         f'into new heads), new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in same}))}')

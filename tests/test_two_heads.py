@@ -33,7 +33,6 @@ SMALL = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, p
 def test_v2_table_shapes():
     assert netdef.head_strides(V2) == [16, 8] and netdef.total_stride(V2) == 16
     assert netdef.in_channels(V2)[[l.name for l in V2].index('conv7')] == 64 + 64
-    assert not netdef.is_chain(V2) and netdef.is_chain(netdef.LAYERS)
     assert netdef.receptive_field(V2) == netdef.receptive_field(netdef.LAYERS) == 103
     assert netdef.layers_from_list(netdef.layers_to_list(V2)) == V2
 

@@ -122,7 +122,8 @@ def table_lines(model: IntegerModel, size: int) -> list[str]:
 
 def report_lines(model: IntegerModel, size: int) -> list[str]:
     """All report lines (stable, parseable)."""
-    n_bytes = len(fmt.to_bytes(model))
+    data = fmt.to_bytes(model)
+    n_bytes = len(data)
     fl = float_param_bytes(model.specs)
     tiny = tiny_yolo_bytes()
     mem = feature_memory(model.specs, size)
@@ -140,16 +141,16 @@ def report_lines(model: IntegerModel, size: int) -> list[str]:
               f'2-bit codes packed 4 per byte, int32 head; {mem["uint8"][0]} with uint8 codes)',
               f'float feature-map peak bytes {mem["float"][0]} at {mem["float"][1]} (float32 maps)',
               f'feature memory ratio {mem["float"][0] / mem["packed"][0]:.2f}',
-              native_memory_line(model, size)]
+              native_memory_line(data, size)]
     return lines
 
 
-def native_memory_line(model: IntegerModel, size: int) -> str:
+def native_memory_line(model_bytes: bytes, size: int) -> str:
     """The native runtime's measured peak feature memory (line buffers, code sums, int32 heads,
     the canvas streamed row by row) and its ratio to the float network's peak."""
     from ..native import NativeUnavailable, feature_memory   # builds the library on first use
     try:
-        m = feature_memory(fmt.to_bytes(model), size)
+        m = feature_memory(model_bytes, size)
     except NativeUnavailable as e:
         return f'native feature memory ratio unavailable ({str(e).splitlines()[0]})'
     return f'native feature memory ratio {m.ratio:.1f} ({m.native_bytes} bytes: line buffers, code sums, int32 heads)'

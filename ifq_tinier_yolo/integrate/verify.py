@@ -141,9 +141,10 @@ def cli_verify(args: argparse.Namespace) -> int:
         for prefix, m in (('', model), *others.items()):
             heads = runtime.run_heads(m, canvas)
             dets = engine_detections(m, heads, conf, nms_iou) if compare else np.zeros((0, 4))
-            if not tallies[prefix].add(flat(heads), flat(ref), dets, ref_dets) and not prefix:
-                n = int(np.count_nonzero(flat(heads) != flat(ref)))
-                print(f'{path}: {n} of {flat(heads).size} head values differ', file=sys.stderr)
+            got, want = flat(heads), flat(ref)
+            if not tallies[prefix].add(got, want, dets, ref_dets) and not prefix:
+                print(f'{path}: {int(np.count_nonzero(got != want))} of {got.size} head values differ',
+                      file=sys.stderr)
     print(f'bit-exact {tallies[""].exact}/{len(images)}' + (f' (heads {", ".join(h.spec.name for h in model.heads)})'
                                                               if len(model.heads) > 1 else ''))
     if compare:
