@@ -46,11 +46,8 @@ def config_from_args(args) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     cfg = parse_overrides(args.set, cfg)
-    try:
-        netdef.check_input_size(cfg.img_size)
-        netdef.check_input_size(cfg.val_size)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    netdef.check_input_size(cfg.img_size)
+    netdef.check_input_size(cfg.val_size, what='val_size')
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f'optimizer must be {" or ".join(OPTIMIZERS)}, not {cfg.optimizer!r}')
     if cfg.net and cfg.net not in netdef.NETWORKS:

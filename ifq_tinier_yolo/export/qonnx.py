@@ -22,7 +22,6 @@ from onnx import TensorProto, helper
 
 from .. import netdef
 from ..engine.model import IntegerModel, IntLayer
-from ..errors import ConfigError
 from . import meta
 from .graph import GraphBuilder, check_float32_exact, signed_weights, walk
 
@@ -98,10 +97,7 @@ def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
     """The QONNX graph for a square input of img_size (default the model's); ConversionError if not exact."""
     model.check()
     size = img_size or model.input_size
-    try:
-        netdef.check_input_size(size, model.specs)
-    except ValueError as e:
-        raise ConfigError(f'img_size: {e}') from None
+    netdef.check_input_size(size, model.specs)
     check_float32_exact(model, bias_in_float=True)
     g = _QonnxBuilder()
     g.dtypes[INPUT] = 'UINT8'

@@ -109,9 +109,9 @@ class NativeBackend:
             raise ImageError(f'native engine input must be a uint8 (S, S, 3) canvas, got '
                              f'{getattr(canvas, "dtype", type(canvas).__name__)} {getattr(canvas, "shape", "")}')
         try:
-            netdef.check_input_size(canvas.shape[0], self.specs)
-        except ValueError as e:
-            raise ImageError(f'engine input: {e}') from None
+            netdef.check_input_size(canvas.shape[0], self.specs, 'engine input')
+        except ConfigError as e:   # a canvas of the wrong size is a bad image, not a bad option
+            raise ImageError(str(e)) from None
         size = canvas.shape[0]
         with self._lock:
             first = self._runner(size)
