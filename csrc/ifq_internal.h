@@ -24,6 +24,14 @@
 #define IFQ_UNROLL
 #endif
 
+/* The per-position kernels (bit_dot, codes): inlined into the row loops, whose call overhead
+ * and spills cost as much as the work in the small early layers. */
+#if defined(__GNUC__) || defined(__clang__)
+#define IFQ_HOT static inline __attribute__((always_inline))
+#else
+#define IFQ_HOT static
+#endif
+
 #define IFQ_MAX_INPUTS 4          /* named inputs of one layer (concatenated along channels) */
 #define IFQ_MAX_STAGES (2 * IFQ_MAX_LAYERS + 1)   /* the canvas, each layer's output, each concatenation */
 

@@ -8,7 +8,8 @@
  *     head_dot                      acc[o] = sum_c codes[c] * w[o][c]
  * and the macro IFQ_KERNEL_SET (name) and IFQ_KERNEL_ID (ifq_kernels value). Optionally, with
  * IFQ_OWN_FIRST_DOTS defined, first_dots (IFQ_FIRST_BLOCK positions of a first-layer row at once);
- * else the one below, first_dot position by position.
+ * else the one below, first_dot position by position; or, with IFQ_OWN_FIRST_CODES, first_codes
+ * (those positions' dots and codes in one pass).
  *
  * Binary layers: codes are two bit-planes; the window at one position is gathered into two
  * bit-strings x0, x1 (values ordered ky, kx, channel) and, with +-1 weights as bits w,
@@ -44,6 +45,7 @@ static const uint8_t *const *window_rows_first(ifq_runner *r, const ifq_layer *L
     return r->first_rows;
 }
 
+#ifndef IFQ_OWN_FIRST_CODES
 #ifndef IFQ_OWN_FIRST_DOTS
 /* First layer, IFQ_FIRST_BLOCK interior positions of one row: position i's window starts at byte
  * at + i * step of the rows; accumulators of position i at acc + i * out_pad. */
@@ -52,6 +54,18 @@ static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k
 {
     for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
         first_dot(rows, at + i * step, k, row_len, w_pairs, w_quads, out_pad, acc + (size_t)i * out_pad);
+}
+#endif
+
+/* First layer, IFQ_FIRST_BLOCK interior positions of one row (windows at byte at + i * step of
+ * r->window's rows): their codes into the pixels px (2 * nw words each), code sums into sums. */
+static void first_codes(ifq_runner *r, const ifq_layer *L, size_t at, size_t step, uint64_t *px, int nw,
+                        int32_t *sums)
+{
+    first_dots(r->window, at, step, L->k, L->row_len, L->w_pairs, L->w_quads, L->out_pad, r->block32);
+    for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+        sums[i] = codes(r->block32 + (size_t)i * L->out_pad, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad,
+                        px + (size_t)i * 2 * nw, nw);
 }
 #endif
 
@@ -288,12 +302,9 @@ static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
         const int lo = (pad + s - 1) / s, hi = in->w - L->k + pad >= 0 ? (in->w - L->k + pad) / s : -1;   /* interior x */
         for (; x < out->w; x++) {
             if (x >= lo && x + IFQ_FIRST_BLOCK - 1 <= hi) {
-                first_dots(r->window, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch, L->k, L->row_len,
-                           L->w_pairs, L->w_quads, L->out_pad, r->block32);
-                for (int i = 0; i < IFQ_FIRST_BLOCK; i++, x++)
-                    dst_sums[x] = codes(r->block32 + (size_t)i * L->out_pad, L->t_lanes, L->neg_lanes, L->out_ch,
-                                        L->codes_pad, (uint64_t *)dst + (size_t)x * 2 * nw, nw);
-                x--;
+                first_codes(r, L, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch,
+                            (uint64_t *)dst + (size_t)x * 2 * nw, nw, dst_sums + x);
+                x += IFQ_FIRST_BLOCK - 1;
                 continue;
             }
             conv_acc32(r, L, in, 0, x, r->best32);

@@ -31,7 +31,7 @@ static int popcount64(uint64_t x)
 }
 
 /* acc[o] = 2 (popcount(x0 & w_o) + 2 popcount(x1 & w_o)) - code_sum, outputs in lanes of 8. */
-static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+IFQ_HOT void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
     for (int g = 0; g < groups; g++, w += (size_t)words * IFQ_LANES)
@@ -48,7 +48,7 @@ static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, i
 
 /* Codes into two bit-planes; returns their sum. With non-decreasing thresholds the tests nest
  * (m2 implies m1 implies m0), so the code m0 + m1 + m2 has bit 0 = m0 ^ m1 ^ m2, bit 1 = m1. */
-static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
+IFQ_HOT int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
                      uint64_t *px, int nw)
 {
     int32_t sum = 0;

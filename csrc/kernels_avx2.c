@@ -118,7 +118,7 @@ static __m256i lane_counts(const uint64_t *x0, const uint64_t *x1, const uint64_
 }
 
 /* Eight outputs per group as two halves of four lanes; one 256-bit store per group. */
-static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+IFQ_HOT void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
     const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7), sum = _mm256_set1_epi32(code_sum);
@@ -134,7 +134,7 @@ static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, i
 
 /* Eight outputs per register: negate where asked ((v ^ n) - n), three compares, bits by movemask;
  * the code bits as in kernels_portable.c. */
-static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
+IFQ_HOT int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
                      uint64_t *px, int nw)
 {
     int32_t sum = 0;

@@ -36,22 +36,25 @@ static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len,
     }
 }
 
-/* IFQ_FIRST_BLOCK positions at once: one weight load serves all, and their sums are independent
- * chains (a single position waits on vpdpbusd's latency). */
-#define IFQ_OWN_FIRST_DOTS
-static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k, int row_len, const int16_t *w_pairs,
-                       const int8_t *w, int out_pad, int32_t *acc)
+/* IFQ_FIRST_BLOCK interior positions of a first-layer row, dots and codes in one pass: one weight
+ * load serves all positions, their sums are independent chains (a single position waits on
+ * vpdpbusd's latency), and the sums go from registers straight to threshold masks and code bits
+ * (as `codes` below) without a round trip through memory. */
+#define IFQ_OWN_FIRST_CODES
+static void first_codes(ifq_runner *r, const ifq_layer *L, size_t at, size_t step, uint64_t *px, int nw,
+                        int32_t *sums)
 {
-    (void)w_pairs;
+    const int k = L->k, row_len = L->row_len, out_pad = L->out_pad, cp = L->codes_pad;
+    memset(px, 0, (size_t)IFQ_FIRST_BLOCK * 2 * nw * sizeof *px);
     for (int g = 0; g < out_pad; g += 16) {
         __m512i sum[IFQ_FIRST_BLOCK];   /* unrolled: the sums stay in registers */
         IFQ_UNROLL
         for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
             sum[i] = _mm512_setzero_si512();
         for (int ky = 0; ky < k; ky++) {
-            const uint8_t *row = rows[ky] + at;
+            const uint8_t *row = r->window[ky] + at;
             for (int j = 0; j < row_len; j += 4) {
-                __m512i wv = _mm512_loadu_si512(w + ((size_t)ky * row_len + j) * out_pad + 4 * g);
+                __m512i wv = _mm512_loadu_si512(L->w_quads + ((size_t)ky * row_len + j) * out_pad + 4 * g);
                 IFQ_UNROLL
                 for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
                     int32_t quad;
@@ -60,9 +63,25 @@ static void first_dots(const uint8_t *const *rows, size_t at, size_t step, int k
                 }
             }
         }
+        const __m512i n = _mm512_loadu_si512(L->neg_lanes + g), t0 = _mm512_loadu_si512(L->t_lanes + g);
+        const __m512i t1 = _mm512_loadu_si512(L->t_lanes + cp + g), t2 = _mm512_loadu_si512(L->t_lanes + 2 * cp + g);
+        const int word = g / IFQ_WORD_BITS, shift = g % IFQ_WORD_BITS;
         IFQ_UNROLL
-        for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
-            _mm512_storeu_si512(acc + (size_t)i * out_pad + g, sum[i]);
+        for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
+            __m512i v = _mm512_sub_epi32(_mm512_xor_si512(sum[i], n), n);
+            __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, t0), m1 = _mm512_cmpgt_epi32_mask(v, t1);
+            __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, t2);
+            uint64_t *p = px + (size_t)i * 2 * nw;
+            p[word] |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << shift;
+            p[nw + word] |= (uint64_t)_cvtmask16_u32(m1) << shift;
+        }
+    }
+    for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
+        const uint64_t *p = px + (size_t)i * 2 * nw;
+        int32_t s = 0;
+        for (int w = 0; w < nw; w++)
+            s += (int32_t)(_mm_popcnt_u64(p[w]) + 2 * _mm_popcnt_u64(p[nw + w]));
+        sums[i] = s;
     }
 }
 
@@ -77,7 +96,7 @@ static __m256i lane_acc(__m512i plane0, __m512i plane1, __m256i code_sum)
 /* Eight outputs per register, one 64-bit lane each: the window word is broadcast, ANDed with the
  * eight outputs' weight words and counted by vpopcntq; no horizontal sums. Four (else two) groups
  * per pass share the broadcasts and leave with 512-bit stores. */
-static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+IFQ_HOT void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
     const size_t group = (size_t)words * IFQ_LANES;
@@ -131,7 +150,7 @@ static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, i
 /* Sixteen outputs per register, compares straight into mask bits (the code bits as in
  * kernels_portable.c); the code sum is counted once per 64 outputs from the two code words
  * (code = bit 0 + 2 bit 1; padding outputs have zero bits). */
-static int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
+IFQ_HOT int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, int n_out, int codes_pad,
                      uint64_t *px, int nw)
 {
     int32_t sum = 0;

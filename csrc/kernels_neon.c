@@ -10,7 +10,7 @@
 
 /* Two outputs per register (one 64-bit lane each), four registers a group of eight: the window
  * word is duplicated, ANDed with the weight words, counted per byte; bit-plane 1 counts twice. */
-static void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
+IFQ_HOT void bit_dot(const uint64_t *x0, const uint64_t *x1, const uint64_t *w, int words, int groups,
                     int32_t code_sum, int32_t *acc)
 {
     for (int g = 0; g < groups; g++, w += (size_t)words * IFQ_LANES)
