@@ -34,7 +34,7 @@ from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
 from .errors import ConfigError, IfqError, TrainingError
 from .fileio import atomic_write_text
-from .model.loss import LossConfig, detection_loss
+from .model.loss import LossConfig, detection_loss, distill_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
 from .train_config import OPTIMIZERS, TrainConfig, parse_overrides
 
@@ -151,6 +151,20 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
     return dst.eval()
 
 
+def load_teacher(cfg: TrainConfig, layers: tuple[netdef.LayerSpec, ...], device: torch.device,
+                 log) -> TinierYolo | None:
+    """The frozen network of cfg.teacher (eval mode, its own quantization), which must have the
+    trained network's layer table and anchors; None without a teacher."""
+    if not cfg.teacher:
+        return None
+    path = Path(cfg.teacher)
+    teacher = model_from_checkpoint(load_checkpoint(path), None, path)
+    if teacher.layers != layers:
+        raise ConfigError(f'--teacher {path}: its layer table or anchors differ from the trained network\'s')
+    log(f'distilling from {path} ({teacher.quant}), weight {cfg.distill}')
+    return teacher.requires_grad_(False).to(device).eval()
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -239,6 +253,7 @@ class Trainer:
     opt: torch.optim.Optimizer
     avg: AveragedModel | None       # the weight average (cfg.ema), else None
     anchors: list[torch.Tensor]     # per head (A, 2) float32, grid cells
+    teacher: TinierYolo | None      # the float network distilled into this one (cfg.teacher), else None
     loss_cfg: LossConfig
     device: torch.device
     world: int                      # processes
@@ -274,6 +289,12 @@ def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: boo
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.cfg.bf16):
             heads = t.net(images)
         loss, parts = detection_loss([h.float() for h in heads], targets, t.anchors, t.loss_cfg)
+        if t.teacher is not None:
+            with torch.no_grad():
+                taught = t.teacher(images)
+            hint = distill_loss([h.float() for h in heads], taught)
+            loss = loss + t.cfg.distill * hint
+            parts['distill'] = hint.item()
         check_finite(t, loss, epoch, step, last_path)
         t.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -363,6 +384,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
+                load_teacher(cfg, model.layers, device, log),
                 loss_cfg, device, world, total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
     rows = completed_rows(out / METRICS, start.epoch) if main_proc else []

@@ -268,3 +268,46 @@ def test_resume_from_a_weights_only_checkpoint_is_a_clean_error(fixture_wider: P
     save_checkpoint(run / 'last.pt', TinierYolo(), 64, {})
     assert main(train_argv(fixture_wider, run, '--resume')) == 1
     assert stderr_lines(capsys)[-1].startswith('error: ')
+
+
+# --- distillation ----------------------------------------------------------------------------
+
+def test_distill_loss_is_zero_on_the_teacher_itself_and_pulls_toward_it():
+    from ifq_tinier_yolo.model.loss import distill_loss
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 15, 4, 4), torch.randn(2, 10, 8, 8)]
+    assert distill_loss([t.clone() for t in teacher], teacher).item() == 0.0
+    student = [torch.randn_like(t, requires_grad=True) for t in teacher]
+    loss = distill_loss(student, teacher)
+    assert loss.item() > 0
+    loss.backward()
+    stepped = [(s - 0.1 * s.grad).detach() for s in student]
+    assert distill_loss(stepped, teacher).item() < loss.item()
+    assert all(t.grad is None for t in teacher)   # the teacher is not trained
+    with pytest.raises(ValueError, match='differ'):
+        distill_loss(student[:1], teacher[1:])
+
+
+def test_distilling_from_a_teacher_logs_its_loss_and_moves_toward_it(fixture_wider: Path, tmp_path: Path):
+    assert main(train_argv(fixture_wider, tmp_path / 'float', '--quant', 'float', epochs=1)) == 0
+    teacher = tmp_path / 'float' / 'last.pt'
+    args = ('--init', str(teacher), '--quant', 'hwgq', '--epochs', '3')
+    assert main(train_argv(fixture_wider, tmp_path / 'plain', *args, epochs=3)) == 0
+    assert main(train_argv(fixture_wider, tmp_path / 'taught', *args, '--teacher', str(teacher),
+                           '--distill', '1.0', epochs=3)) == 0
+    rows = metrics(tmp_path / 'taught' / 'metrics.jsonl')
+    assert 'distill' in rows[0] and 'distill' not in metrics(tmp_path / 'plain' / 'metrics.jsonl')[0]
+    assert rows[-1]['distill'] < rows[0]['distill']   # the student's heads approach the teacher's
+    # the run differs from the plain one only through the distillation term
+    assert not torch.equal(state(tmp_path / 'taught' / 'last.pt')['heads.0.conv.weight'],
+                           state(tmp_path / 'plain' / 'last.pt')['heads.0.conv.weight'])
+
+
+def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_path: Path, capsys):
+    assert main(train_argv(fixture_wider, tmp_path / 'v1', '--quant', 'float', epochs=1)) == 0
+    code = main(train_argv(fixture_wider, tmp_path / 'v2', '--net', 'v2', '--teacher', str(tmp_path / 'v1' / 'last.pt'),
+                           epochs=1))
+    assert code != 0
+    lines = stderr_lines(capsys)
+    assert lines[-1].startswith('error:') and 'layer table' in lines[-1]
+    assert not (tmp_path / 'v2' / 'last.pt').exists()

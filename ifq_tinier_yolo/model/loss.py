@@ -150,3 +150,21 @@ def detection_loss(outs: list[torch.Tensor], targets: torch.Tensor, head_anchors
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
     return total, parts
+
+
+def distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Knowledge distillation from a float network's heads (same table): squared errors of what the
+    decoder reads, sigmoid(x), sigmoid(y), sigmoid(objectness) and the clamped tw, th, over every
+    cell and anchor of every head; summed, / batch. The teacher's scores on background teach the
+    binary network which non-faces look like faces, which the region loss says only as 0."""
+    total = 0.0
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f'student head {tuple(s.shape)} and teacher head {tuple(t.shape)} differ')
+        b, _, h, w = s.shape
+        s, t = s.view(b, -1, VALUES_PER_ANCHOR, h, w), t.detach().view(b, -1, VALUES_PER_ANCHOR, h, w)
+        sig = [X_FIELD, Y_FIELD, OBJECTNESS_FIELD]
+        raw = [W_FIELD, H_FIELD]
+        total = total + ((s[:, :, sig].sigmoid() - t[:, :, sig].sigmoid()) ** 2).sum() \
+            + ((s[:, :, raw].clamp(max=EXP_CLAMP) - t[:, :, raw].clamp(max=EXP_CLAMP)) ** 2).sum()
+    return total / student[0].shape[0]
