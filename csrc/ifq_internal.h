@@ -81,6 +81,11 @@ struct ifq_model {
 
 typedef struct ifq_kernel_set ifq_kernel_set;
 
+/* Columns of a map row known to be blank (ifq_run.c): [left[0], left[1]) and [right[0], right[1]). */
+typedef struct {
+    int left[2], right[2];
+} ifq_blank;
+
 /* How a stage's rows are made. */
 enum { IFQ_STAGE_CANVAS = 0, IFQ_STAGE_LAYER, IFQ_STAGE_CONCAT };
 
@@ -99,6 +104,7 @@ typedef struct {
     int ring;             /* rows held */
     uint8_t *rows;        /* ring * row_bytes */
     int32_t *sums;        /* code maps: ring * w code sums over a pixel's channels */
+    ifq_blank *blank;     /* ring: each row's blank columns (ifq_run.c), every stage */
     int next;             /* next row to produce */
 } ifq_stage;
 
@@ -130,8 +136,12 @@ struct ifq_runner {
     ifq_row_source source;
     void *user;
     const uint8_t *canvas;
+    const ifq_blank *blank_out; /* the row being made: its blank positions (output: the layer's blank pixel) */
+    uint64_t *blank[IFQ_MAX_LAYERS];   /* each layer's blank pixel (2 * words words) once computed */
+    int32_t blank_sum[IFQ_MAX_LAYERS];
+    int blank_ok[IFQ_MAX_LAYERS];
     size_t feature_bytes, total_bytes;
-    void *blocks[2 * IFQ_MAX_STAGES + 32];   /* rows and sums of each stage, then the scratch */
+    void *blocks[3 * IFQ_MAX_STAGES + IFQ_MAX_LAYERS + 32];   /* rows, sums, blank flags of each stage, blank pixels, scratch */
     int n_blocks;
 };
 

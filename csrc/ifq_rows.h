@@ -290,31 +290,68 @@ static int32_t codes64(const ifq_layer *L, const int64_t *acc, uint64_t *px, int
     return sum;
 }
 
+static int is_blank(const ifq_runner *r, int x)
+{
+    const ifq_blank *b = r->blank_out;
+    return (x >= b->left[0] && x < b->left[1]) || (x >= b->right[0] && x < b->right[1]);
+}
+
+/* Blank positions (r->blank_out, see ifq_run.c) all have the same output, the layer's blank pixel:
+ * kept from the first one computed, then copied. Returns 1 if position x was copied. */
+static int copy_blank(ifq_runner *r, int li, int x, uint64_t *px, int32_t *sum, int nw)
+{
+    if (!r->blank_ok[li] || !is_blank(r, x))
+        return 0;
+    memcpy(px, r->blank[li], 2 * (size_t)nw * sizeof *px);
+    *sum = r->blank_sum[li];
+    return 1;
+}
+
+static void keep_blank(ifq_runner *r, int li, int x, const uint64_t *px, int32_t sum, int nw)
+{
+    if (r->blank_ok[li] || !is_blank(r, x))
+        return;
+    memcpy(r->blank[li], px, 2 * (size_t)nw * sizeof *px);
+    r->blank_sum[li] = sum;
+    r->blank_ok[li] = 1;
+}
+
 /* One output row of a first or hidden layer into its ring slot: conv, [2x2 max-pool of the raw
- * accumulators, before the sign], codes. */
+ * accumulators, before the sign], codes; blank positions copied. */
 static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out, uint8_t *dst,
                      int32_t *dst_sums)
 {
     const int positions = L->pool ? 2 : 1, nw = out->words, wide = L->acc_bound >= IFQ_INT32_LIMIT;
+    const int li = (int)(L - r->m->layers);
+    uint64_t *const row = (uint64_t *)dst;
     int x = 0;
     if (L->kind == IFQ_KIND_FIRST && !L->pool && !wide) {   /* interior windows, a block at a time */
         const int pad = L->k / 2, s = L->stride;
         const int lo = (pad + s - 1) / s, hi = in->w - L->k + pad >= 0 ? (in->w - L->k + pad) / s : -1;   /* interior x */
         for (; x < out->w; x++) {
             if (x >= lo && x + IFQ_FIRST_BLOCK - 1 <= hi) {
-                first_codes(r, L, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch,
-                            (uint64_t *)dst + (size_t)x * 2 * nw, nw, dst_sums + x);
+                int blank = 0;
+                for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+                    blank += copy_blank(r, li, x + i, row + (size_t)(x + i) * 2 * nw, dst_sums + x + i, nw);
+                if (blank < IFQ_FIRST_BLOCK) {   /* the whole block: cheaper than position by position */
+                    first_codes(r, L, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch,
+                                row + (size_t)x * 2 * nw, nw, dst_sums + x);
+                    for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+                        keep_blank(r, li, x + i, row + (size_t)(x + i) * 2 * nw, dst_sums[x + i], nw);
+                }
                 x += IFQ_FIRST_BLOCK - 1;
                 continue;
             }
             conv_acc32(r, L, in, 0, x, r->best32);
             dst_sums[x] = codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad,
-                                (uint64_t *)dst + (size_t)x * 2 * nw, nw);
+                                row + (size_t)x * 2 * nw, nw);
         }
         return;
     }
     for (; x < out->w; x++) {
-        uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
+        uint64_t *px = row + (size_t)x * 2 * nw;
+        if (copy_blank(r, li, x, px, dst_sums + x, nw))
+            continue;
         for (int dy = 0; dy < positions; dy++)
             for (int dx = 0; dx < positions; dx++) {
                 int top = dy * L->stride, xc = x * positions + dx, first = !dy && !dx;
@@ -330,6 +367,7 @@ static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
             }
         dst_sums[x] = wide ? codes64(L, r->best64, px, nw)
                            : codes(r->best32, L->t_lanes, L->neg_lanes, L->out_ch, L->codes_pad, px, nw);
+        keep_blank(r, li, x, px, dst_sums[x], nw);
     }
 }
 

@@ -17,6 +17,15 @@
  * A band of head rows (ifq_run_band, single-head models) pulls only the rows its own windows
  * need, so two runners can compute the two halves of one head in two threads.
  *
+ * Blank pixels: every stage row carries two column intervals (ifq_blank) known to be blank. On the
+ * canvas they are the row's leading and trailing run of letterbox fill pixels (IFQ_BLANK); a
+ * layer's output pixel is blank when every pixel of its window (all conv positions of a pool
+ * window) lies inside the map and inside the blank interval of every window row. All blank pixels
+ * of a map are then equal (by induction: the same layer on the same window), so the row functions
+ * compute a layer's first blank pixel and copy it to the others: a letterboxed canvas's padding,
+ * far from the image, costs a copy. The intervals may miss blank pixels (a fill-coloured hole in
+ * the image), never include others, so they change what is computed, not any result.
+ *
  * The rows themselves are computed by the kernel set's row functions (ifq_rows.h).
  */
 #include <stdlib.h>
@@ -84,6 +93,21 @@ static void *block(ifq_runner *r, size_t count, size_t size)
         r->total_bytes += count * size;
     }
     return p;
+}
+
+#define IFQ_BLANK 0   /* the letterbox fill (netdef.LETTERBOX_FILL), in all three channels */
+
+/* The columns [a0, a1) and [b0, b1) of x that a window over [c0, c1) (c0 = x * step - lead,
+ * c1 = c0 + width) keeps inside [lo, hi). */
+static void window_within(int lo, int hi, int step, int lead, int width, int n, int *x0, int *x1)
+{
+    /* c0 >= lo: x >= ceil((lo + lead) / step); c1 <= hi: x <= floor((hi + lead - width) / step) */
+    int a = lo + lead <= 0 ? 0 : (lo + lead + step - 1) / step;
+    int num = hi + lead - width, b = num < 0 ? -1 : num / step;
+    *x0 = a;
+    *x1 = b + 1 < n ? b + 1 : n;
+    if (*x1 < *x0)
+        *x1 = *x0;
 }
 
 static int window_rows(const ifq_layer *L) { return L->k + (L->pool ? L->stride : 0); }
@@ -181,6 +205,9 @@ static ifq_status create(ifq_runner *r)
         if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + IFQ_ROW_SLACK, 1)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * s->row_bytes;
+        if (!(s->blank = block(r, (size_t)s->ring, sizeof *s->blank)))
+            return IFQ_ERR_NOMEM;
+        r->feature_bytes += (size_t)s->ring * sizeof *s->blank;
         if (s->kind != IFQ_STAGE_CANVAS) {
             if (!(s->sums = block(r, (size_t)s->ring * s->w, sizeof *s->sums)))
                 return IFQ_ERR_NOMEM;
@@ -197,6 +224,9 @@ static ifq_status create(ifq_runner *r)
         max_patch = patch > max_patch ? patch : max_patch;
         in_pad = (size_t)L->in_pad > in_pad ? (size_t)L->in_pad : in_pad;
     }
+    for (int i = 0; i < m->n_layers; i++)
+        if (r->out_stage[i] >= 0 && !(r->blank[i] = block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
+            return IFQ_ERR_NOMEM;
     size_t n_cand = 0;
     for (int h = 0; h < m->n_heads; h++) {
         const ifq_stage *in = &r->st[r->in_stage[m->heads[h]]];
@@ -327,6 +357,41 @@ static const uint8_t *read_row(ifq_runner *r, int i, int y)
     return ifq_row_slot(s, y);
 }
 
+static ifq_blank *blank_slot(const ifq_runner *r, int i, int y)
+{
+    const ifq_stage *s = &r->st[i];
+    return &s->blank[y % s->ring];
+}
+
+/* Intersect interval [*a0, *a1) with [b0, b1) (empty: a0 == a1). */
+static void intersect(int *a0, int *a1, int b0, int b1)
+{
+    *a0 = b0 > *a0 ? b0 : *a0;
+    *a1 = b1 < *a1 ? b1 : *a1;
+    if (*a1 < *a0)
+        *a1 = *a0;
+}
+
+/* The blank intervals of a layer's output row (see the top of this file) from those of the rows
+ * first .. first + span - 1 of its input stage. */
+static ifq_blank blank_positions(const ifq_runner *r, const ifq_layer *L, int src, int first, int span, int out_w)
+{
+    const ifq_stage *in = &r->st[src];
+    ifq_blank out = {{0, 0}, {0, 0}};
+    if (first < 0 || first + span > in->h)   /* the window reaches the zero padding */
+        return out;
+    int l0 = 0, l1 = in->w, r0 = 0, r1 = in->w;   /* columns blank in every row of the span */
+    for (int j = 0; j < span; j++) {
+        const ifq_blank *b = blank_slot(r, src, first + j);
+        intersect(&l0, &l1, b->left[0], b->left[1]);
+        intersect(&r0, &r1, b->right[0], b->right[1]);
+    }
+    const int per = L->pool ? 2 : 1, width = (per - 1) * L->stride + L->k;
+    window_within(l0, l1, per * L->stride, L->k / 2, width, out_w, &out.left[0], &out.left[1]);
+    window_within(r0, r1, per * L->stride, L->k / 2, width, out_w, &out.right[0], &out.right[1]);
+    return out;
+}
+
 static const int32_t *read_sums(const ifq_runner *r, int i, int y)
 {
     const ifq_stage *s = &r->st[i];
@@ -393,6 +458,14 @@ static void produce(ifq_runner *r, int i, int y)
             memcpy(dst, r->canvas + (size_t)y * s->row_bytes, s->row_bytes);
         else
             r->source(r->user, y, dst);
+        int lead = 0, trail = s->w;   /* the leading and trailing runs of fill pixels */
+        while (lead < s->w && dst[3 * lead] == IFQ_BLANK && dst[3 * lead + 1] == IFQ_BLANK && dst[3 * lead + 2] == IFQ_BLANK)
+            lead++;
+        while (trail > lead && dst[3 * trail - 3] == IFQ_BLANK && dst[3 * trail - 2] == IFQ_BLANK &&
+               dst[3 * trail - 1] == IFQ_BLANK)
+            trail--;
+        ifq_blank *b = blank_slot(r, i, y);
+        *b = (ifq_blank){{0, lead}, {trail, s->w}};
         return;
     }
     if (s->kind == IFQ_STAGE_CONCAT) {
@@ -404,8 +477,16 @@ static void produce(ifq_runner *r, int i, int y)
             src[k] = read_row(r, s->src[k], y);
             sums[k] = read_sums(r, s->src[k], y);
         }
-        if (!r->planning)
-            concat_row(r, s, src, sums, dst, dst_sums);
+        if (r->planning)
+            return;
+        concat_row(r, s, src, sums, dst, dst_sums);
+        ifq_blank *b = blank_slot(r, i, y);
+        *b = (ifq_blank){{0, s->w}, {0, s->w}};
+        for (int k = 0; k < s->n_src; k++) {
+            const ifq_blank *in = blank_slot(r, s->src[k], y);
+            intersect(&b->left[0], &b->left[1], in->left[0], in->left[1]);
+            intersect(&b->right[0], &b->right[1], in->right[0], in->right[1]);
+        }
         return;
     }
     const ifq_layer *L = &r->m->layers[s->layer];
@@ -414,8 +495,11 @@ static void produce(ifq_runner *r, int i, int y)
     if (L->kind == IFQ_KIND_UPSAMPLE) {
         ensure(r, src, y / 2, y / 2);
         const uint8_t *row = read_row(r, src, y / 2);
-        if (!r->planning)
-            upsample_row(in, row, read_sums(r, src, y / 2), s, dst, dst_sums);
+        if (r->planning)
+            return;
+        upsample_row(in, row, read_sums(r, src, y / 2), s, dst, dst_sums);
+        const ifq_blank *b = blank_slot(r, src, y / 2);
+        *blank_slot(r, i, y) = (ifq_blank){{2 * b->left[0], 2 * b->left[1]}, {2 * b->right[0], 2 * b->right[1]}};
         return;
     }
     int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
@@ -429,8 +513,12 @@ static void produce(ifq_runner *r, int i, int y)
         r->window[j] = inside ? row : r->zero_row;
         r->window_sums[j] = inside && in->sums ? read_sums(r, src, yi) : (const int32_t *)r->zero_row;
     }
-    if (!r->planning)
-        r->ks->conv_row(r, L, in, s, dst, dst_sums);
+    if (r->planning)
+        return;
+    ifq_blank *blank = blank_slot(r, i, y);
+    *blank = blank_positions(r, L, src, first, span, s->w);
+    r->blank_out = blank;
+    r->ks->conv_row(r, L, in, s, dst, dst_sums);
 }
 
 /* Head h's row y into its part of the head buffer. */

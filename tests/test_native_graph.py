@@ -184,3 +184,34 @@ def test_graph_detector_native_equals_numpy(tmp_path):
     assert got.backend == 'native'
     np.testing.assert_array_equal(got.detect_array(image), want)
     assert len(want)
+
+
+def blank_canvases(size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Canvases with blank (letterbox fill) regions of many shapes: the runner copies the output of
+    windows that see only blank pixels (csrc/ifq_run.c), so each shape must still give numpy's heads."""
+    fill = netdef.LETTERBOX_FILL
+    def image():
+        return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    whole = np.full((size, size, 3), fill, np.uint8)
+    bands, pillars, holes, dark = image(), image(), image(), image()
+    bands[:size // 3], bands[-size // 4:] = fill, fill                   # a landscape photo letterboxed
+    pillars[:, :size // 3], pillars[:, -size // 5:] = fill, fill         # a portrait photo
+    holes[size // 4:size // 2, size // 8:size // 2] = fill               # a blank block inside the image
+    dark[..., 0] = fill                                                  # one channel blank: never blank pixels
+    dark[::7, ::5] = fill                                                # scattered blank pixels
+    return [whole, bands, pillars, holes, dark]
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx512'])
+def test_blank_regions_are_bit_exact(kernels):
+    if kernels not in native.supported_kernels():
+        pytest.skip(f'{kernels} does not run on this CPU')
+    rng = np.random.default_rng(8)
+    for name, data, sizes, _ in cases():
+        model, backend = fmt.from_bytes(data), NativeBackend(data, name, kernels)
+        for size in sizes:
+            for canvas in blank_canvases(size, rng):
+                want = runtime.run_heads(model, canvas)
+                # twice: the second run copies the blank pixels the first one computed
+                for _ in range(2):
+                    assert all(np.array_equal(g, w) for g, w in zip(backend.run_heads(canvas), want)), (name, size)
