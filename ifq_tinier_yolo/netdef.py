@@ -19,6 +19,7 @@ HWGQ_LEVELS = (1 << ACT_BITS) - 1  # largest code, 3
 
 # --- fixed-point first layer and head ---------------------------------------------------
 FIXED_WEIGHT_BITS = 8             # first layer and head weights: symmetric int8, [-127, 127]
+BINARY_WEIGHT_BITS = 1            # hidden layer weights: +-1, one sign bit each in the model file
 FIXED_WEIGHT_MAX = (1 << (FIXED_WEIGHT_BITS - 1)) - 1
 PIXEL_MAX = 255                   # the first layer reads the uint8 image; value = pixel / 255
 LETTERBOX_FILL = 0                # letterbox padding pixel value (same as the conv zero padding)
@@ -47,15 +48,28 @@ class LayerKind:
     """What a kind of layer is. Stages read this record instead of comparing kind names."""
     name: str
     input_max: int        # largest input value: 255 (uint8 pixels) or HWGQ_LEVELS (2-bit codes)
-    weight_bits: int      # bits per stored weight: 8 (int8), 1 (binary +-1), 0 (no weights)
+    in_scale: float       # value of one input unit in the float model: 1/PIXEL_MAX (pixels) or HWGQ_STEP (codes)
+    weight_bits: int      # bits per stored weight: 8 (int8 bytes), 1 (+-1, packed sign bits), 0 (no weights)
     has_weights: bool     # a convolution (False: a parameter-free rearrangement of its input)
+    threshold_bytes: tuple[int, ...] = ()   # widths the model file allows for thresholds, narrowest first; (): none
+    reads_image: bool = False   # reads the image (only the table's first row may): float mode scales the pixels
+    is_head: bool = False       # gives detection values (int32 acc + bias, anchors, output scale), not codes
+    upsamples: bool = False     # repeats each input value UPSAMPLE x UPSAMPLE times: no kernel, stride or pool
+
+    @property
+    def has_thresholds(self) -> bool:
+        """Ends in BatchNorm + HWGQ codes (a ConvBlock in torch), converted to integer thresholds."""
+        return bool(self.threshold_bytes)
 
 
 KINDS: dict[str, LayerKind] = {k.name: k for k in (
-    LayerKind('first', PIXEL_MAX, FIXED_WEIGHT_BITS, True),    # int8 weights on the uint8 image
-    LayerKind('hidden', HWGQ_LEVELS, 1, True),                 # binary weights on codes
-    LayerKind('head', HWGQ_LEVELS, FIXED_WEIGHT_BITS, True),   # int8 weights on codes + int32 bias
-    LayerKind('upsample', HWGQ_LEVELS, 0, False),              # nearest-neighbour 2x of codes
+    LayerKind('first', PIXEL_MAX, 1.0 / PIXEL_MAX, FIXED_WEIGHT_BITS, True,   # int8 weights on the uint8 image
+              threshold_bytes=(4,), reads_image=True),
+    LayerKind('hidden', HWGQ_LEVELS, HWGQ_STEP, BINARY_WEIGHT_BITS, True,     # binary weights on codes
+              threshold_bytes=(2, 4)),
+    LayerKind('head', HWGQ_LEVELS, HWGQ_STEP, FIXED_WEIGHT_BITS, True,        # int8 weights on codes + int32 bias
+              is_head=True),
+    LayerKind('upsample', HWGQ_LEVELS, HWGQ_STEP, 0, False, upsamples=True),  # nearest-neighbour 2x of codes
 )}
 UPSAMPLE = 2                      # an upsample layer repeats each input value UPSAMPLE x UPSAMPLE times
 
@@ -76,7 +90,9 @@ class LayerSpec:
 
     @property
     def info(self) -> LayerKind:
-        """The kind record of this layer."""
+        """The kind record of this layer (ValueError naming the layer for an unknown kind)."""
+        if self.kind not in KINDS:
+            raise ValueError(f'layer {self.name}: unknown kind {self.kind!r}')
         return KINDS[self.kind]
 
     @property
@@ -141,7 +157,7 @@ def strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
     out: list[int] = []
     for layer, src in zip(layers, sources(layers)):
         s = out[src[0]] if src else 1
-        if layer.kind == 'upsample':
+        if layer.info.upsamples:
             out.append(s // UPSAMPLE)
         else:
             out.append(s * layer.stride * (layer.pool or 1))
@@ -150,7 +166,7 @@ def strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
 
 def heads(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
     """Indices of the head layers, in table order."""
-    return [i for i, l in enumerate(layers) if l.kind == 'head']
+    return [i for i, l in enumerate(layers) if l.info.is_head]
 
 
 def head_strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
@@ -180,7 +196,7 @@ def receptive_field(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
     for layer, src in zip(layers, sources(layers)):
         r = max((rf[j] for j in src), default=1)
         s = jump[src[0]] if src else 1
-        if layer.kind == 'upsample':
+        if layer.info.upsamples:
             rf.append(r)
             jump.append(s // UPSAMPLE)
             continue
@@ -225,27 +241,26 @@ def check_layers(layers: tuple[LayerSpec, ...] = LAYERS, anchors: Anchors | None
 
     `anchors` (single-head tables only) are checked against the head instead of its own.
     """
-    if not layers or layers[0].kind != 'first':
+    kinds = [l.info for l in layers]   # ValueError naming a layer of unknown kind
+    if not kinds or not kinds[0].reads_image:
         raise ValueError('layer table must start with a first layer')
     names = [l.name for l in layers]
     if len(set(names)) != len(names):
         raise ValueError('layer names must be unique')
-    if layers[-1].kind != 'head':
+    if not kinds[-1].is_head:
         raise ValueError('layer table must end with a head')
     src = sources(layers)
     used = {j for s in src for j in s}
     chans = in_channels(layers)
     st = strides(layers)
-    for i, layer in enumerate(layers):
-        if layer.kind not in KINDS:
-            raise ValueError(f'layer {layer.name}: unknown kind {layer.kind!r}')
-        if i and layer.kind == 'first':
+    for i, (layer, kind) in enumerate(zip(layers, kinds)):
+        if i and kind.reads_image:
             raise ValueError(f'layer {layer.name}: only the first layer may be a first layer')
-        if layer.kind == 'head' and i in used:
+        if kind.is_head and i in used:
             raise ValueError(f'layer {layer.name}: a head cannot feed another layer')
-        if any(layers[j].kind == 'head' for j in src[i]):
+        if any(kinds[j].is_head for j in src[i]):
             raise ValueError(f'layer {layer.name}: reads a head')
-        if layer.kind != 'head' and i not in used:
+        if not kind.is_head and i not in used:
             raise ValueError(f'layer {layer.name}: its output is not used')
         if len({st[j] for j in src[i]}) > 1:
             raise ValueError(f'layer {layer.name}: concatenated inputs have different strides')
@@ -253,11 +268,11 @@ def check_layers(layers: tuple[LayerSpec, ...] = LAYERS, anchors: Anchors | None
             raise ValueError(f'layer {layer.name}: kernel {layer.kernel} must be odd (same padding)')
         if layer.pool not in (0, 2):
             raise ValueError(f'layer {layer.name}: pool must be 0 or 2, not {layer.pool}')
-        if layer.kind == 'upsample' and (layer.out_ch != chans[i] or layer.kernel != 1
-                                         or layer.stride != 1 or layer.pool):
+        if kind.upsamples and (layer.out_ch != chans[i] or layer.kernel != 1
+                               or layer.stride != 1 or layer.pool):
             raise ValueError(f'layer {layer.name}: an upsample layer keeps its {chans[i]} channels '
                              f'and has no kernel, stride or pool')
-        if layer.kind == 'head':
+        if kind.is_head:
             head_anchors = layer.anchors if anchors is None else anchors
             if not head_anchors:
                 raise ValueError(f'layer {layer.name}: a head needs anchors')
@@ -310,7 +325,7 @@ def layers_from_list(rows: list[dict]) -> tuple[LayerSpec, ...]:
 
 def with_head_anchors(layers: tuple[LayerSpec, ...], anchors: Anchors) -> tuple[LayerSpec, ...]:
     """A single-head table with `anchors` set on its head (tables stored before heads carried anchors)."""
-    return tuple(replace(l, anchors=tuple(map(tuple, anchors))) if l.kind == 'head' else l for l in layers)
+    return tuple(replace(l, anchors=tuple(map(tuple, anchors))) if l.info.is_head else l for l in layers)
 
 
 def without_anchors(layers: tuple[LayerSpec, ...]) -> tuple[LayerSpec, ...]:

@@ -37,6 +37,8 @@ def test_binary_weight_budget():
     (lambda t: t[:-1] + (dataclasses.replace(t[-1], kernel=3),), 'layer head: the head must be a 1x1'),
     (lambda t: t[:1] + (dataclasses.replace(t[1], kind='first'),) + t[2:], 'layer conv2: only the first layer'),
     (lambda t: t[1:], 'must start with a first layer'),
+    (lambda t: t[:1] + (dataclasses.replace(t[1], kind='dense'),) + t[2:], "layer conv2: unknown kind 'dense'"),
+    (lambda t: (dataclasses.replace(t[0], kind='dense'),) + t[1:], "layer conv1: unknown kind 'dense'"),
 ])
 def test_bad_tables_name_the_layer(change, message):
     with pytest.raises(ValueError, match=message):

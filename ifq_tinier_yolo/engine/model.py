@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import netdef
-from ..netdef import LayerSpec
+from ..netdef import BINARY_WEIGHT_BITS, LayerSpec
 
 N_THRESHOLDS = netdef.HWGQ_LEVELS  # three thresholds per channel give the codes 0..3
 ANCHOR_FRAC_BITS = 16               # anchors are stored in units of 2**-16 grid cells
@@ -130,7 +130,7 @@ class IntegerModel:
 
 def _with_float_anchors(layer: IntLayer) -> LayerSpec:
     """The layer's spec with a head's fixed-point anchors as floats (for netdef.check_layers)."""
-    if layer.spec.kind != 'head' or layer.anchors_q16 is None:
+    if not layer.spec.info.is_head or layer.anchors_q16 is None:
         return layer.spec
     return replace(layer.spec, anchors=tuple(map(tuple, layer.anchors.tolist())))
 
@@ -153,7 +153,7 @@ def _check_layer(layer: IntLayer, in_ch: int) -> None:
     s, name = layer.spec, layer.spec.name
     if layer.in_ch != in_ch:
         raise ValueError(f'layer {name}: {layer.in_ch} input channels, the table implies {in_ch}')
-    if s.kind != 'head' and (layer.anchors_q16 is not None or layer.out_multiplier or layer.out_shift):
+    if not s.info.is_head and (layer.anchors_q16 is not None or layer.out_multiplier or layer.out_shift):
         raise ValueError(f'layer {name}: only heads have anchors and an output scale')
     if not s.info.has_weights:
         if any(a is not None for a in (layer.weights, layer.thresholds, layer.signs, layer.bias)):
@@ -163,11 +163,11 @@ def _check_layer(layer: IntLayer, in_ch: int) -> None:
     if w.dtype != np.int8 or w.shape != (s.out_ch, in_ch, s.kernel, s.kernel):
         raise ValueError(f'layer {name}: weights must be int8 {(s.out_ch, in_ch, s.kernel, s.kernel)}, '
                          f'got {w.dtype} {w.shape}')
-    if s.kind == 'hidden' and not np.isin(w, (-1, 1)).all():
+    if s.weight_bits == BINARY_WEIGHT_BITS and not np.isin(w, (-1, 1)).all():
         raise ValueError(f'layer {name}: binary weights must be +-1')
     if (np.abs(w.astype(np.int16)) > weight_max(s)).any():
         raise ValueError(f'layer {name}: weights outside [-{weight_max(s)}, {weight_max(s)}]')
-    if s.kind == 'head':
+    if s.info.is_head:
         b = layer.bias
         if b is None or b.dtype != np.int32 or b.shape != (s.out_ch,):
             raise ValueError(f'layer {name}: bias must be int32 ({s.out_ch},)')
@@ -180,8 +180,9 @@ def _check_layer(layer: IntLayer, in_ch: int) -> None:
     t, sg = layer.thresholds, layer.signs
     if t is None or t.dtype not in (np.int16, np.int32) or t.shape != (s.out_ch, N_THRESHOLDS):
         raise ValueError(f'layer {name}: thresholds must be int16/int32 ({s.out_ch}, {N_THRESHOLDS})')
-    if s.kind == 'first' and t.dtype != np.int32:
-        raise ValueError(f'layer {name}: first-layer thresholds must be int32')
+    if t.dtype.itemsize not in s.info.threshold_bytes:
+        allowed = '/'.join(f'int{8 * n}' for n in s.info.threshold_bytes)
+        raise ValueError(f'layer {name}: {s.kind}-layer thresholds must be {allowed}')
     r = layer.acc_bound
     t64 = t.astype(np.int64)
     if (t64 < -r - 1).any() or (t64 > r).any():

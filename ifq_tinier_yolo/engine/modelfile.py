@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..fileio import read_bytes
-from ..netdef import VALUES_PER_ANCHOR, LayerSpec
+from ..netdef import BINARY_WEIGHT_BITS, VALUES_PER_ANCHOR, LayerSpec
 from .decode import MAX_ANCHOR_CELLS, MAX_STRIDE
 from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
 
@@ -61,21 +61,27 @@ def _pack_bits(bits: np.ndarray) -> bytes:
     return np.packbits(bits.reshape(-1).astype(np.uint8), bitorder='big').tobytes()
 
 
+def _weight_bytes(layer: IntLayer) -> bytes:
+    """The weights as the file holds them: one sign bit each (1: +1) for binary layers, else int8 bytes."""
+    if layer.spec.weight_bits == BINARY_WEIGHT_BITS:
+        return _pack_bits(layer.weights > 0)
+    return layer.weights.tobytes()
+
+
 def _section(layer: IntLayer) -> bytes:
     """One layer section, its length field included."""
     s = layer.spec
     if not s.info.has_weights:
         body, head = b'', (0, 0)
-    elif s.kind == 'head':
+    elif s.info.is_head:
         body = (HEAD_SCALE.pack(layer.out_multiplier, layer.out_shift) + layer.anchors_q16.astype('<i4').tobytes()
-                + layer.bias.astype('<i4').tobytes() + layer.weights.tobytes())
-        head = (8, 0)
+                + layer.bias.astype('<i4').tobytes() + _weight_bytes(layer))
+        head = (s.weight_bits, 0)
     else:
         t_bytes = layer.thresholds.dtype.itemsize
-        weights = layer.weights.tobytes() if s.kind == 'first' else _pack_bits(layer.weights > 0)
-        body = (layer.thresholds.astype(f'<i{t_bytes}').tobytes() + weights
+        body = (layer.thresholds.astype(f'<i{t_bytes}').tobytes() + _weight_bytes(layer)
                 + _pack_bits(layer.signs < 0))
-        head = (8 if s.kind == 'first' else 1, t_bytes)
+        head = (s.weight_bits, t_bytes)
     body += bytes(_padding(len(body)))
     return SECTION.pack(SECTION.size - 4 + len(body), *head, 0) + body
 
@@ -166,6 +172,14 @@ def _read_table(r: _Reader, n_layers: int, version: int) -> list[tuple[LayerSpec
     return rows
 
 
+def _read_weights(r: _Reader, spec: LayerSpec, shape: tuple[int, ...]) -> np.ndarray:
+    """int8 weights of `shape` from the file: sign bits (1: +1) for binary layers, else int8 bytes."""
+    what = f'layer {spec.name} weights'
+    if spec.weight_bits == BINARY_WEIGHT_BITS:
+        return np.where(r.bits(int(np.prod(shape)), what), 1, -1).astype(np.int8).reshape(shape)
+    return r.array('<i1', shape, what)
+
+
 def _read_section(r: _Reader, spec: LayerSpec, in_ch: int, head_scale: tuple | None) -> IntLayer:
     """One layer section -> IntLayer (shapes from the table; lengths checked). head_scale:
     (multiplier, shift, anchors) of a version-1 head, which its section does not hold."""
@@ -179,26 +193,22 @@ def _read_section(r: _Reader, spec: LayerSpec, in_ch: int, head_scale: tuple | N
         if (w_bits, t_bytes) != (0, 0):
             raise r.fail(f'layer {spec.name}: a {spec.kind} section holds no arrays')
         layer = IntLayer(spec, in_ch, None)
-    elif spec.kind == 'head':
-        if (w_bits, t_bytes) != (8, 0):
-            raise r.fail(f'layer {spec.name}: head section must hold 8-bit weights and no thresholds')
+    elif spec.info.is_head:
+        if (w_bits, t_bytes) != (spec.weight_bits, 0):
+            raise r.fail(f'layer {spec.name}: head section must hold {spec.weight_bits}-bit weights '
+                         f'and no thresholds')
         scale = head_scale if head_scale is not None else \
             (*r.unpack(HEAD_SCALE, f'layer {spec.name} output scale'),
              r.array('<i4', (o // VALUES_PER_ANCHOR, 2), f'layer {spec.name} anchors').astype(np.int64))
         layer = IntLayer(spec, in_ch, bias=r.array('<i4', (o,), f'layer {spec.name} bias'),
-                         weights=r.array('<i1', shape, f'layer {spec.name} weights'),
+                         weights=_read_weights(r, spec, shape),
                          out_multiplier=scale[0], out_shift=scale[1], anchors_q16=scale[2])
     else:
-        want_bits = 8 if spec.kind == 'first' else 1
-        if w_bits != want_bits or t_bytes not in ((4,) if spec.kind == 'first' else (2, 4)):
+        if w_bits != spec.weight_bits or t_bytes not in spec.info.threshold_bytes:
             raise r.fail(f'layer {spec.name}: {w_bits}-bit weights / {t_bytes}-byte thresholds '
                          f'are not valid for a {spec.kind} layer')
         thresholds = r.array(f'<i{t_bytes}', (o, N_THRESHOLDS), f'layer {spec.name} thresholds')
-        if spec.kind == 'first':
-            weights = r.array('<i1', shape, f'layer {spec.name} weights')
-        else:
-            bits = r.bits(int(np.prod(shape)), f'layer {spec.name} weights')
-            weights = np.where(bits, 1, -1).astype(np.int8).reshape(shape)
+        weights = _read_weights(r, spec, shape)
         signs = np.where(r.bits(o, f'layer {spec.name} signs'), -1, 1).astype(np.int8)
         layer = IntLayer(spec, in_ch, weights, thresholds, signs)
     pad = r.take(end - r.pos, f'layer {spec.name} padding')

@@ -54,8 +54,8 @@ def _prepare_layer(layer: IntLayer, sources: tuple[int, ...]) -> Step:
     """Reorder weights for the GEMMs, fold signs and the Winograd gain, choose exact dtypes."""
     s = layer.spec
     sources = sources or (-1,)
-    if not s.info.has_weights:
-        return Step(s.name, s.kind, sources, 1, 1, False, s.out_ch, None, None, None, None)
+    if s.info.upsamples:
+        return Step(s.name, 'upsample', sources, 1, 1, False, s.out_ch, None, None, None, None)
     w = layer.weights.astype(np.int64)                                   # (O, I, k, k)
     signs = layer.signs.astype(np.int64) if layer.signs is not None else np.ones(s.out_ch, np.int64)
     fold = not s.pool                    # a sign commutes with the conv, not with the max-pool
@@ -63,11 +63,12 @@ def _prepare_layer(layer: IntLayer, sources: tuple[int, ...]) -> Step:
         w = w * signs[:, None, None, None]
     wino_bound = L.winograd_bound(layer.in_ch, input_max(s), weight_max(s))
     gain_bound = L.WINO_GAIN * (layer.acc_bound + 1)
-    if s.kind == 'hidden' and s.kernel == 3 and s.stride == 1 and max(wino_bound, gain_bound) < L.FLOAT32_EXACT:
+    binary = s.weight_bits == netdef.BINARY_WEIGHT_BITS
+    if binary and s.kernel == 3 and s.stride == 1 and max(wino_bound, gain_bound) < L.FLOAT32_EXACT:
         method, gain, mat = 'winograd', L.WINO_GAIN, L.winograd_filters(w.astype(np.int8))
         view = (N_THRESHOLDS, s.out_ch)                                  # NHWC tiles: channels last
     else:
-        method = 'head' if s.kind == 'head' else 'im2col'
+        method = 'head' if s.info.is_head else 'im2col'
         gain, view = 1, (N_THRESHOLDS, s.out_ch, 1, 1, 1)                # (O, B, H, W) accumulators
         mat = w.transpose(0, 2, 3, 1).reshape(s.out_ch, -1)             # (O, k*k*I), columns (ky, kx, c)
         if method == 'head':

@@ -133,6 +133,6 @@ def walk(g: GraphBuilder, model: IntegerModel, first_input: str, emit: dict[str,
         if s.kind not in emit:
             raise ConversionError(f'layer {s.name}: no graph form for a {s.kind!r} layer yet')
         x = tensors[s.name] = emit[s.kind](g, x, layer)
-        if s.kind == 'head':
+        if s.info.is_head:
             heads.append(x)
     return heads

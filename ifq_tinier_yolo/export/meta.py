@@ -97,7 +97,7 @@ def _check(specs: tuple[LayerSpec, ...], size: int, names: tuple[str, ...], anch
                 or not MIN_OUT_SHIFT <= shift <= MAX_OUT_SHIFT:
             raise ValueError(f'{source}: output scale {mult} * 2**-{shift} of head {name} out of range')
     float_anchors = iter([tuple(map(tuple, a.astype(np.float64) / (1 << frac))) for a in anchors])
-    with_anchors = tuple(replace(s, anchors=next(float_anchors)) if s.kind == 'head' else s for s in specs)
+    with_anchors = tuple(replace(s, anchors=next(float_anchors)) if s.info.is_head else s for s in specs)
     try:
         netdef.check_layers(with_anchors)
         netdef.check_input_size(size, specs)

@@ -31,7 +31,7 @@ QONNX_DOMAIN = 'qonnx.custom_op.general'
 QONNX_OPSET = 1
 INPUT = 'global_in'                 # the name qonnx's cleanup gives it anyway (outputs become global_out)
 CODE_DTYPE = 'UINT2'                # 2-bit HWGQ codes 0..3
-WEIGHT_DTYPE = {'first': 'INT8', 'hidden': 'BIPOLAR', 'head': 'INT8'}
+WEIGHT_DTYPE = {netdef.FIXED_WEIGHT_BITS: 'INT8', netdef.BINARY_WEIGHT_BITS: 'BIPOLAR'}   # by weight bits
 
 
 class _QonnxBuilder(GraphBuilder):
@@ -56,7 +56,7 @@ def _hidden(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
     s, prefix = layer.spec, layer.spec.name
     weights, post_signs = signed_weights(layer)
     acc = g.conv(x, prefix, layer, weights)
-    g.dtypes[f'{prefix}.weight'] = WEIGHT_DTYPE[s.kind]
+    g.dtypes[f'{prefix}.weight'] = WEIGHT_DTYPE[s.weight_bits]
     if s.pool:
         acc = g.maxpool(acc, prefix)
     if post_signs is not None:
@@ -75,7 +75,7 @@ def _head(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
     """The head: Conv then Add of the bias (float32, exact: check_float32_exact counted the bias)."""
     prefix = layer.spec.name
     acc = g.conv(x, prefix, layer, layer.weights.astype(np.float32))
-    g.dtypes[f'{prefix}.weight'] = WEIGHT_DTYPE['head']
+    g.dtypes[f'{prefix}.weight'] = WEIGHT_DTYPE[layer.spec.weight_bits]
     bias = g.const(f'{prefix}.bias', layer.bias.astype(np.float32).reshape(1, -1, 1, 1))
     g.dtypes[bias] = 'INT32'
     out = g.node('Add', [acc, bias], prefix)

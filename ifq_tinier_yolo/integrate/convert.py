@@ -40,10 +40,10 @@ def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
     chans = netdef.in_channels(model.layers)
     blocks, heads, layers = iter(model.blocks), iter(model.heads), []
     for spec, in_ch in zip(model.layers, chans):
-        if spec.kind == 'head':
+        if spec.info.is_head:
             head = next(heads)
             w, bias, out_scale = head.int_params()
-            layers.append(LayerDesc(spec, in_ch, _np(w), _np(out_scale), float(netdef.HWGQ_STEP),
+            layers.append(LayerDesc(spec, in_ch, _np(w), _np(out_scale), float(spec.info.in_scale),
                                     head_bias=_np(bias), out_scale=float(out_scale.reshape(-1)[0])))
         elif spec.info.has_weights:
             block = next(blocks)
@@ -54,7 +54,7 @@ def describe_network(model: TinierYolo, input_size: int) -> NetDesc:
                 bn=BatchNorm(_np(bn.weight), _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), float(bn.eps)),
                 affine=tuple(_np(t) for t in block.post_affine())))
         else:   # a parameter-free layer (upsample) converts as it is
-            layers.append(LayerDesc(spec, in_ch, None, None, float(netdef.HWGQ_STEP)))
+            layers.append(LayerDesc(spec, in_ch, None, None, float(spec.info.in_scale)))
     netdef.check_input_size(input_size, model.layers, 'input size')
     return NetDesc(tuple(layers), int(input_size), _np(HWGQ_CUTS_F32))
 

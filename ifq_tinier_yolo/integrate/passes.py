@@ -16,11 +16,12 @@ import numpy as np
 from ..boxes import anchors_fixed
 from ..engine.layers import FLOAT32_EXACT
 from ..engine.model import (MAX_OUT_SHIFT, MIN_OUT_SHIFT, MULTIPLIER_BITS, IntegerModel, IntLayer,
-                            accumulator_bound)
+                            accumulator_bound, weight_max)
 from ..errors import ConversionError
-from ..netdef import LayerSpec
+from ..netdef import BINARY_WEIGHT_BITS, LayerKind, LayerSpec
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
+INT16_BYTES = 2             # a kind whose threshold_bytes hold this may store int16 thresholds
 SEPARATED_SCALE_BITS = 8    # separated conversion: weight scales as 8-bit dynamic fixed point
 SEPARATED_PARAM_BITS = 16   # ... input scale, BatchNorm gamma / beta / mean / var, cut points: 16-bit
 
@@ -71,9 +72,9 @@ def _fail(layer: LayerDesc, why: str) -> ConversionError:
     return ConversionError(f'layer {layer.spec.name}: {why}')
 
 
-def _map(net: NetDesc, fn: Callable[[LayerDesc], LayerDesc], kinds: tuple[str, ...]) -> NetDesc:
-    """Apply fn to the layers of the given kinds, keep the others."""
-    return replace(net, layers=tuple(fn(ld) if ld.spec.kind in kinds else ld for ld in net.layers))
+def _map(net: NetDesc, fn: Callable[[LayerDesc], LayerDesc], which: Callable[[LayerKind], bool]) -> NetDesc:
+    """Apply fn to the layers whose kind record satisfies `which`, keep the others."""
+    return replace(net, layers=tuple(fn(ld) if which(ld.spec.info) else ld for ld in net.layers))
 
 
 def convert_weights_to_integers(net: NetDesc) -> NetDesc:
@@ -83,13 +84,13 @@ def convert_weights_to_integers(net: NetDesc) -> NetDesc:
         w = layer.weights
         if not np.isfinite(w).all() or (w != np.round(w)).any():
             raise _fail(layer, 'weights are not integer-valued (is this a hwgq model?)')
-        limit = 1 if layer.spec.kind == 'hidden' else 127
-        if layer.spec.kind == 'hidden' and not np.isin(w, (-1.0, 1.0)).all():
+        limit = weight_max(layer.spec)
+        if layer.spec.weight_bits == BINARY_WEIGHT_BITS and not np.isin(w, (-1.0, 1.0)).all():
             raise _fail(layer, 'binary weights must be exactly +-1')
         if np.abs(w).max(initial=0) > limit:
             raise _fail(layer, f'weights outside [-{limit}, {limit}]')
         return replace(layer, weights=w.astype(np.int8))
-    return _map(net, convert, ('first', 'hidden', 'head'))
+    return _map(net, convert, lambda kind: kind.has_weights)
 
 
 def bound_accumulators(net: NetDesc) -> NetDesc:
@@ -100,7 +101,7 @@ def bound_accumulators(net: NetDesc) -> NetDesc:
         if r >= FLOAT32_EXACT:
             raise _fail(layer, f'worst-case accumulator {r} reaches 2**24: the float32 reference is not exact')
         return replace(layer, acc_bound=r)
-    return _map(net, bound, ('first', 'hidden', 'head'))
+    return _map(net, bound, lambda kind: kind.has_weights)
 
 
 def search_thresholds(f: Callable[[np.ndarray], np.ndarray], bound: int, cuts: np.ndarray,
@@ -151,7 +152,7 @@ def compose_thresholds(net: NetDesc) -> NetDesc:
             return s.astype(np.float32) * a * b + c                       # float32, left to right
         tau, signs = search_thresholds(f, layer.acc_bound, net.cuts.astype(np.float32), layer)
         return replace(layer, thresholds=tau, signs=signs)
-    return _map(net, compose, ('first', 'hidden'))
+    return _map(net, compose, lambda kind: kind.has_thresholds)
 
 
 def round_to_fixed(x: np.ndarray, bits: int) -> np.ndarray:
@@ -180,7 +181,7 @@ def round_parameters_separately(net: NetDesc) -> NetDesc:
         p.update(w_scale=round_to_fixed(layer.w_scale, SEPARATED_SCALE_BITS),
                  in_scale=round_to_fixed(np.array([layer.in_scale]), SEPARATED_PARAM_BITS), cuts=cuts)
         return replace(layer, rounded=p)
-    return replace(_map(net, rnd, ('first', 'hidden')), separated=True)
+    return replace(_map(net, rnd, lambda kind: kind.has_thresholds), separated=True)
 
 
 def compose_rounded_thresholds(net: NetDesc) -> NetDesc:
@@ -198,7 +199,7 @@ def compose_rounded_thresholds(net: NetDesc) -> NetDesc:
             return col['gamma'] * (x - col['mean']) / np.sqrt(col['var'] + layer.bn.eps) + col['beta']
         tau, signs = search_thresholds(f, layer.acc_bound, p['cuts'], layer)
         return replace(layer, thresholds=tau, signs=signs)
-    return _map(net, compose, ('first', 'hidden'))
+    return _map(net, compose, lambda kind: kind.has_thresholds)
 
 
 def fold_head_bias(net: NetDesc) -> NetDesc:
@@ -212,7 +213,7 @@ def fold_head_bias(net: NetDesc) -> NetDesc:
             raise _fail(layer, f'|bias| up to {np.abs(b).max():.0f} plus accumulator {layer.acc_bound} '
                                f'reaches 2**24: the float32 reference is not exact')
         return replace(layer, head_bias=b.astype(np.int32))
-    return _map(net, fold, ('head',))
+    return _map(net, fold, lambda kind: kind.is_head)
 
 
 def requantize_out_scale(net: NetDesc) -> NetDesc:
@@ -228,7 +229,7 @@ def requantize_out_scale(net: NetDesc) -> NetDesc:
         if not MIN_OUT_SHIFT <= shift <= MAX_OUT_SHIFT or mult * 2.0 ** -shift != scale:
             raise _fail(layer, f'output scale {scale:g} is outside the fixed-point range')
         return replace(layer, out_multiplier=mult, out_shift=shift)
-    return _map(net, requant, ('head',))
+    return _map(net, requant, lambda kind: kind.is_head)
 
 
 def narrow_thresholds(net: NetDesc) -> NetDesc:
@@ -238,9 +239,9 @@ def narrow_thresholds(net: NetDesc) -> NetDesc:
         t = layer.thresholds
         if t is None:
             raise _fail(layer, 'thresholds not computed')
-        fits16 = layer.spec.kind == 'hidden' and t.min() >= INT16_MIN and t.max() <= INT16_MAX
+        fits16 = INT16_BYTES in layer.spec.info.threshold_bytes and t.min() >= INT16_MIN and t.max() <= INT16_MAX
         return replace(layer, thresholds=t.astype(np.int16 if fits16 else np.int32))
-    return _map(net, narrow, ('first', 'hidden'))
+    return _map(net, narrow, lambda kind: kind.has_thresholds)
 
 
 INTEGRATED: tuple[Pass, ...] = (
@@ -279,7 +280,7 @@ def to_integer_model(net: NetDesc) -> IntegerModel:
             continue
         if ld.weights.dtype != np.int8:
             raise _fail(ld, 'weights not converted to integers')
-        if spec.kind == 'head':
+        if spec.info.is_head:
             if ld.head_bias is None or ld.head_bias.dtype != np.int32 or ld.out_multiplier is None:
                 raise _fail(ld, 'head bias or output scale not converted')
             layers.append(IntLayer(spec, ld.in_ch, ld.weights, bias=ld.head_bias,

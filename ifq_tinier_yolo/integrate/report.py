@@ -43,7 +43,7 @@ def float_param_bytes(specs: tuple[LayerSpec, ...]) -> int:
     n = 0
     for spec, c in zip(specs, netdef.in_channels(specs)):
         n += spec.out_ch * c * spec.kernel * spec.kernel
-        n += spec.out_ch if spec.kind == 'head' else BN_PARAMS * spec.out_ch
+        n += spec.out_ch if spec.info.is_head else BN_PARAMS * spec.out_ch
     return FLOAT_BYTES * n
 
 
@@ -52,7 +52,7 @@ def map_shapes(specs: tuple[LayerSpec, ...], size: int) -> list[tuple[int, int, 
     shapes = [(netdef.IN_CHANNELS, size, size)]
     for spec, src in zip(specs, netdef.sources(specs)):
         h = shapes[src[0] + 1][1] if src else size
-        if spec.kind == 'upsample':
+        if spec.info.upsamples:
             h *= netdef.UPSAMPLE
         else:
             h = (h - 1) // spec.stride + 1              # 'same' padding
@@ -66,7 +66,7 @@ def feature_memory(specs: tuple[LayerSpec, ...], size: int) -> dict[str, tuple[i
     later layers) -> {'packed', 'uint8', 'float'}: (bytes, layer)."""
     shapes = map_shapes(specs, size)
     n = [int(np.prod(s)) for s in shapes]              # index 0: the image, i + 1: layer i
-    head = [False] + [s.kind == 'head' for s in specs]
+    head = [False] + [s.info.is_head for s in specs]
     widths = {
         'packed': [n[0]] + [INT32_BYTES * k if hd else -(-c // CODES_PER_BYTE) * h * w
                             for k, hd, (c, h, w) in zip(n[1:], head[1:], shapes[1:])],
@@ -93,12 +93,13 @@ def placeholder_model(specs: tuple[LayerSpec, ...] = netdef.LAYERS, size: int = 
             layers.append(IntLayer(bare, c, None))
             continue
         w = np.ones((spec.out_ch, c, spec.kernel, spec.kernel), dtype=np.int8)
-        if spec.kind == 'head':
+        if spec.info.is_head:
             a = anchors_fixed(spec.anchors)
             layers.append(IntLayer(bare, c, w, bias=np.zeros(spec.out_ch, dtype=np.int32), anchors_q16=a,
                                    out_multiplier=1 << 30, out_shift=40))
         else:
-            t = np.zeros((spec.out_ch, N_THRESHOLDS), dtype=np.int32 if spec.kind == 'first' else np.int16)
+            narrowest = np.dtype(f'int{8 * spec.info.threshold_bytes[0]}')   # int32 first layer, int16 hidden
+            t = np.zeros((spec.out_ch, N_THRESHOLDS), dtype=narrowest)
             layers.append(IntLayer(bare, c, w, t, np.ones(spec.out_ch, dtype=np.int8)))
     return IntegerModel(tuple(layers), size)
 
@@ -109,7 +110,7 @@ def table_lines(model: IntegerModel, size: int) -> list[str]:
     rows = [('layer', 'kind', 'input', 'output', 'w bits', 'thr bits', 'weights', 'bytes')]
     for i, (layer, src) in enumerate(zip(model.layers, netdef.sources(model.specs))):
         s = layer.spec
-        thr = 'int32 bias' if s.kind == 'head' else f'{8 * layer.thresholds.dtype.itemsize}' \
+        thr = 'int32 bias' if s.info.is_head else f'{8 * layer.thresholds.dtype.itemsize}' \
             if layer.thresholds is not None else '-'
         c_in = sum(shapes[j + 1][0] for j in src) if src else netdef.IN_CHANNELS
         _, h, w = shapes[src[0] + 1] if src else shapes[0]

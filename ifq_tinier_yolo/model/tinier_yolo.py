@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import netdef
-from ..netdef import HWGQ_STEP, PIXEL_MAX, LayerSpec
+from ..netdef import BINARY_WEIGHT_BITS, HWGQ_STEP, LayerSpec
 from .quant import binarize_weights, hwgq_codes, int8_weights, round_ste
 
 QUANT_MODES = ('float', 'hwgq')
@@ -32,13 +32,13 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(in_ch, spec.out_ch, spec.kernel, spec.stride, spec.kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(spec.out_ch)
         # value of one input unit: a pixel is 1/255, an HWGQ code is HWGQ_STEP
-        self.in_scale = 1.0 / PIXEL_MAX if spec.kind == 'first' else HWGQ_STEP
+        self.in_scale = spec.info.in_scale
 
     def int_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(integer-valued weights (O, I, k, k), per-channel weight scale (O,))."""
-        if self.spec.kind == 'first':
-            return int8_weights(self.conv.weight, per_channel=True)
-        return binarize_weights(self.conv.weight)
+        if self.spec.weight_bits == BINARY_WEIGHT_BITS:
+            return binarize_weights(self.conv.weight)
+        return int8_weights(self.conv.weight, per_channel=True)
 
     def post_affine(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eval-mode float32 (acc_scale, bn_scale, bn_shift), each (O,): z = acc*acc_scale*bn_scale + bn_shift."""
@@ -59,7 +59,7 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quant == 'float':
-            if self.spec.kind == 'first':
+            if self.spec.info.reads_image:
                 x = x * self.in_scale
             return F.relu(self.bn(self._pool(self.conv(x))))
         acc = self.accumulate(x)
@@ -123,8 +123,8 @@ class TinierYolo(nn.Module):
         chans = netdef.in_channels(layers)
         # blocks: the first and hidden layers in table order; heads: the heads in table order
         self.blocks = nn.ModuleList(ConvBlock(s, c, quant) for s, c in zip(layers, chans)
-                                    if s.kind in ('first', 'hidden'))
-        self.heads = nn.ModuleList(Head(s, c, quant) for s, c in zip(layers, chans) if s.kind == 'head')
+                                    if s.info.has_thresholds)
+        self.heads = nn.ModuleList(Head(s, c, quant) for s, c in zip(layers, chans) if s.info.is_head)
 
     @property
     def head_anchors(self) -> list[netdef.Anchors]:
@@ -152,11 +152,11 @@ class TinierYolo(nn.Module):
         for spec, src in zip(self.layers, self.sources):
             if src:
                 x = outs[src[0]] if len(src) == 1 else torch.cat([outs[j] for j in src], 1)
-            if spec.kind == 'head':
+            if spec.info.is_head:
                 head_inputs.append(x)
                 outs.append(None)
                 continue
-            x = F.interpolate(x, scale_factor=netdef.UPSAMPLE, mode='nearest') if spec.kind == 'upsample' \
+            x = F.interpolate(x, scale_factor=netdef.UPSAMPLE, mode='nearest') if spec.info.upsamples \
                 else next(blocks)(x)
             outs.append(x)
         return head_inputs
@@ -182,4 +182,4 @@ class TinierYolo(nn.Module):
 
 def count_binary_weights(model: TinierYolo) -> int:
     """Number of 1-bit weights (hidden layers)."""
-    return sum(b.conv.weight.numel() for b in model.blocks if b.spec.kind == 'hidden')
+    return sum(b.conv.weight.numel() for b in model.blocks if b.spec.weight_bits == BINARY_WEIGHT_BITS)
