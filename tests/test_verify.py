@@ -146,6 +146,17 @@ def test_report_numbers():
     assert mem['packed'] == (3 * 416 * 416 + 4 * 208 * 208, 'conv1')
 
 
+@pytest.mark.parametrize('net', sorted(netdef.NETWORKS))
+def test_float_parameter_bytes_are_the_float_networks(net):
+    # every float32 the float PyTorch network of the table holds (weights, BatchNorm affine and
+    # running statistics, head bias); an upsample layer holds none
+    from ifq_tinier_yolo.integrate import report as R
+    from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
+    state = TinierYolo(netdef.NETWORKS[net], quant='float').state_dict()
+    assert R.float_param_bytes(netdef.NETWORKS[net]) == 4 * sum(
+        v.numel() for k, v in state.items() if not k.endswith('num_batches_tracked'))
+
+
 def test_missing_model_is_a_one_line_error(tmp_path, capsys):
     rc, out, err = run_cli(capsys, 'report', '--model', str(tmp_path / 'none.ifq'))
     assert rc == 1 and err.startswith('error: ') and err.count('\n') == 1

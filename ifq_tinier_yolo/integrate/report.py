@@ -42,6 +42,8 @@ def float_param_bytes(specs: tuple[LayerSpec, ...]) -> int:
     """float32 parameter bytes of the same network in float: weights, BatchNorm, head bias."""
     n = 0
     for spec, c in zip(specs, netdef.in_channels(specs)):
+        if not spec.info.has_weights:   # an upsample has no parameters
+            continue
         n += spec.out_ch * c * spec.kernel * spec.kernel
         n += spec.out_ch if spec.info.is_head else BN_PARAMS * spec.out_ch
     return FLOAT_BYTES * n
