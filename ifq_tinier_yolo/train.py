@@ -370,6 +370,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         val = DevBenchmark(wider_root, cfg.max_val_images)
     start = start_model(cfg, out / LAST, resume, init, log)
     model = start.model
+    teacher = load_teacher(cfg, model.layers, device, log)
     opt = make_optimizer(model, cfg)
     if start.ckpt is not None:
         opt.load_state_dict(start.ckpt['optimizer'])
@@ -384,7 +385,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
-                load_teacher(cfg, model.layers, device, log),
+                teacher,
                 loss_cfg, device, world, total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
     rows = completed_rows(out / METRICS, start.epoch) if main_proc else []

@@ -310,4 +310,4 @@ def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_pa
     assert code != 0
     lines = stderr_lines(capsys)
     assert lines[-1].startswith('error:') and 'layer table' in lines[-1]
-    assert not (tmp_path / 'v2' / 'last.pt').exists()
+    assert not (tmp_path / 'v2').exists()   # refused before the run folder is made
