@@ -141,7 +141,7 @@ struct ifq_runner {
     int32_t blank_sum[IFQ_MAX_LAYERS];
     int blank_ok[IFQ_MAX_LAYERS];
     size_t feature_bytes, total_bytes;
-    void *blocks[3 * IFQ_MAX_STAGES + IFQ_MAX_LAYERS + 32];   /* rows, sums, blank flags of each stage, blank pixels, scratch */
+    void *blocks[3 * IFQ_MAX_STAGES + IFQ_MAX_LAYERS + 32];   /* rows, sums, blank intervals of each stage, blank pixels, scratch */
     int n_blocks;
 };
 

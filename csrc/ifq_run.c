@@ -97,8 +97,8 @@ static void *block(ifq_runner *r, size_t count, size_t size)
 
 #define IFQ_BLANK 0   /* the letterbox fill (netdef.LETTERBOX_FILL), in all three channels */
 
-/* The columns [a0, a1) and [b0, b1) of x that a window over [c0, c1) (c0 = x * step - lead,
- * c1 = c0 + width) keeps inside [lo, hi). */
+/* [*x0, *x1): the outputs x < n whose window of input columns [c0, c1) (c0 = x * step - lead,
+ * c1 = c0 + width) lies inside [lo, hi). */
 static void window_within(int lo, int hi, int step, int lead, int width, int n, int *x0, int *x1)
 {
     /* c0 >= lo: x >= ceil((lo + lead) / step); c1 <= hi: x <= floor((hi + lead - width) / step) */
@@ -224,8 +224,9 @@ static ifq_status create(ifq_runner *r)
         max_patch = patch > max_patch ? patch : max_patch;
         in_pad = (size_t)L->in_pad > in_pad ? (size_t)L->in_pad : in_pad;
     }
-    for (int i = 0; i < m->n_layers; i++)
-        if (r->out_stage[i] >= 0 && !(r->blank[i] = block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
+    for (int i = 0; i < m->n_layers; i++)   /* the blank pixel of each layer conv_row makes */
+        if ((m->layers[i].kind == IFQ_KIND_FIRST || m->layers[i].kind == IFQ_KIND_HIDDEN) &&
+            !(r->blank[i] = block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
             return IFQ_ERR_NOMEM;
     size_t n_cand = 0;
     for (int h = 0; h < m->n_heads; h++) {
@@ -372,6 +373,13 @@ static void intersect(int *a0, int *a1, int b0, int b1)
         *a1 = *a0;
 }
 
+/* Keep in *a only the columns b also knows to be blank. */
+static void blank_meet(ifq_blank *a, const ifq_blank *b)
+{
+    intersect(&a->left[0], &a->left[1], b->left[0], b->left[1]);
+    intersect(&a->right[0], &a->right[1], b->right[0], b->right[1]);
+}
+
 /* The blank intervals of a layer's output row (see the top of this file) from those of the rows
  * first .. first + span - 1 of its input stage. */
 static ifq_blank blank_positions(const ifq_runner *r, const ifq_layer *L, int src, int first, int span, int out_w)
@@ -380,15 +388,12 @@ static ifq_blank blank_positions(const ifq_runner *r, const ifq_layer *L, int sr
     ifq_blank out = {{0, 0}, {0, 0}};
     if (first < 0 || first + span > in->h)   /* the window reaches the zero padding */
         return out;
-    int l0 = 0, l1 = in->w, r0 = 0, r1 = in->w;   /* columns blank in every row of the span */
-    for (int j = 0; j < span; j++) {
-        const ifq_blank *b = blank_slot(r, src, first + j);
-        intersect(&l0, &l1, b->left[0], b->left[1]);
-        intersect(&r0, &r1, b->right[0], b->right[1]);
-    }
+    ifq_blank cols = {{0, in->w}, {0, in->w}};   /* columns blank in every row of the span */
+    for (int j = 0; j < span; j++)
+        blank_meet(&cols, blank_slot(r, src, first + j));
     const int per = L->pool ? 2 : 1, width = (per - 1) * L->stride + L->k;
-    window_within(l0, l1, per * L->stride, L->k / 2, width, out_w, &out.left[0], &out.left[1]);
-    window_within(r0, r1, per * L->stride, L->k / 2, width, out_w, &out.right[0], &out.right[1]);
+    window_within(cols.left[0], cols.left[1], per * L->stride, L->k / 2, width, out_w, &out.left[0], &out.left[1]);
+    window_within(cols.right[0], cols.right[1], per * L->stride, L->k / 2, width, out_w, &out.right[0], &out.right[1]);
     return out;
 }
 
@@ -482,11 +487,8 @@ static void produce(ifq_runner *r, int i, int y)
         concat_row(r, s, src, sums, dst, dst_sums);
         ifq_blank *b = blank_slot(r, i, y);
         *b = (ifq_blank){{0, s->w}, {0, s->w}};
-        for (int k = 0; k < s->n_src; k++) {
-            const ifq_blank *in = blank_slot(r, s->src[k], y);
-            intersect(&b->left[0], &b->left[1], in->left[0], in->left[1]);
-            intersect(&b->right[0], &b->right[1], in->right[0], in->right[1]);
-        }
+        for (int k = 0; k < s->n_src; k++)
+            blank_meet(b, blank_slot(r, s->src[k], y));
         return;
     }
     const ifq_layer *L = &r->m->layers[s->layer];
