@@ -152,6 +152,10 @@ def detection_loss(outs: list[torch.Tensor], targets: torch.Tensor, head_anchors
     return total, parts
 
 
+DECODED_SIGMOID = [X_FIELD, Y_FIELD, OBJECTNESS_FIELD]   # fields the decoder passes through a sigmoid
+DECODED_EXP = [W_FIELD, H_FIELD]                          # and through exp (clamped to EXP_CLAMP)
+
+
 def distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """Knowledge distillation from a float network's heads (same table): squared errors of what the
     decoder reads, sigmoid(x), sigmoid(y), sigmoid(objectness) and the clamped tw, th, over every
@@ -163,8 +167,7 @@ def distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> to
             raise ValueError(f'student head {tuple(s.shape)} and teacher head {tuple(t.shape)} differ')
         b, _, h, w = s.shape
         s, t = s.view(b, -1, VALUES_PER_ANCHOR, h, w), t.detach().view(b, -1, VALUES_PER_ANCHOR, h, w)
-        sig = [X_FIELD, Y_FIELD, OBJECTNESS_FIELD]
-        raw = [W_FIELD, H_FIELD]
+        sig, exp = DECODED_SIGMOID, DECODED_EXP
         total = total + ((s[:, :, sig].sigmoid() - t[:, :, sig].sigmoid()) ** 2).sum() \
-            + ((s[:, :, raw].clamp(max=EXP_CLAMP) - t[:, :, raw].clamp(max=EXP_CLAMP)) ** 2).sum()
+            + ((s[:, :, exp].clamp(max=EXP_CLAMP) - t[:, :, exp].clamp(max=EXP_CLAMP)) ** 2).sum()
     return total / student[0].shape[0]
