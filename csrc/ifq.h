@@ -56,7 +56,8 @@ typedef enum {
     IFQ_KERNELS_PORTABLE,    /* plain C99 */
     IFQ_KERNELS_AVX2,        /* x86-64 AVX2 */
     IFQ_KERNELS_AVX512,      /* x86-64 AVX-512 F/BW/VL + VPOPCNTDQ + VNNI */
-    IFQ_KERNELS_NEON         /* AArch64 / ARMv7 NEON */
+    IFQ_KERNELS_NEON,        /* AArch64 / ARMv7 NEON */
+    IFQ_KERNELS_AMX          /* x86-64 AVX-512 with AMX-INT8 tiles for the binary layers (Linux, GCC builds) */
 } ifq_kernels;
 
 typedef struct ifq_model ifq_model;

@@ -140,8 +140,11 @@ struct ifq_runner {
     uint64_t *blank[IFQ_MAX_LAYERS];   /* each layer's blank pixel (2 * words words) once computed */
     int32_t blank_sum[IFQ_MAX_LAYERS];
     int blank_ok[IFQ_MAX_LAYERS];
+    int8_t *amx_tiles[IFQ_MAX_LAYERS];   /* AMX set: each binary layer's +-1 weights as tiles (NULL: not by tiles) */
+    uint8_t *amx_rows;          /* AMX set: a layer's window rows, one byte per code */
+    int32_t *amx_acc;           /* AMX set: accumulators of a block of conv positions */
     size_t feature_bytes, total_bytes;
-    void *blocks[3 * IFQ_MAX_STAGES + IFQ_MAX_LAYERS + 32];   /* rows, sums, blank intervals of each stage, blank pixels, scratch */
+    void *blocks[3 * IFQ_MAX_STAGES + 2 * IFQ_MAX_LAYERS + 32];   /* rows, sums, blank intervals of each stage, blank pixels, tiles, scratch */
     int n_blocks;
 };
 
@@ -160,13 +163,22 @@ struct ifq_kernel_set {
     /* head row y of layer L from its input stage's row `row` into head (A*5, h, w) */
     void (*head_row)(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const uint8_t *row, int y,
                      int32_t *head);
+    /* NULL, or the set's own buffers, made once at runner creation with ifq_block; 0: out of memory */
+    int (*prepare)(ifq_runner *r);
 };
+
+/* A zeroed block of count * size bytes owned by the runner (freed with it); NULL on failure. */
+void *ifq_block(ifq_runner *r, size_t count, size_t size);
 
 extern const ifq_kernel_set ifq_kernels_portable;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define IFQ_HAVE_X86 1
 extern const ifq_kernel_set ifq_kernels_avx2;
 extern const ifq_kernel_set ifq_kernels_avx512;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__linux__)
+#define IFQ_HAVE_AMX 1   /* GCC's AMX intrinsics; tile data needs the kernel's permission (Linux) */
+extern const ifq_kernel_set ifq_kernels_amx;
+#endif
 #endif
 #if defined(__ARM_NEON) || defined(__ARM_NEON__)
 #define IFQ_HAVE_NEON 1

@@ -28,10 +28,18 @@
  *
  * The rows themselves are computed by the kernel set's row functions (ifq_rows.h).
  */
+#if defined(__linux__)
+#define _GNU_SOURCE   /* syscall(): the AMX permission request */
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 #include "ifq_internal.h"
+#ifdef IFQ_HAVE_AMX
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 
 /* --- kernel sets ------------------------------------------------------------------------- */
@@ -48,6 +56,30 @@ static int cpu_has(ifq_kernels k)
 }
 #endif
 
+#ifdef IFQ_HAVE_AMX
+#define IFQ_ARCH_REQ_XCOMP_PERM 0x1023   /* Linux arch_prctl: ask for an extended state component */
+#define IFQ_XFEATURE_XTILEDATA 18
+/* AMX-TILE and AMX-INT8 in CPUID, the tile state enabled in XCR0, and Linux's permission for
+ * this process to use tile data (asked once; a kernel before 5.16 refuses). */
+static int amx_usable(void)
+{
+    static int usable = -1;
+    if (usable >= 0)
+        return usable;
+    unsigned a, b, c, d, lo, hi;
+    usable = 0;
+    if (!cpu_has(IFQ_KERNELS_AVX512) || !__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27)))   /* OSXSAVE */
+        return usable;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25)))
+        return usable;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17))   /* XTILECFG, XTILEDATA */
+        return usable;
+    usable = syscall(SYS_arch_prctl, IFQ_ARCH_REQ_XCOMP_PERM, IFQ_XFEATURE_XTILEDATA) == 0;
+    return usable;
+}
+#endif
+
 static const ifq_kernel_set *kernel_set(ifq_kernels k)
 {
     switch (k) {
@@ -56,11 +88,14 @@ static const ifq_kernel_set *kernel_set(ifq_kernels k)
     case IFQ_KERNELS_AVX2: return cpu_has(k) ? &ifq_kernels_avx2 : NULL;
     case IFQ_KERNELS_AVX512: return cpu_has(k) ? &ifq_kernels_avx512 : NULL;
 #endif
+#ifdef IFQ_HAVE_AMX
+    case IFQ_KERNELS_AMX: return amx_usable() ? &ifq_kernels_amx : NULL;
+#endif
 #ifdef IFQ_HAVE_NEON
     case IFQ_KERNELS_NEON: return &ifq_kernels_neon;
 #endif
     case IFQ_KERNELS_AUTO: {
-        static const ifq_kernels best_first[] = {IFQ_KERNELS_AVX512, IFQ_KERNELS_AVX2, IFQ_KERNELS_NEON};
+        static const ifq_kernels best_first[] = {IFQ_KERNELS_AMX, IFQ_KERNELS_AVX512, IFQ_KERNELS_AVX2, IFQ_KERNELS_NEON};
         for (size_t i = 0; i < sizeof best_first / sizeof *best_first; i++) {
             const ifq_kernel_set *ks = kernel_set(best_first[i]);
             if (ks)
@@ -76,14 +111,13 @@ int ifq_kernels_supported(ifq_kernels k) { return kernel_set(k) != NULL; }
 
 const char *ifq_kernels_name(ifq_kernels k)
 {
-    static const char *const names[] = {"auto", "portable", "avx2", "avx512", "neon"};
+    static const char *const names[] = {"auto", "portable", "avx2", "avx512", "neon", "amx"};
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "unknown";
 }
 
 /* --- runner creation --------------------------------------------------------------------- */
 
-/* One zeroed block owned by the runner; NULL on overflow or failure. */
-static void *block(ifq_runner *r, size_t count, size_t size)
+void *ifq_block(ifq_runner *r, size_t count, size_t size)
 {
     if (r->n_blocks == (int)(sizeof r->blocks / sizeof *r->blocks) || !count || count > SIZE_MAX / size)
         return NULL;
@@ -202,14 +236,14 @@ static ifq_status create(ifq_runner *r)
     for (int i = 0; i < r->n_stages; i++) {
         ifq_stage *s = &r->st[i];
         s->ring = s->need > 0 ? s->need : 1;
-        if (!(s->rows = block(r, (size_t)s->ring * s->row_bytes + IFQ_ROW_SLACK, 1)))
+        if (!(s->rows = ifq_block(r, (size_t)s->ring * s->row_bytes + IFQ_ROW_SLACK, 1)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * s->row_bytes;
-        if (!(s->blank = block(r, (size_t)s->ring, sizeof *s->blank)))
+        if (!(s->blank = ifq_block(r, (size_t)s->ring, sizeof *s->blank)))
             return IFQ_ERR_NOMEM;
         r->feature_bytes += (size_t)s->ring * sizeof *s->blank;
         if (s->kind != IFQ_STAGE_CANVAS) {
-            if (!(s->sums = block(r, (size_t)s->ring * s->w, sizeof *s->sums)))
+            if (!(s->sums = ifq_block(r, (size_t)s->ring * s->w, sizeof *s->sums)))
                 return IFQ_ERR_NOMEM;
             r->feature_bytes += (size_t)s->ring * s->w * sizeof *s->sums;
         }
@@ -226,7 +260,7 @@ static ifq_status create(ifq_runner *r)
     }
     for (int i = 0; i < m->n_layers; i++)   /* the blank pixel of each layer conv_row makes */
         if ((m->layers[i].kind == IFQ_KIND_FIRST || m->layers[i].kind == IFQ_KIND_HIDDEN) &&
-            !(r->blank[i] = block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
+            !(r->blank[i] = ifq_block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
             return IFQ_ERR_NOMEM;
     size_t n_cand = 0;
     for (int h = 0; h < m->n_heads; h++) {
@@ -234,20 +268,22 @@ static ifq_status create(ifq_runner *r)
         n_cand += (size_t)in->h * in->w * (size_t)m->layers[m->heads[h]].n_anchors;
     }
     r->feature_bytes += ifq_runner_head_len(r) * sizeof(int32_t);   /* the caller's heads */
-    if (!(r->window = block(r, max_window, sizeof *r->window)) || !(r->zero_row = block(r, max_row + IFQ_ROW_SLACK, 1)) ||
-        !(r->window_sums = block(r, max_window, sizeof *r->window_sums)) ||
-        !(r->patch = block(r, max_patch, 1)) ||
-        !(r->first_rows = block(r, max_window, sizeof *r->first_rows)) ||
-        !(r->acc32 = block(r, max_out, sizeof *r->acc32)) || !(r->best32 = block(r, max_out, sizeof *r->best32)) ||
-        !(r->block32 = block(r, (size_t)m->layers[0].out_pad * IFQ_FIRST_BLOCK, sizeof *r->block32)) ||
-        !(r->acc64 = block(r, max_out, sizeof *r->acc64)) || !(r->best64 = block(r, max_out, sizeof *r->best64)) ||
-        !(r->x0 = block(r, max_words, sizeof *r->x0)) ||
-        !(r->x1 = block(r, max_words, sizeof *r->x1)) ||
-        !(r->codes = block(r, in_pad, 1)) || !(r->cand = block(r, n_cand, sizeof *r->cand)) ||
-        !(r->cand_key = block(r, n_cand, sizeof *r->cand_key)) ||
-        !(r->order = block(r, n_cand, sizeof *r->order)))
+    if (!(r->window = ifq_block(r, max_window, sizeof *r->window)) || !(r->zero_row = ifq_block(r, max_row + IFQ_ROW_SLACK, 1)) ||
+        !(r->window_sums = ifq_block(r, max_window, sizeof *r->window_sums)) ||
+        !(r->patch = ifq_block(r, max_patch, 1)) ||
+        !(r->first_rows = ifq_block(r, max_window, sizeof *r->first_rows)) ||
+        !(r->acc32 = ifq_block(r, max_out, sizeof *r->acc32)) || !(r->best32 = ifq_block(r, max_out, sizeof *r->best32)) ||
+        !(r->block32 = ifq_block(r, (size_t)m->layers[0].out_pad * IFQ_FIRST_BLOCK, sizeof *r->block32)) ||
+        !(r->acc64 = ifq_block(r, max_out, sizeof *r->acc64)) || !(r->best64 = ifq_block(r, max_out, sizeof *r->best64)) ||
+        !(r->x0 = ifq_block(r, max_words, sizeof *r->x0)) ||
+        !(r->x1 = ifq_block(r, max_words, sizeof *r->x1)) ||
+        !(r->codes = ifq_block(r, in_pad, 1)) || !(r->cand = ifq_block(r, n_cand, sizeof *r->cand)) ||
+        !(r->cand_key = ifq_block(r, n_cand, sizeof *r->cand_key)) ||
+        !(r->order = ifq_block(r, n_cand, sizeof *r->order)))
         return IFQ_ERR_NOMEM;
     r->max_boxes = n_cand;
+    if (r->ks->prepare && !r->ks->prepare(r))
+        return IFQ_ERR_NOMEM;
     return IFQ_OK;
 }
 

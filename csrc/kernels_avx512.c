@@ -203,6 +203,202 @@ static void head_dot(const uint8_t *codes_in, const int8_t *w, int in_pad, int n
 #define IFQ_KERNEL_ID IFQ_KERNELS_AVX512
 #include "ifq_rows.h"
 
+#ifdef IFQ_HAVE_AMX
+/* The AMX set: these kernels, but the binary layers as int8 tile products. A window row of codes
+ * is unpacked to one byte per code, with its zero padding, and TDPBUSD multiplies 16 conv
+ * positions x 64 code bytes by 64 x 16 weights of +-1 (sixteen thousand multiply-adds an
+ * instruction; the +-1 weights and the 0..3 codes give the same integer as the popcount form,
+ * 2 (x0 & w + 2 x1 & w) - code sum). The accumulators then meet the thresholds as above. */
+#define IFQ_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni,avx2,popcnt")))
+#define IFQ_TILE_ROWS 16     /* conv positions (A rows) and outputs (C columns) of a tile */
+#define IFQ_TILE_BYTES 64    /* code bytes of a tile row (K), 16 weight quads of a B tile */
+#define IFQ_TILE_SIZE (IFQ_TILE_ROWS * IFQ_TILE_BYTES)
+#define IFQ_AMX_BLOCK (2 * IFQ_TILE_ROWS)   /* conv positions of a block: two A tiles */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* Tiles 0-3: accumulators (2 position tiles x 2 output tiles), 4-5: codes, 6-7: weights. */
+static const amx_config AMX_CONFIG = {
+    1, 0, {0},
+    {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
+    {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0},
+};
+
+/* Does layer L run on tiles (binary, int32 accumulators)? The first layer stays with
+ * first_codes, faster here: its three channels fill a fifth of a tile row. */
+static int amx_layer(const ifq_layer *L)
+{
+    return L->kind == IFQ_KIND_HIDDEN && L->acc_bound < IFQ_INT32_LIMIT;
+}
+
+/* The tile geometry of a layer: K chunks of a window row (k codes of in_ch bytes) and the bytes
+ * of one unpacked window row, for conv positions up to `convs` rounded up to a block. */
+static int amx_chunks(const ifq_layer *L)
+{
+    return (L->k * L->in_ch + IFQ_TILE_BYTES - 1) / IFQ_TILE_BYTES;
+}
+
+static size_t amx_row_bytes(const ifq_layer *L, int convs, int in_words)
+{
+    const size_t blocks = ((size_t)convs + IFQ_AMX_BLOCK - 1) / IFQ_AMX_BLOCK;
+    return (blocks * IFQ_AMX_BLOCK * L->stride + 2 * (size_t)L->k) * L->in_ch +
+           (size_t)IFQ_TILE_BYTES * (in_words + 1);
+}
+
+/* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the +-1 weight of
+ * output 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte %
+ * in_ch); 0 past the window row and for padding outputs. */
+static void amx_weights(const ifq_layer *L, int8_t *tiles)
+{
+    const int k = L->k, C = L->in_ch, nch = amx_chunks(L);
+    for (int t = 0; t < L->codes_pad / IFQ_TILE_ROWS; t++)
+        for (int ky = 0; ky < k; ky++)
+            for (int ch = 0; ch < nch; ch++, tiles += IFQ_TILE_SIZE)
+                for (int q = 0; q < IFQ_TILE_ROWS; q++)
+                    for (int o = 0; o < IFQ_TILE_ROWS; o++)
+                        for (int b = 0; b < 4; b++) {
+                            const int j = ch * IFQ_TILE_BYTES + 4 * q + b, kx = j / C, c = j % C;
+                            const int out = t * IFQ_TILE_ROWS + o;
+                            int8_t v = 0;
+                            if (kx < k && out < L->out_ch) {
+                                const size_t i = ((size_t)ky * k + kx) * C + c;
+                                const uint64_t word = L->w_bits[((size_t)(out / IFQ_LANES) * L->w_words + i / IFQ_WORD_BITS) *
+                                                                IFQ_LANES + out % IFQ_LANES];
+                                v = (word >> (i % IFQ_WORD_BITS)) & 1 ? 1 : -1;
+                            }
+                            tiles[q * IFQ_TILE_BYTES + 4 * o + b] = v;
+                        }
+}
+
+static int amx_prepare(ifq_runner *r)
+{
+    size_t rows = 1, acc = 1;
+    for (int i = 0; i < r->m->n_layers; i++) {
+        const ifq_layer *L = &r->m->layers[i];
+        if (!amx_layer(L))
+            continue;
+        const ifq_stage *in = &r->st[r->in_stage[i]], *out = &r->st[r->out_stage[i]];
+        const int positions = L->pool ? 2 : 1, span = L->k + (L->pool ? L->stride : 0);
+        const size_t n = (size_t)(L->codes_pad / IFQ_TILE_ROWS) * L->k * amx_chunks(L) * IFQ_TILE_SIZE;
+        if (!(r->amx_tiles[i] = ifq_block(r, n, 1)))
+            return 0;
+        amx_weights(L, r->amx_tiles[i]);
+        const size_t need_rows = span * amx_row_bytes(L, out->w * positions, in->words);
+        const size_t need_acc = (size_t)positions * IFQ_AMX_BLOCK * L->codes_pad;
+        rows = need_rows > rows ? need_rows : rows;
+        acc = need_acc > acc ? need_acc : acc;
+    }
+    if (!(r->amx_rows = ifq_block(r, rows, 1)) || !(r->amx_acc = ifq_block(r, acc, sizeof *r->amx_acc)))
+        return 0;
+    r->feature_bytes += rows + acc * sizeof *r->amx_acc;   /* feature data in another form: counted */
+    return 1;
+}
+
+/* Window row `src` (bit-planes, `words` words per plane per pixel) as one byte per code, pixel x
+ * at dst + (x + pad) * C; zeros to the left (the padding) and after the last pixel. */
+IFQ_AMX_TARGET static void amx_unpack(const uint8_t *src, int w, int words, int C, int pad, size_t bytes, uint8_t *dst)
+{
+    const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+    const uint64_t *px = (const uint64_t *)src;
+    memset(dst, 0, (size_t)pad * C);
+    for (int x = 0; x < w; x++, px += 2 * words)   /* 64 bytes a word: the zeros past C are overwritten next */
+        for (int j = 0; j < words; j++)
+            _mm512_storeu_si512(dst + (size_t)(x + pad) * C + (size_t)j * IFQ_TILE_BYTES,
+                                _mm512_add_epi8(_mm512_maskz_mov_epi8(px[j], one), _mm512_maskz_mov_epi8(px[words + j], two)));
+    const size_t end = (size_t)(w + pad) * C;
+    memset(dst + end, 0, bytes - end);
+}
+
+/* Accumulators of conv positions x0 .. x0 + 31 of conv row `top` into acc (position-major,
+ * codes_pad a position): two position tiles by two output tiles at a time over the window. */
+IFQ_AMX_TARGET static void amx_block(const ifq_layer *L, const int8_t *tiles, const uint8_t *rows, size_t row_bytes,
+                                     int top, int x0, int convs, int32_t *acc)
+{
+    const int k = L->k, nch = amx_chunks(L), n_out = L->codes_pad / IFQ_TILE_ROWS, two_x = x0 + IFQ_TILE_ROWS < convs;
+    const size_t step = (size_t)L->stride * L->in_ch, out_tile = (size_t)k * nch * IFQ_TILE_SIZE;
+    const size_t acc_stride = (size_t)L->codes_pad * sizeof *acc;
+    for (int t = 0; t < n_out; t += 2) {
+        const int two_o = t + 1 < n_out;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int ky = 0; ky < k; ky++) {
+            const uint8_t *a = rows + (size_t)(top + ky) * row_bytes + (size_t)x0 * step;
+            const int8_t *b = tiles + (size_t)t * out_tile + (size_t)ky * nch * IFQ_TILE_SIZE;
+            for (int ch = 0; ch < nch; ch++, a += IFQ_TILE_BYTES, b += IFQ_TILE_SIZE) {
+                _tile_loadd(4, a, step);
+                _tile_loadd(6, b, IFQ_TILE_BYTES);
+                _tile_dpbusd(0, 4, 6);
+                if (two_x) {
+                    _tile_loadd(5, a + IFQ_TILE_ROWS * step, step);
+                    _tile_dpbusd(1, 5, 6);
+                }
+                if (two_o) {
+                    _tile_loadd(7, b + out_tile, IFQ_TILE_BYTES);
+                    _tile_dpbusd(2, 4, 7);
+                    if (two_x)
+                        _tile_dpbusd(3, 5, 7);
+                }
+            }
+        }
+        int32_t *c = acc + (size_t)t * IFQ_TILE_ROWS;
+        _tile_stored(0, c, acc_stride);
+        if (two_x)
+            _tile_stored(1, c + (size_t)IFQ_TILE_ROWS * L->codes_pad, acc_stride);
+        if (two_o) {
+            _tile_stored(2, c + IFQ_TILE_ROWS, acc_stride);
+            if (two_x)
+                _tile_stored(3, c + (size_t)IFQ_TILE_ROWS * L->codes_pad + IFQ_TILE_ROWS, acc_stride);
+        }
+    }
+}
+
+/* One output row of a layer: binary layers on tiles (every position computed: no blank copies),
+ * the others by the AVX-512 row code. */
+IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out,
+                                        uint8_t *dst, int32_t *dst_sums)
+{
+    const int li = (int)(L - r->m->layers);
+    if (!r->amx_tiles[li]) {
+        conv_row(r, L, in, out, dst, dst_sums);
+        return;
+    }
+    const int positions = L->pool ? 2 : 1, span = L->k + (L->pool ? L->stride : 0), convs = out->w * positions;
+    const int nw = out->words, cp = L->codes_pad;
+    const size_t row_bytes = amx_row_bytes(L, convs, in->words);
+    for (int j = 0; j < span; j++)
+        amx_unpack(r->window[j], in->w, in->words, L->in_ch, L->k / 2, row_bytes, r->amx_rows + (size_t)j * row_bytes);
+    _tile_loadconfig(&AMX_CONFIG);
+    uint64_t *row = (uint64_t *)dst;
+    for (int x0 = 0; x0 < convs; x0 += IFQ_AMX_BLOCK) {
+        for (int dy = 0; dy < positions; dy++)
+            amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
+                      r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
+        const int end = (x0 + IFQ_AMX_BLOCK < convs ? x0 + IFQ_AMX_BLOCK : convs) / positions;
+        for (int x = x0 / positions; x < end; x++) {
+            const int32_t *best = r->amx_acc + (size_t)(x - x0 / positions) * positions * cp;
+            if (L->pool) {   /* 2x2 max of the raw accumulators: (dy, dx) = (0, 0), (0, 1), (1, 0), (1, 1) */
+                const int32_t *low = best + (size_t)IFQ_AMX_BLOCK * cp;
+                memcpy(r->best32, best, (size_t)cp * sizeof *best);
+                max_into(r->best32, best + cp, cp);
+                max_into(r->best32, low, cp);
+                max_into(r->best32, low + cp, cp);
+                best = r->best32;
+            }
+            dst_sums[x] = codes(best, L->t_lanes, L->neg_lanes, L->out_ch, cp, row + (size_t)x * 2 * nw, nw);
+        }
+    }
+    _tile_release();
+}
+
+const ifq_kernel_set ifq_kernels_amx = {IFQ_KERNELS_AMX, amx_conv_row, head_row, amx_prepare};
+#endif
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif

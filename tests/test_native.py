@@ -60,7 +60,7 @@ def reference(model, dev_images) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon'])
+@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon', 'amx'])
 def test_native_bit_exact_on_dev_images(kernels, reference, capsys):
     if kernels not in native.supported_kernels():
         pytest.skip(f'kernel set {kernels} does not run on this CPU')

@@ -102,7 +102,7 @@ def references() -> dict[str, list[dict]]:
     return out
 
 
-@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon'])
+@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon', 'amx'])
 def test_graph_heads_and_boxes_bit_exact(kernels, references, capsys):
     if kernels not in native.supported_kernels():
         pytest.skip(f'{kernels} does not run on this CPU')
@@ -202,7 +202,7 @@ def blank_canvases(size: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [whole, bands, pillars, holes, dark]
 
 
-@pytest.mark.parametrize('kernels', ['portable', 'avx512'])
+@pytest.mark.parametrize('kernels', ['portable', 'avx512', 'amx'])
 def test_blank_regions_are_bit_exact(kernels):
     if kernels not in native.supported_kernels():
         pytest.skip(f'{kernels} does not run on this CPU')

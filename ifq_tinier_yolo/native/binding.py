@@ -9,7 +9,7 @@ import numpy as np
 from . import NativeUnavailable
 from .build import build_library
 
-KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon')   # ifq_kernels enum order
+KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon', 'amx')   # ifq_kernels enum order
 ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED
 
 
