@@ -6,6 +6,7 @@ anchors or the input size. numpy-free and torch-free so that every stage can imp
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from .errors import ConfigError
@@ -154,6 +155,11 @@ def sources(layers: tuple[LayerSpec, ...]) -> list[tuple[int, ...]]:
 
 def strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
     """Input pixels per output cell of each layer."""
+    return list(_strides(layers))
+
+
+@functools.lru_cache(maxsize=64)   # input checks ask on every detection; tables are immutable
+def _strides(layers: tuple[LayerSpec, ...]) -> tuple[int, ...]:
     out: list[int] = []
     for layer, src in zip(layers, sources(layers)):
         s = out[src[0]] if src else 1
@@ -161,7 +167,7 @@ def strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
             out.append(s // UPSAMPLE)
         else:
             out.append(s * layer.stride * (layer.pool or 1))
-    return out
+    return tuple(out)
 
 
 def heads(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:

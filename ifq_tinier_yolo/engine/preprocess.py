@@ -31,6 +31,6 @@ def unletterbox_boxes(boxes: np.ndarray, scale: float, pad_x: int, pad_y: int,
                       width: int, height: int) -> np.ndarray:
     """float (N, 4) x1, y1, x2, y2 in network pixels -> original pixels, clipped to the image."""
     out = np.empty_like(boxes, dtype=np.float64)
-    out[:, [0, 2]] = np.clip((boxes[:, [0, 2]] - pad_x) / scale, 0, width)
-    out[:, [1, 3]] = np.clip((boxes[:, [1, 3]] - pad_y) / scale, 0, height)
+    out[:, 0::2] = np.clip((boxes[:, 0::2] - pad_x) / scale, 0, width)    # x1, x2
+    out[:, 1::2] = np.clip((boxes[:, 1::2] - pad_y) / scale, 0, height)   # y1, y2
     return out

@@ -104,6 +104,11 @@ class NativeBackend:
         """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 (A*5, S/s, S/s), table order
         (== runtime.run_heads). Several threads split the head rows of a single-head model; a
         model of several heads runs on one."""
+        runner, flat = self._run(canvas)
+        return runner.split(flat)
+
+    def _run(self, canvas: np.ndarray) -> tuple[binding.Runner, np.ndarray]:
+        """run_heads, the heads back to back as the C runtime holds them, with their runner."""
         if not isinstance(canvas, np.ndarray) or canvas.dtype != np.uint8 or canvas.ndim != 3 \
                 or canvas.shape[2] != netdef.IN_CHANNELS or canvas.shape[0] != canvas.shape[1]:
             raise ImageError(f'native engine input must be a uint8 (S, S, 3) canvas, got '
@@ -116,7 +121,7 @@ class NativeBackend:
         with self._lock:
             first = self._runner(size)
             if self.threads == 1 or self.num_heads > 1:
-                return first.split(first.run(canvas))
+                return first, first.run(canvas)
             canvas = np.ascontiguousarray(canvas)
             head = np.empty(first.head_shape, dtype=np.int32)
             cuts = np.linspace(0, first.grid, self.threads + 1).round().astype(int)   # head row bands
@@ -125,7 +130,7 @@ class NativeBackend:
             first.run_band(canvas, head, 0, cuts[1])
             for f in others:
                 f.result()
-            return [head]
+            return first, head.ravel()
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +143,16 @@ class NativeBackend:
         scores), best first: runtime.decode_heads (and nms.nms_at's containment) in C."""
         if len(heads) != self.num_heads or getattr(heads[0], 'ndim', 0) != 3:
             raise ValueError(f'{len(heads)} heads given, the model has {self.num_heads}')
-        size = heads[0].shape[-1] * netdef.head_strides(self.specs)[0]
+        with self._lock:
+            runner = self._runner(heads[0].shape[-1] * netdef.head_strides(self.specs)[0])
+        return self._decode(runner, runner.join(heads), conf, nms_iou, contain)
+
+    def _decode(self, runner: binding.Runner, flat: np.ndarray, conf: float, nms_iou: float,
+                contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """decode_heads of the heads back to back (runner.join's layout)."""
         contain_num = -1 if contain is None else round(contain * IOU_DEN)
         with self._lock:
-            boxes = self._runner(size).decode(heads, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN,
-                                              contain_num)
+            boxes = runner.decode(flat, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN, contain_num)
         return (boxes[:, :4].astype(np.float64) / (1 << BOX_FRAC_BITS),
                 boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
 
@@ -150,7 +160,7 @@ class NativeBackend:
                img_size: int | None = None) -> np.ndarray:
         """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first
         (the contract and the output of engine.runtime.detect)."""
-        return detect_with(lambda canvas, c, n: self.decode_heads(self.run_heads(canvas), c, n), self.specs,
+        return detect_with(lambda canvas, c, n: self._decode(*self._run(canvas), c, n), self.specs,
                            bgr_image, conf, nms_iou, img_size or self.input_size)
 
     def feature_memory(self, size: int | None = None) -> FeatureMemory:

@@ -144,11 +144,13 @@ class Runner:
         if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
             raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
-    def decode(self, heads: list[np.ndarray], conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
-        """Per head int32 (A*5, g, g) -> int32 (N, 6) x1, y1, x2, y2 (2**-8 px), score (2**-16),
-        objectness: every head decoded, one NMS over all."""
+    def decode(self, heads: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
+        """int32 (head_len,) every head back to back (`run`, `join`) -> int32 (N, 6) x1, y1, x2, y2
+        (2**-8 px), score (2**-16), objectness: every head decoded, one NMS over all."""
+        if heads.shape != (self.head_len,):   # the C decoder reads exactly this many values
+            raise ValueError(f'heads of shape {heads.shape}, this runner makes ({self.head_len},)')
         n = C.c_size_t()
-        status = library().ifq_decode(self.handle, self.join(heads), conf_q, iou_num,
+        status = library().ifq_decode(self.handle, heads, conf_q, iou_num,
                                       den, contain_num, self._boxes, self.max_boxes, C.byref(n))
         if status:
             raise RuntimeError(f'ifq_decode failed ({status})')
