@@ -1,12 +1,12 @@
 """Speed of the integer engines (numpy, native C) against YuNet, side by side, in one run.
 
     .venv/bin/python scripts/bench_engine.py [--model M.ifq] [--sizes 416,576] [--threads 1,2]
-                                             [--runs 30] [--torch]
+                                             [--runs 30] [--torch] [--kernels auto,avx512]
 
 For each thread count a child process (BLAS, OpenCV and torch limited to that many threads)
 times, at each input size, one detection pass on the same image including letterbox, decode
-and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend; with N
-threads it splits the head rows into N bands) and YuNet (cv2.FaceDetectorYN, the image resized
+and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend, each kernel set
+of --kernels; with N threads it splits the head rows into N bands) and YuNet (cv2.FaceDetectorYN, the image resized
 to the same longer side). Then the default detector settings (image pyramid, `Detector`) on both
 engines against YuNet at the model's input size. Runs alternate between the contenders so that
 all see the same machine load; medians in milliseconds. `--torch` adds the float PyTorch model
@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--threads', default='1,2', help='comma-separated thread counts; all = every core')
     p.add_argument('--runs', type=int, default=30, help='timed runs per contender (median reported)')
     p.add_argument('--torch', action='store_true', help='also time the float PyTorch model (forward only)')
+    p.add_argument('--kernels', default='auto',
+                   help='comma-separated native kernel sets, the first for the ratio and the default detector')
     p.add_argument('--child', type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -55,12 +57,12 @@ def contenders(args: argparse.Namespace, image) -> dict[str, object]:
     from ifq_tinier_yolo.engine import runtime
 
     model = runtime.load_model(args.model)
-    backend = native.load(args.model, threads=args.child) if native.available() else None
+    backends = {k: native.load(args.model, kernels=k, threads=args.child) for k in kernel_sets(args)}
     out: dict[str, object] = {}
     for size in map(int, args.sizes.split(',')):
         out[f'numpy {size}'] = lambda s=size: runtime.detect(model, image, CONF, NMS, img_size=s)
-        if backend:
-            out[f'native {size}'] = lambda s=size: backend.detect(image, CONF, NMS, img_size=s)
+        for k, backend in backends.items():
+            out[f'native {k} {size}'] = lambda s=size, b=backend: b.detect(image, CONF, NMS, img_size=s)
         if args.peer.is_file():
             net = cv2.FaceDetectorYN.create(str(args.peer), '', (size, size), CONF, NMS, 5000)
             scale = size / max(image.shape[:2])
@@ -72,10 +74,19 @@ def contenders(args: argparse.Namespace, image) -> dict[str, object]:
             out[f'torch float {size}'] = torch_forward(args, image, size)
     numpy_default = Detector.load(args.model, backend='int', conf=CONF, nms=NMS)
     out['numpy default'] = lambda: numpy_default.detect_array(image)
-    if backend:
+    if backends:
         native_default = Detector.load(args.model, backend='native', conf=CONF, nms=NMS)
         out['native default'] = lambda: native_default.detect_array(image)
     return out
+
+
+def kernel_sets(args: argparse.Namespace) -> list[str]:
+    """The --kernels this machine runs (none without the native library)."""
+    from ifq_tinier_yolo import native
+    if not native.available():
+        return []
+    runs = ['auto'] + native.supported_kernels()
+    return [k for k in args.kernels.split(',') if k in runs]
 
 
 def torch_forward(args: argparse.Namespace, image, size: int):
@@ -112,8 +123,8 @@ def child(args: argparse.Namespace) -> dict:
             if i >= WARMUP:
                 times[name].append((time.perf_counter() - t) * 1e3)
     from ifq_tinier_yolo import native
-    kernels = native.load(args.model).kernels if native.available() else 'unavailable'
-    return {'ms': {name: float(np.median(v)) for name, v in times.items()}, 'kernels': kernels}
+    names = [native.load(args.model, kernels=k).kernels for k in kernel_sets(args)]
+    return {'ms': {name: float(np.median(v)) for name, v in times.items()}, 'kernels': kernel_sets(args), 'names': names}
 
 
 def fmt(ms: dict[str, float], key: str) -> str:
@@ -134,23 +145,26 @@ def main(argv: list[str] | None = None) -> int:
     for n in dict.fromkeys(counts):
         env = dict(os.environ, **{v: str(n) for v in THREAD_VARS})
         cmd = [sys.executable, __file__, '--child', str(n), '--sizes', args.sizes, '--runs', str(args.runs),
-               '--model', str(args.model), '--peer', str(args.peer), '--image', str(args.image)]
+               '--model', str(args.model), '--peer', str(args.peer), '--image', str(args.image),
+               '--kernels', args.kernels]
         out = subprocess.run(cmd + (['--torch'] if args.torch else []), env=env, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr, file=sys.stderr)
             return out.returncode
         rows.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
-    kernels = rows[0][1]['kernels']
+    kernels, names = rows[0][1]['kernels'], rows[0][1]['names']
     torch_col = ' torch float |' if args.torch else ''
-    print(f'\n| threads | input | numpy engine | native ({kernels}) | YuNet | native / YuNet |{torch_col}')
-    print('| --- | --- | --- | --- | --- | --- |' + (' --- |' if args.torch else ''))
+    native_cols = ''.join(f' native ({n}) |' for n in names) or ' native (unavailable) |'
+    print(f'\n| threads | input | numpy engine |{native_cols} YuNet | native / YuNet |{torch_col}')
+    print('| --- | --- | --- |' + ' --- |' * max(1, len(names)) + ' --- | --- |' + (' --- |' if args.torch else ''))
     for n, r in rows:
         ms = r['ms']
         for s in sizes:
-            ratio = f'{ms[f"native {s}"] / ms[f"yunet {s}"]:.2f}' if f'native {s}' in ms and f'yunet {s}' in ms else '-'
+            first = f'native {kernels[0]} {s}' if kernels else ''
+            ratio = f'{ms[first] / ms[f"yunet {s}"]:.2f}' if first in ms and f'yunet {s}' in ms else '-'
+            cells = ''.join(f' {fmt(ms, f"native {k} {s}")} |' for k in kernels) or ' - |'
             extra = f' {fmt(ms, f"torch float {s}")} |' if args.torch else ''
-            print(f'| {n} | {s} | {fmt(ms, f"numpy {s}")} | {fmt(ms, f"native {s}")} | {fmt(ms, f"yunet {s}")} | '
-                  f'{ratio} |{extra}')
+            print(f'| {n} | {s} | {fmt(ms, f"numpy {s}")} |{cells} {fmt(ms, f"yunet {s}")} | {ratio} |{extra}')
     print('\n| threads | default detector (pyramid) numpy | native | YuNet at the largest size |')
     print('| --- | --- | --- | --- |')
     for n, r in rows:

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     }
     free(bytes);
     int failed = 0;
-    for (int k = IFQ_KERNELS_AVX2; k <= IFQ_KERNELS_NEON; k++) {
+    for (int k = IFQ_KERNELS_AVX2; k <= IFQ_KERNELS_AMX; k++) {
         if (!ifq_kernels_supported((ifq_kernels)k))
             continue;
         int same = 0, total = 0;

@@ -78,7 +78,7 @@ class NativeBackend:
 
     @property
     def kernels(self) -> str:
-        """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon')."""
+        """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon', 'amx')."""
         return self._runner(self.input_size).kernels
 
     @property
