@@ -296,6 +296,12 @@ static int is_blank(const ifq_runner *r, int x)
     return (x >= b->left[0] && x < b->left[1]) || (x >= b->right[0] && x < b->right[1]);
 }
 
+/* Do positions [x0, x1) meet either blank interval of b? */
+static int meets_blank(const ifq_blank *b, int x0, int x1)
+{
+    return (x0 < b->left[1] && b->left[0] < x1) || (x0 < b->right[1] && b->right[0] < x1);
+}
+
 /* Blank positions (r->blank_out, see ifq_run.c) all have the same output, the layer's blank pixel:
  * kept from the first one computed, then copied. Returns 1 if position x was copied. */
 static int copy_blank(ifq_runner *r, int li, int x, uint64_t *px, int32_t *sum, int nw)
@@ -329,14 +335,19 @@ static void conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
         const int pad = L->k / 2, s = L->stride;
         const int lo = (pad + s - 1) / s, hi = in->w - L->k + pad >= 0 ? (in->w - L->k + pad) / s : -1;   /* interior x */
         for (; x < out->w; x++) {
-            if (x >= lo && x + IFQ_FIRST_BLOCK - 1 <= hi) {
+            if (x >= lo && x <= hi && hi - lo + 1 >= IFQ_FIRST_BLOCK) {
+                /* a block of interior positions; the last one ends at hi, overlapping the one
+                 * before (its positions are computed again, to the same codes) */
+                if (x + IFQ_FIRST_BLOCK - 1 > hi)
+                    x = hi - IFQ_FIRST_BLOCK + 1;
+                const int edge = meets_blank(r->blank_out, x, x + IFQ_FIRST_BLOCK);   /* else no position is blank */
                 int blank = 0;
-                for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+                for (int i = 0; i < IFQ_FIRST_BLOCK && edge; i++)
                     blank += copy_blank(r, li, x + i, row + (size_t)(x + i) * 2 * nw, dst_sums + x + i, nw);
                 if (blank < IFQ_FIRST_BLOCK) {   /* the whole block: cheaper than position by position */
                     first_codes(r, L, (size_t)(x * s - pad) * L->in_ch, (size_t)s * L->in_ch,
                                 row + (size_t)x * 2 * nw, nw, dst_sums + x);
-                    for (int i = 0; i < IFQ_FIRST_BLOCK; i++)
+                    for (int i = 0; i < IFQ_FIRST_BLOCK && edge; i++)
                         keep_blank(r, li, x + i, row + (size_t)(x + i) * 2 * nw, dst_sums[x + i], nw);
                 }
                 x += IFQ_FIRST_BLOCK - 1;
