@@ -358,8 +358,9 @@ IFQ_AMX_TARGET static void amx_block(const ifq_layer *L, const int8_t *tiles, co
     }
 }
 
-/* One output row of a layer: binary layers on tiles (every position computed: no blank copies),
- * the others by the AVX-512 row code. */
+/* One output row of a layer: binary layers on tiles, blank positions copied as in conv_row (a
+ * block of copies only is skipped, a row of them not even unpacked); the others by the AVX-512
+ * row code. */
 IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const ifq_stage *out,
                                         uint8_t *dst, int32_t *dst_sums)
 {
@@ -371,17 +372,31 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
     const int positions = L->pool ? 2 : 1, span = L->k + (L->pool ? L->stride : 0), convs = out->w * positions;
     const int nw = out->words, cp = L->codes_pad;
     const size_t row_bytes = amx_row_bytes(L, convs, in->words);
+    uint64_t *row = (uint64_t *)dst;
+    int computed = 0;   /* positions to compute, not copy (letterbox bands are whole rows of copies) */
+    for (int x = 0; x < out->w; x++)
+        computed += !(r->blank_ok[li] && is_blank(r, x));
+    if (!computed) {
+        for (int x = 0; x < out->w; x++)
+            copy_blank(r, li, x, row + (size_t)x * 2 * nw, dst_sums + x, nw);
+        return;
+    }
     for (int j = 0; j < span; j++)
         amx_unpack(r->window[j], in->w, in->words, L->in_ch, L->k / 2, row_bytes, r->amx_rows + (size_t)j * row_bytes);
     _tile_loadconfig(&AMX_CONFIG);
-    uint64_t *row = (uint64_t *)dst;
     for (int x0 = 0; x0 < convs; x0 += IFQ_AMX_BLOCK) {
-        for (int dy = 0; dy < positions; dy++)
-            amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
-                      r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
-        const int end = (x0 + IFQ_AMX_BLOCK < convs ? x0 + IFQ_AMX_BLOCK : convs) / positions;
-        for (int x = x0 / positions; x < end; x++) {
-            const int32_t *best = r->amx_acc + (size_t)(x - x0 / positions) * positions * cp;
+        const int first = x0 / positions, end = (x0 + IFQ_AMX_BLOCK < convs ? x0 + IFQ_AMX_BLOCK : convs) / positions;
+        int copies = 0;
+        for (int x = first; x < end; x++)
+            copies += r->blank_ok[li] && is_blank(r, x);
+        if (copies < end - first)
+            for (int dy = 0; dy < positions; dy++)
+                amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
+                          r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
+        for (int x = first; x < end; x++) {
+            if (copy_blank(r, li, x, row + (size_t)x * 2 * nw, dst_sums + x, nw))
+                continue;
+            const int32_t *best = r->amx_acc + (size_t)(x - first) * positions * cp;
             if (L->pool) {   /* 2x2 max of the raw accumulators: (dy, dx) = (0, 0), (0, 1), (1, 0), (1, 1) */
                 const int32_t *low = best + (size_t)IFQ_AMX_BLOCK * cp;
                 memcpy(r->best32, best, (size_t)cp * sizeof *best);
@@ -390,7 +405,9 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
                 max_into(r->best32, low + cp, cp);
                 best = r->best32;
             }
-            dst_sums[x] = codes(best, L->t_lanes, L->neg_lanes, L->out_ch, cp, row + (size_t)x * 2 * nw, nw);
+            uint64_t *px = row + (size_t)x * 2 * nw;
+            dst_sums[x] = codes(best, L->t_lanes, L->neg_lanes, L->out_ch, cp, px, nw);
+            keep_blank(r, li, x, px, dst_sums[x], nw);
         }
     }
     _tile_release();
