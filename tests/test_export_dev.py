@@ -44,12 +44,13 @@ def canvas(path: Path, size: int) -> np.ndarray:
     return letterbox(read_image(path), size)[0]
 
 
-def count_equal(run, model: IntegerModel, paths: list[Path], size: int) -> int:
-    """Images whose head integers from `run(canvas)` equal the engine's."""
+def count_equal(run_heads, model: IntegerModel, paths: list[Path], size: int) -> int:
+    """Images whose head integers from `run_heads(canvas)` (every head) equal the engine's."""
     same = 0
     for path in paths:
         c = canvas(path, size)
-        same += bool(np.array_equal(run(c), runtime.run(model, c)))
+        got, want = run_heads(c), runtime.run_heads(model, c)
+        same += bool(len(got) == len(want) and all(map(np.array_equal, got, want)))
     return same
 
 
@@ -60,7 +61,7 @@ def report(capsys: pytest.CaptureFixture, line: str) -> None:
 
 def test_onnx_bit_exact_on_dev_images(model, exported, dev_images, capsys):
     b = backend.load(exported['onnx'], threads=1)
-    same = count_equal(b.run, model, dev_images, model.input_size)
+    same = count_equal(b.run_heads, model, dev_images, model.input_size)
     report(capsys, f'onnx bit-exact {same}/{len(dev_images)}')
     assert same == len(dev_images)
 
@@ -68,7 +69,7 @@ def test_onnx_bit_exact_on_dev_images(model, exported, dev_images, capsys):
 @pytest.mark.slow
 def test_onnx_bit_exact_on_dev_images_half_size(model, exported, dev_images, capsys):
     b = backend.load(exported['onnx'], threads=1)
-    same = count_equal(b.run, model, dev_images, model.input_size // 2)
+    same = count_equal(b.run_heads, model, dev_images, model.input_size // 2)
     report(capsys, f'onnx bit-exact at {model.input_size // 2} px {same}/{len(dev_images)}')
     assert same == len(dev_images)
 
@@ -79,11 +80,11 @@ def test_opencv_dnn_gives_the_same_integers(model, exported, dev_images, capsys)
     net = cv2.dnn.readNetFromONNX(str(exported['onnx']))
     net.enableWinograd(False)   # OpenCV 4's Winograd F(6x6, 3x3) rounds in float32: off before the first forward
 
-    def run(c: np.ndarray) -> np.ndarray:
+    def run(c: np.ndarray) -> list[np.ndarray]:
         net.setInput(c[None])
-        head = net.forward()[0]                                        # int32 in OpenCV 5, float32 in 4
-        assert np.array_equal(head, np.round(head))
-        return head.astype(np.int64)
+        heads = [h[0] for h in net.forward([h.spec.name for h in model.heads])]   # int32 in OpenCV 5, float32 in 4
+        assert all(np.array_equal(h, np.round(h)) for h in heads)
+        return [h.astype(np.int64) for h in heads]
 
     sizes = (model.input_size, model.input_size // 2)
     same = sum(count_equal(run, model, dev_images[:HANDFUL], size) for size in sizes)
@@ -99,12 +100,14 @@ def test_qonnx_execute_bit_exact_on_dev_images(model, exported, dev_images, caps
     from qonnx.util.cleanup import cleanup_model
 
     wrapped = cleanup_model(ModelWrapper(str(exported['qonnx']))).transform(InferDataTypes())
-    inp, out = wrapped.graph.input[0].name, wrapped.graph.output[0].name
-    assert (wrapped.get_tensor_datatype(inp).name, wrapped.get_tensor_datatype(out).name) == ('UINT8', 'INT32')
+    inp, outs = wrapped.graph.input[0].name, [o.name for o in wrapped.graph.output]   # one a head, table order
+    assert wrapped.get_tensor_datatype(inp).name == 'UINT8'
+    assert {wrapped.get_tensor_datatype(o).name for o in outs} == {'INT32'}
 
-    def run(c: np.ndarray) -> np.ndarray:
+    def run(c: np.ndarray) -> list[np.ndarray]:
         x = c.transpose(2, 0, 1)[None].astype(np.float32)                # (1, 3, S, S)
-        return execute_onnx(wrapped, {inp: x})[out][0].astype(np.int64)
+        result = execute_onnx(wrapped, {inp: x})
+        return [result[o][0].astype(np.int64) for o in outs]
 
     same = count_equal(run, model, dev_images[:HANDFUL], model.input_size)
     report(capsys, f'qonnx bit-exact {same}/{HANDFUL}')
