@@ -2,7 +2,8 @@
 
 Both see each image with its longer side at the same input size. Scored FDDB-style on the dev
 benchmark (discrete TPR at 100 FP, official FDDB semantics) and by the WIDER protocol
-(easy / medium / hard AP). Prints one markdown table: TPR@100FP, APs, model bytes, ms/image.
+(easy / medium / hard AP). Prints two markdown tables: TPR@100FP, APs, model bytes, ms/image;
+then recall by face height at each detector's own 100-FP threshold.
 
     python scripts/bench_peers.py --wider-root ../shared/data/wider --peer ../shared/peers/face_detection_yunet.onnx
 """
@@ -24,7 +25,7 @@ from ifq_tinier_yolo.evaluation.fddb import tpr_at_fp                   # noqa: 
 from ifq_tinier_yolo.evaluation.wider import evaluate_wider, load_ground_truth  # noqa: E402
 from ifq_tinier_yolo.fileio import atomic_open                         # noqa: E402
 from ifq_tinier_yolo.netdef import PYRAMID_LEVELS                      # noqa: E402
-from ifq_tinier_yolo.validate import DevBenchmark                      # noqa: E402
+from ifq_tinier_yolo.validate import DevBenchmark, threshold_at_fp     # noqa: E402
 
 LOW_CONF = 0.01   # low thresholds: the ROC and AP need the whole score range
 
@@ -97,15 +98,22 @@ def main() -> int:
           f'{sum(len(e) for e in bench.ellipses)} faces in the FDDB-style benchmark')
     print('| detector | TPR@100FP (FDDB disc.) | easy AP | medium AP | hard AP | model bytes | ms/image |')
     print('| --- | --- | --- | --- | --- | --- | --- |')
-    curves = []
+    curves, by_size = [], []
     for name, detector, nbytes in contenders:
         dets, ms = run(detector, images)
         roc = bench.roc(dets)
         curves.append((name, roc.disc))
+        by_size.append((name, bench.by_size(dets, threshold_at_fp(roc.disc, 100))))
         tpr = tpr_at_fp(roc.disc, 100)
         aps = evaluate_wider(dict(zip(keys, dets)), gt)
         print(f'| {name} | {tpr:.3f} | {aps["easy"]:.3f} | {aps["medium"]:.3f} | '
               f'{aps["hard"]:.3f} | {nbytes:,} | {ms:.1f} |', flush=True)
+    bins = [k for k in by_size[0][1] if k.startswith('recall_')]
+    print('\nrecall by face height (px) at each detector\'s own 100-FP threshold, and the median IoU of the faces found')
+    print('| detector | ' + ' | '.join(k.removeprefix('recall_') for k in bins) + ' | median IoU |')
+    print('| --- |' + ' --- |' * (len(bins) + 1))
+    for name, row in by_size:
+        print(f'| {name} | ' + ' | '.join(f'{row[k]:.2f}' for k in bins) + f' | {row["median_iou"]:.2f} |')
     if args.plot:
         plot_rocs(curves, args.plot, f'dev benchmark, longer side {args.size} px')
         print(f'wrote {args.plot}')
