@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe of the shipped model (weights/README.md): float warm-up, then the binary-weight /
+# The recipe of the v1 model, weights/v1.* (weights/README.md; the shipped v2 model grows from it): float warm-up, then the binary-weight /
 # 2-bit HWGQ quantization network, then the integrated conversion. Each stage resumes from its
 # run folder when re-run, so interrupt it any time and run it again.
 # Usage: bash scripts/train_shipped.sh [WIDER_ROOT]
@@ -31,5 +31,5 @@ $PY -m ifq_tinier_yolo train --wider-root "$WIDER" --out runs/hwgq4 --quant hwgq
     --init runs/hwgq3/best.pt --epochs 32 --img-size 320 --val-size 576 --batch 16 --lr 4e-4 --warmup 0.3 \
     --set ema=0.998 $(resume runs/hwgq4)
 # 6. ship: the best validation epoch, run at 576 px, weights only, and the integer model
-$PY scripts/export_weights.py runs/hwgq4/best.pt weights/ifq_tinier_yolo.pt --img-size 576
-$PY -m ifq_tinier_yolo convert weights/ifq_tinier_yolo.pt --out weights/ifq_tinier_yolo.ifq
+$PY scripts/export_weights.py runs/hwgq4/best.pt weights/v1.pt --img-size 576
+$PY -m ifq_tinier_yolo convert weights/v1.pt --out weights/v1.ifq

@@ -27,7 +27,9 @@ from ifq_tinier_yolo.export import onnx as xo                  # noqa: E402
 from ifq_tinier_yolo.export.cli import add_arguments, cli_export, export_model   # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
+# the one-head chain (the previous shipped model): the structure tests count its nodes; the
+# shipped two-head model's exports are checked end to end in test_export_dev.py
+CHAIN = REPO / 'weights' / 'v1.ifq'
 SAMPLES = REPO / 'data' / 'samples'
 # pool on the first layer and after a binary layer, a stride-2 and a 1x1 hidden layer
 TABLE = (LayerSpec('c1', 'first', 8, 3, 1, pool=2), LayerSpec('c2', 'hidden', 12, 3, 1, pool=2),
@@ -79,14 +81,14 @@ def ort_session(proto: onnx.ModelProto):
 
 @pytest.fixture(scope='module')
 def shipped() -> IntegerModel:
-    return runtime.load_model(SHIPPED)
+    return runtime.load_model(CHAIN)
 
 
 @pytest.fixture(scope='module')
 def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped model exported by the CLI handler."""
     out = tmp_path_factory.mktemp('export') / 'model.onnx'
-    export_model(SHIPPED, out, 'onnx')
+    export_model(CHAIN, out, 'onnx')
     return out
 
 
@@ -339,7 +341,7 @@ def test_backend_checks_inputs_like_the_engine(shipped_onnx: Path):
 def test_cli_handler_writes_both_formats(tmp_path: Path, capsys: pytest.CaptureFixture):
     for fmt in ('onnx', 'qonnx'):
         out = tmp_path / 'sub' / f'{fmt}.onnx'
-        assert cli_export(parse(str(SHIPPED), '--format', fmt, '--out', str(out))) == 0
+        assert cli_export(parse(str(CHAIN), '--format', fmt, '--out', str(out))) == 0
         assert f'wrote {out} ({fmt}, ' in capsys.readouterr().out
         assert {p.key: p.value for p in onnx.load(out).metadata_props}['ifq.graph'] == fmt
     assert sorted(p.name for p in (tmp_path / 'sub').iterdir()) == ['onnx.onnx', 'qonnx.onnx']   # no temp files
@@ -357,27 +359,27 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path):
     one_line_error(ModelFileError, export_model, pt, tmp_path / 'a.onnx',
                    match='float checkpoint.*convert it first')
     damaged = tmp_path / 'damaged.ifq'
-    data = bytearray(SHIPPED.read_bytes())
+    data = bytearray(CHAIN.read_bytes())
     data[200] ^= 0xFF
     damaged.write_bytes(bytes(data))
     one_line_error(ModelFileError, export_model, damaged, tmp_path / 'a.onnx', match='corrupted')
-    damaged.write_bytes(SHIPPED.read_bytes()[:1000])
+    damaged.write_bytes(CHAIN.read_bytes()[:1000])
     one_line_error(ModelFileError, export_model, damaged, tmp_path / 'a.onnx', match='truncated')
     one_line_error(ModelFileError, export_model, tmp_path / 'none.ifq', tmp_path / 'a.onnx', match='no such')
     blocker = tmp_path / 'file'
     blocker.write_text('x')
-    one_line_error(OutputError, export_model, SHIPPED, blocker / 'a.onnx', match='a.onnx: cannot write')
-    one_line_error(ConfigError, export_model, SHIPPED, tmp_path, match='is a folder')
-    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'onnx', 288, match='qonnx only')
-    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'qonnx', 100, match='multiple of 16')
-    one_line_error(ConfigError, export_model, SHIPPED, tmp_path / 'a.onnx', 'tflite', match='--format')
+    one_line_error(OutputError, export_model, CHAIN, blocker / 'a.onnx', match='a.onnx: cannot write')
+    one_line_error(ConfigError, export_model, CHAIN, tmp_path, match='is a folder')
+    one_line_error(ConfigError, export_model, CHAIN, tmp_path / 'a.onnx', 'onnx', 288, match='qonnx only')
+    one_line_error(ConfigError, export_model, CHAIN, tmp_path / 'a.onnx', 'qonnx', 100, match='multiple of 16')
+    one_line_error(ConfigError, export_model, CHAIN, tmp_path / 'a.onnx', 'tflite', match='--format')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['damaged.ifq', 'file', 'model.pt']   # nothing written
 
 
 def test_backend_refuses_foreign_files(tmp_path: Path):
-    one_line_error(ModelFileError, backend.load, SHIPPED, match='onnxruntime cannot load it')
+    one_line_error(ModelFileError, backend.load, CHAIN, match='onnxruntime cannot load it')
     qonnx_file = tmp_path / 'model.qonnx.onnx'
-    export_model(SHIPPED, qonnx_file, 'qonnx', 64)
+    export_model(CHAIN, qonnx_file, 'qonnx', 64)
     one_line_error(ModelFileError, backend.load, qonnx_file, match='a QONNX export .* export --format onnx')
     one_line_error(ModelFileError, backend.load, tmp_path / 'none.onnx', match='no such model file')
     plain = tmp_path / 'plain.onnx'
@@ -420,10 +422,10 @@ def test_numpy_path_imports_no_onnx():
 def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture):
     from ifq_tinier_yolo.cli import main
     out = tmp_path / 'model.onnx'
-    assert main(['export', str(SHIPPED), '--format', 'onnx', '--out', str(out)]) == 0 and out.is_file()
+    assert main(['export', str(CHAIN), '--format', 'onnx', '--out', str(out)]) == 0 and out.is_file()
     pt = tmp_path / 'model.pt'
     pt.write_bytes(b'PK\x03\x04')
-    for argv in ([str(pt), '--out', str(out)], [str(SHIPPED), '--out', str(pt / 'x.onnx')]):
+    for argv in ([str(pt), '--out', str(out)], [str(CHAIN), '--out', str(pt / 'x.onnx')]):
         capsys.readouterr()
         assert main(['export', *argv]) == 1
         err = capsys.readouterr().err
@@ -433,7 +435,7 @@ def test_export_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_detect_gives_the_same_json_on_the_onnx_export(shipped_onnx: Path, capsys: pytest.CaptureFixture):
     from ifq_tinier_yolo.cli import main
     outputs = []
-    for model in (SHIPPED, shipped_onnx):
+    for model in (CHAIN, shipped_onnx):
         assert main(['detect', str(SAMPLES), '--model', str(model), '--json', '-']) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and '"faces": [{' in outputs[0]

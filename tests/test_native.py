@@ -21,6 +21,7 @@ from ifq_tinier_yolo.native.backend import NativeBackend
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
+CHAIN = REPO / 'weights' / 'v1.ifq'   # the one-head chain (the previous shipped model)
 CONF, NMS = 0.05, 0.45   # a low threshold: many boxes reach NMS
 DETECT_IMAGES = 12        # images that also go through detect() end to end, per kernel set
 FEATURE_RATIO_GOAL = 18   # the paper's feature-memory ratio (issue 15)
@@ -111,12 +112,14 @@ def test_native_tiny_table(tiny_ifq_bytes: bytes):
         np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas))
 
 
-def test_native_decode_with_containment(model, reference):
-    """ifq_decode's containment option equals nms_at's (used by the pyramid merge)."""
-    backend = native.load(SHIPPED)
-    head = reference[0]['head']
-    boxes_q, _, obj = decode_fixed(head, model.anchors_q16, model.stride, model.out_multiplier,
-                                   model.out_shift, score_threshold_q(0.01))
+def test_native_decode_with_containment(reference):
+    """ifq_decode's containment option equals nms_at's (used by the pyramid merge), on the
+    one-head chain (weights/v1.ifq) whose single decoder this compares with."""
+    chain = runtime.load_model(CHAIN)
+    backend = native.load(CHAIN)
+    head = runtime.run(chain, reference[0]['canvas'])
+    boxes_q, _, obj = decode_fixed(head, chain.anchors_q16, chain.stride, chain.out_multiplier,
+                                   chain.out_shift, score_threshold_q(0.01))
     keep = nms_at(boxes_q, obj, 0.45, contain=0.8)
     boxes, _ = backend.decode_head(head, 0.01, 0.45, contain=0.8)
     np.testing.assert_array_equal((boxes * 256).astype(np.int64), boxes_q[keep])
@@ -134,11 +137,11 @@ def test_native_detect_contract(model):
     with pytest.raises(ImageError):
         backend.detect(np.zeros((40, 30), np.uint8), 0.3, 0.45)
     with pytest.raises(ImageError):
-        backend.run(np.zeros((64, 32, 3), np.uint8))
+        backend.run_heads(np.zeros((64, 32, 3), np.uint8))
     with pytest.raises(ConfigError):
         native.load(SHIPPED, kernels='vax')
-    with pytest.raises(ValueError):   # a head the runner of its size does not make
-        backend.decode_head(np.zeros((20, 4, 4), np.int32), 0.3, 0.45)
+    with pytest.raises(ValueError):   # heads the runner of their size does not make
+        backend.decode_heads([np.zeros((20, 4, 4), np.int32)] * backend.num_heads, 0.3, 0.45)
 
 
 def test_native_refuses_a_damaged_file(tmp_path: Path):
