@@ -204,11 +204,12 @@ static void head_dot(const uint8_t *codes_in, const int8_t *w, int in_pad, int n
 #include "ifq_rows.h"
 
 #ifdef IFQ_HAVE_AMX
-/* The AMX set: these kernels, but the binary layers as int8 tile products. A window row of codes
- * is unpacked to one byte per code, with its zero padding, and TDPBUSD multiplies 16 conv
- * positions x 64 code bytes by 64 x 16 weights of +-1 (sixteen thousand multiply-adds an
- * instruction; the +-1 weights and the 0..3 codes give the same integer as the popcount form,
- * 2 (x0 & w + 2 x1 & w) - code sum). The accumulators then meet the thresholds as above. */
+/* The AMX set: these kernels, but the binary layers and the heads as int8 tile products. A
+ * window row of codes is unpacked to one byte per code, with its zero padding, and TDPBUSD
+ * multiplies 16 conv positions x 64 code bytes by 64 x 16 weights (sixteen thousand multiply-adds
+ * an instruction; on a binary layer the +-1 weights and the 0..3 codes give the same integer as
+ * the popcount form, 2 (x0 & w + 2 x1 & w) - code sum). The accumulators then meet the
+ * thresholds as above, or take a head's bias. */
 #define IFQ_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni,avx2,popcnt")))
 #define IFQ_TILE_ROWS 16     /* conv positions (A rows) and outputs (C columns) of a tile */
 #define IFQ_TILE_BYTES 64    /* code bytes of a tile row (K), 16 weight quads of a B tile */
@@ -228,11 +229,19 @@ static const amx_config AMX_CONFIG = {
     {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0},
 };
 
-/* Does layer L run on tiles (binary, int32 accumulators)? The first layer stays with
- * first_codes, faster here: its three channels fill a fifth of a tile row. */
+/* Does layer L run on tiles (a binary layer, or a 1x1 head, with int32 accumulators)? The first
+ * layer stays with first_codes, faster here: its three channels fill a fifth of a tile row. */
 static int amx_layer(const ifq_layer *L)
 {
-    return L->kind == IFQ_KIND_HIDDEN && L->acc_bound < IFQ_INT32_LIMIT;
+    const int head = L->kind == IFQ_KIND_HEAD && L->k == 1 && L->stride == 1 && !L->pool;
+    return (L->kind == IFQ_KIND_HIDDEN || head) && L->acc_bound < IFQ_INT32_LIMIT;
+}
+
+/* Accumulator columns of a position: the outputs rounded up to whole tiles (codes_pad for a
+ * binary layer). */
+static int amx_cols(const ifq_layer *L)
+{
+    return (L->out_ch + IFQ_TILE_ROWS - 1) / IFQ_TILE_ROWS * IFQ_TILE_ROWS;
 }
 
 /* The tile geometry of a layer: K chunks of a window row (k codes of in_ch bytes) and the bytes
@@ -249,13 +258,13 @@ static size_t amx_row_bytes(const ifq_layer *L, int convs, int in_words)
            (size_t)IFQ_TILE_BYTES * (in_words + 1);
 }
 
-/* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the +-1 weight of
- * output 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte %
- * in_ch); 0 past the window row and for padding outputs. */
+/* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the weight of output
+ * 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte % in_ch): a
+ * binary layer's +-1, a head's int8; 0 past the window row and for padding outputs. */
 static void amx_weights(const ifq_layer *L, int8_t *tiles)
 {
     const int k = L->k, C = L->in_ch, nch = amx_chunks(L);
-    for (int t = 0; t < L->codes_pad / IFQ_TILE_ROWS; t++)
+    for (int t = 0; t < amx_cols(L) / IFQ_TILE_ROWS; t++)
         for (int ky = 0; ky < k; ky++)
             for (int ch = 0; ch < nch; ch++, tiles += IFQ_TILE_SIZE)
                 for (int q = 0; q < IFQ_TILE_ROWS; q++)
@@ -264,7 +273,9 @@ static void amx_weights(const ifq_layer *L, int8_t *tiles)
                             const int j = ch * IFQ_TILE_BYTES + 4 * q + b, kx = j / C, c = j % C;
                             const int out = t * IFQ_TILE_ROWS + o;
                             int8_t v = 0;
-                            if (kx < k && out < L->out_ch) {
+                            if (kx < k && out < L->out_ch && L->kind == IFQ_KIND_HEAD) {
+                                v = L->w_head[(size_t)out * L->in_pad + c];
+                            } else if (kx < k && out < L->out_ch) {
                                 const size_t i = ((size_t)ky * k + kx) * C + c;
                                 const uint64_t word = L->w_bits[((size_t)(out / IFQ_LANES) * L->w_words + i / IFQ_WORD_BITS) *
                                                                 IFQ_LANES + out % IFQ_LANES];
@@ -281,14 +292,15 @@ static int amx_prepare(ifq_runner *r)
         const ifq_layer *L = &r->m->layers[i];
         if (!amx_layer(L))
             continue;
-        const ifq_stage *in = &r->st[r->in_stage[i]], *out = &r->st[r->out_stage[i]];
+        const ifq_stage *in = &r->st[r->in_stage[i]];
+        const int w = L->kind == IFQ_KIND_HEAD ? in->w : r->st[r->out_stage[i]].w;   /* a head keeps the map's size */
         const int positions = L->pool ? 2 : 1, span = L->k + (L->pool ? L->stride : 0);
-        const size_t n = (size_t)(L->codes_pad / IFQ_TILE_ROWS) * L->k * amx_chunks(L) * IFQ_TILE_SIZE;
+        const size_t n = (size_t)(amx_cols(L) / IFQ_TILE_ROWS) * L->k * amx_chunks(L) * IFQ_TILE_SIZE;
         if (!(r->amx_tiles[i] = ifq_block(r, n, 1)))
             return 0;
         amx_weights(L, r->amx_tiles[i]);
-        const size_t need_rows = span * amx_row_bytes(L, out->w * positions, in->words);
-        const size_t need_acc = (size_t)positions * IFQ_AMX_BLOCK * L->codes_pad;
+        const size_t need_rows = span * amx_row_bytes(L, w * positions, in->words);
+        const size_t need_acc = (size_t)positions * IFQ_AMX_BLOCK * amx_cols(L);
         rows = need_rows > rows ? need_rows : rows;
         acc = need_acc > acc ? need_acc : acc;
     }
@@ -318,9 +330,10 @@ IFQ_AMX_TARGET static void amx_unpack(const uint8_t *src, int w, int words, int 
 IFQ_AMX_TARGET static void amx_block(const ifq_layer *L, const int8_t *tiles, const uint8_t *rows, size_t row_bytes,
                                      int top, int x0, int convs, int32_t *acc)
 {
-    const int k = L->k, nch = amx_chunks(L), n_out = L->codes_pad / IFQ_TILE_ROWS, two_x = x0 + IFQ_TILE_ROWS < convs;
+    const int k = L->k, nch = amx_chunks(L), cols = amx_cols(L), n_out = cols / IFQ_TILE_ROWS;
+    const int two_x = x0 + IFQ_TILE_ROWS < convs;
     const size_t step = (size_t)L->stride * L->in_ch, out_tile = (size_t)k * nch * IFQ_TILE_SIZE;
-    const size_t acc_stride = (size_t)L->codes_pad * sizeof *acc;
+    const size_t acc_stride = (size_t)cols * sizeof *acc;
     for (int t = 0; t < n_out; t += 2) {
         const int two_o = t + 1 < n_out;
         _tile_zero(0);
@@ -349,11 +362,11 @@ IFQ_AMX_TARGET static void amx_block(const ifq_layer *L, const int8_t *tiles, co
         int32_t *c = acc + (size_t)t * IFQ_TILE_ROWS;
         _tile_stored(0, c, acc_stride);
         if (two_x)
-            _tile_stored(1, c + (size_t)IFQ_TILE_ROWS * L->codes_pad, acc_stride);
+            _tile_stored(1, c + (size_t)IFQ_TILE_ROWS * cols, acc_stride);
         if (two_o) {
             _tile_stored(2, c + IFQ_TILE_ROWS, acc_stride);
             if (two_x)
-                _tile_stored(3, c + (size_t)IFQ_TILE_ROWS * L->codes_pad + IFQ_TILE_ROWS, acc_stride);
+                _tile_stored(3, c + (size_t)IFQ_TILE_ROWS * cols + IFQ_TILE_ROWS, acc_stride);
         }
     }
 }
@@ -413,7 +426,30 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
     _tile_release();
 }
 
-const ifq_kernel_set ifq_kernels_amx = {IFQ_KERNELS_AMX, amx_conv_row, head_row, amx_prepare};
+/* Head row y on tiles (a 1x1 layer: one window row, the input row itself), plus the bias,
+ * channel-major into head (O, in->h, in->w); else the AVX-512 head_row. */
+IFQ_AMX_TARGET static void amx_head_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const uint8_t *src,
+                                        int y, int32_t *head)
+{
+    const int li = (int)(L - r->m->layers), cols = amx_cols(L);
+    if (!r->amx_tiles[li]) {
+        head_row(r, L, in, src, y, head);
+        return;
+    }
+    const size_t row_bytes = amx_row_bytes(L, in->w, in->words), plane = (size_t)in->h * in->w;
+    amx_unpack(src, in->w, in->words, L->in_ch, 0, row_bytes, r->amx_rows);
+    _tile_loadconfig(&AMX_CONFIG);
+    for (int x0 = 0; x0 < in->w; x0 += IFQ_AMX_BLOCK) {
+        amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, 0, x0, in->w, r->amx_acc);
+        const int end = x0 + IFQ_AMX_BLOCK < in->w ? x0 + IFQ_AMX_BLOCK : in->w;
+        for (int x = x0; x < end; x++)
+            for (int o = 0; o < L->out_ch; o++)
+                head[o * plane + (size_t)y * in->w + x] = r->amx_acc[(size_t)(x - x0) * cols + o] + L->bias[o];
+    }
+    _tile_release();
+}
+
+const ifq_kernel_set ifq_kernels_amx = {IFQ_KERNELS_AMX, amx_conv_row, amx_head_row, amx_prepare};
 #endif
 
 #if defined(__clang__)
