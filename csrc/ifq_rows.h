@@ -290,16 +290,15 @@ static int32_t codes64(const ifq_layer *L, const int64_t *acc, uint64_t *px, int
     return sum;
 }
 
-static int is_blank(const ifq_runner *r, int x)
-{
-    const ifq_blank *b = r->blank_out;
-    return (x >= b->left[0] && x < b->left[1]) || (x >= b->right[0] && x < b->right[1]);
-}
-
 /* Do positions [x0, x1) meet either blank interval of b? */
 static int meets_blank(const ifq_blank *b, int x0, int x1)
 {
     return (x0 < b->left[1] && b->left[0] < x1) || (x0 < b->right[1] && b->right[0] < x1);
+}
+
+static int is_blank(const ifq_runner *r, int x)
+{
+    return meets_blank(r->blank_out, x, x + 1);
 }
 
 /* Blank positions (r->blank_out, see ifq_run.c) all have the same output, the layer's blank pixel:

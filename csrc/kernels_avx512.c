@@ -258,6 +258,13 @@ static size_t amx_row_bytes(const ifq_layer *L, int convs, int in_words)
            (size_t)IFQ_TILE_BYTES * (in_words + 1);
 }
 
+/* +-1: bit i of output o's weight bits (w_bits' layout, ifq_internal.h). */
+static int8_t binary_weight(const ifq_layer *L, int o, size_t i)
+{
+    const uint64_t word = L->w_bits[((size_t)(o / IFQ_LANES) * L->w_words + i / IFQ_WORD_BITS) * IFQ_LANES + o % IFQ_LANES];
+    return (word >> (i % IFQ_WORD_BITS)) & 1 ? 1 : -1;
+}
+
 /* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the weight of output
  * 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte % in_ch): a
  * binary layer's +-1, a head's int8; 0 past the window row and for padding outputs. */
@@ -273,14 +280,10 @@ static void amx_weights(const ifq_layer *L, int8_t *tiles)
                             const int j = ch * IFQ_TILE_BYTES + 4 * q + b, kx = j / C, c = j % C;
                             const int out = t * IFQ_TILE_ROWS + o;
                             int8_t v = 0;
-                            if (kx < k && out < L->out_ch && L->kind == IFQ_KIND_HEAD) {
+                            if (kx < k && out < L->out_ch && L->kind == IFQ_KIND_HEAD)
                                 v = L->w_head[(size_t)out * L->in_pad + c];
-                            } else if (kx < k && out < L->out_ch) {
-                                const size_t i = ((size_t)ky * k + kx) * C + c;
-                                const uint64_t word = L->w_bits[((size_t)(out / IFQ_LANES) * L->w_words + i / IFQ_WORD_BITS) *
-                                                                IFQ_LANES + out % IFQ_LANES];
-                                v = (word >> (i % IFQ_WORD_BITS)) & 1 ? 1 : -1;
-                            }
+                            else if (kx < k && out < L->out_ch)
+                                v = binary_weight(L, out, ((size_t)ky * k + kx) * C + c);
                             tiles[q * IFQ_TILE_BYTES + 4 * o + b] = v;
                         }
 }
@@ -314,13 +317,10 @@ static int amx_prepare(ifq_runner *r)
  * at dst + (x + pad) * C; zeros to the left (the padding) and after the last pixel. */
 IFQ_AMX_TARGET static void amx_unpack(const uint8_t *src, int w, int words, int C, int pad, size_t bytes, uint8_t *dst)
 {
-    const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
     const uint64_t *px = (const uint64_t *)src;
     memset(dst, 0, (size_t)pad * C);
     for (int x = 0; x < w; x++, px += 2 * words)   /* 64 bytes a word: the zeros past C are overwritten next */
-        for (int j = 0; j < words; j++)
-            _mm512_storeu_si512(dst + (size_t)(x + pad) * C + (size_t)j * IFQ_TILE_BYTES,
-                                _mm512_add_epi8(_mm512_maskz_mov_epi8(px[j], one), _mm512_maskz_mov_epi8(px[words + j], two)));
+        unpack_codes(px, words, dst + (size_t)(x + pad) * C);
     const size_t end = (size_t)(w + pad) * C;
     memset(dst + end, 0, bytes - end);
 }
@@ -386,26 +386,22 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
     const int nw = out->words, cp = L->codes_pad;
     const size_t row_bytes = amx_row_bytes(L, convs, in->words);
     uint64_t *row = (uint64_t *)dst;
-    int computed = 0;   /* positions to compute, not copy (letterbox bands are whole rows of copies) */
-    for (int x = 0; x < out->w; x++)
-        computed += !(r->blank_ok[li] && is_blank(r, x));
-    if (!computed) {
-        for (int x = 0; x < out->w; x++)
-            copy_blank(r, li, x, row + (size_t)x * 2 * nw, dst_sums + x, nw);
-        return;
-    }
-    for (int j = 0; j < span; j++)
-        amx_unpack(r->window[j], in->w, in->words, L->in_ch, L->k / 2, row_bytes, r->amx_rows + (size_t)j * row_bytes);
-    _tile_loadconfig(&AMX_CONFIG);
+    const ifq_blank *b = r->blank_out;
+    int unpacked = 0;   /* the window rows as bytes, once a block has positions to compute */
     for (int x0 = 0; x0 < convs; x0 += IFQ_AMX_BLOCK) {
         const int first = x0 / positions, end = (x0 + IFQ_AMX_BLOCK < convs ? x0 + IFQ_AMX_BLOCK : convs) / positions;
-        int copies = 0;
-        for (int x = first; x < end; x++)
-            copies += r->blank_ok[li] && is_blank(r, x);
-        if (copies < end - first)
-            for (int dy = 0; dy < positions; dy++)
-                amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
-                          r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
+        const int copies = r->blank_ok[li] && ((b->left[0] <= first && end <= b->left[1]) ||
+                                              (b->right[0] <= first && end <= b->right[1]));   /* all of them */
+        if (!copies && !unpacked) {   /* a row of copies (letterbox bands) is not even unpacked */
+            for (int j = 0; j < span; j++)
+                amx_unpack(r->window[j], in->w, in->words, L->in_ch, L->k / 2, row_bytes,
+                           r->amx_rows + (size_t)j * row_bytes);
+            _tile_loadconfig(&AMX_CONFIG);
+            unpacked = 1;
+        }
+        for (int dy = 0; dy < positions && !copies; dy++)
+            amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
+                      r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
         for (int x = first; x < end; x++) {
             if (copy_blank(r, li, x, row + (size_t)x * 2 * nw, dst_sums + x, nw))
                 continue;
@@ -423,7 +419,8 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
             keep_blank(r, li, x, px, dst_sums[x], nw);
         }
     }
-    _tile_release();
+    if (unpacked)
+        _tile_release();
 }
 
 /* Head row y on tiles (a 1x1 layer: one window row, the input row itself), plus the bias,
