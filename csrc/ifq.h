@@ -5,12 +5,14 @@
  * decode the heads in fixed point and run one integer NMS over all of them. Bit-exact with the
  * numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
  *
- * The head buffer holds every head, one after the other in table order, each (A*5, g, g)
- * channel-major: head h starts at ifq_runner_head_offset(r, h), its side is ifq_runner_head_grid.
+ * The canvas may be any width and height that are multiples of the model's stride (a letterboxed
+ * image need not be square). The head buffer holds every head, one after the other in table
+ * order, each (A*5, rows, cols) channel-major: head h starts at ifq_runner_head_offset(r, h), its
+ * sides are ifq_runner_head_rows and ifq_runner_head_cols.
  *
  *     ifq_model *m; ifq_runner *r; ifq_error e;
  *     if (ifq_model_load(bytes, n, &m, &e) != IFQ_OK) puts(e.message);
- *     ifq_runner_create(m, 416, IFQ_KERNELS_AUTO, &r, &e);    // every buffer, once
+ *     ifq_runner_create(m, 416, 320, IFQ_KERNELS_AUTO, &r, &e);   // every buffer, once
  *     ifq_run(r, canvas, head);                               // no allocation from here on
  *     ifq_decode(r, head, conf_q16, 450, 1000, -1, boxes, max_boxes, &n_boxes);
  *
@@ -73,10 +75,10 @@ typedef struct {
 /* Parse and check a whole .ifq image; the model keeps no pointer into `data`. */
 ifq_status ifq_model_load(const uint8_t *data, size_t size, ifq_model **model, ifq_error *err);
 void ifq_model_free(ifq_model *model);
-int ifq_model_input_size(const ifq_model *model);   /* default canvas side in pixels */
+int ifq_model_input_size(const ifq_model *model);   /* default canvas side (the longer one) in pixels */
 int ifq_model_num_layers(const ifq_model *model);
 int ifq_model_num_anchors(const ifq_model *model);  /* anchors of the first head */
-int ifq_model_stride(const ifq_model *model);       /* the coarsest stride: input sides are multiples of it */
+int ifq_model_stride(const ifq_model *model);       /* the coarsest stride: canvas sides are multiples of it */
 int ifq_model_num_heads(const ifq_model *model);    /* heads, 1 for a chain */
 int ifq_model_head_anchors(const ifq_model *model, int head);   /* anchors of head `head` (table order) */
 int ifq_model_head_stride(const ifq_model *model, int head);    /* input pixels per grid cell of that head */
@@ -85,28 +87,29 @@ int ifq_model_head_stride(const ifq_model *model, int head);    /* input pixels 
 int ifq_kernels_supported(ifq_kernels kernels);
 const char *ifq_kernels_name(ifq_kernels kernels);
 
-/* All buffers for one input side `size` (a positive multiple of the stride), allocated here. */
-ifq_status ifq_runner_create(const ifq_model *model, int size, ifq_kernels kernels,
+/* All buffers for one canvas of width x height pixels (positive multiples of the stride),
+ * allocated here. */
+ifq_status ifq_runner_create(const ifq_model *model, int width, int height, ifq_kernels kernels,
                              ifq_runner **runner, ifq_error *err);
 void ifq_runner_free(ifq_runner *runner);
 ifq_kernels ifq_runner_kernels(const ifq_runner *runner);   /* the set AUTO resolved to */
-int ifq_runner_grid(const ifq_runner *runner);              /* the first head's side: size / its stride */
-size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of all heads: sum of A*5*g^2 */
-int ifq_runner_head_grid(const ifq_runner *runner, int head);          /* side g of head `head` */
+size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of all heads: sum of A*5*rows*cols */
+int ifq_runner_head_rows(const ifq_runner *runner, int head);          /* height / the head's stride */
+int ifq_runner_head_cols(const ifq_runner *runner, int head);          /* width / the head's stride */
 size_t ifq_runner_head_offset(const ifq_runner *runner, int head);     /* where it starts in the buffer */
-size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*g^2: no decode returns more */
+size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*rows*cols: no decode returns more */
 /* Feature-map bytes the runner holds at once: input and code line buffers plus the int32
  * heads (the caller's, counted here); working scratch inside a layer is not counted. */
 size_t ifq_runner_feature_bytes(const ifq_runner *runner);
 size_t ifq_runner_total_bytes(const ifq_runner *runner);    /* every byte the runner allocated */
 
-/* Fill `row` (size*3 bytes, BGR) with canvas row y; rows are asked for once each, in increasing
+/* Fill `row` (width*3 bytes, BGR) with canvas row y; rows are asked for once each, in increasing
  * order (a row that no window reads may be skipped). */
 typedef void (*ifq_row_source)(void *user, int y, uint8_t *row);
 
-/* Run the network: canvas rows -> the int32 heads (each (A*5, g, g), channel-major, acc + bias). */
+/* Run the network: canvas rows -> the int32 heads (each (A*5, rows, cols), channel-major, acc + bias). */
 ifq_status ifq_run_rows(ifq_runner *runner, ifq_row_source source, void *user, int32_t *head);
-/* The same on a whole uint8 (size, size, 3) BGR canvas. */
+/* The same on a whole uint8 (height, width, 3) BGR canvas. */
 ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
 /* Only head rows y_begin <= y < y_end (of the full-size head buffer); the rows they need and no
  * others are computed. Two runners on two threads fill the two halves of one head. Models of one

@@ -99,12 +99,12 @@ static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64
     return contain_num >= 0 && inter * den > contain_num * area(b);
 }
 
-/* decode.decode_fixed of one head (side g, channel-major): candidates at or above conf_q16
+/* decode.decode_fixed of one head (rows x cols, channel-major): candidates at or above conf_q16
  * appended at cand[n...] with their keys; returns the new count. */
-static size_t decode_one(const ifq_layer *L, int64_t stride, int g, const int32_t *head, int32_t conf_q16,
+static size_t decode_one(const ifq_layer *L, int64_t stride, int rows, int cols, const int32_t *head, int32_t conf_q16,
                          ifq_box *cand, int64_t *key, uint32_t *order, size_t n)
 {
-    const size_t plane = (size_t)g * g;
+    const size_t plane = (size_t)rows * cols;
     const int64_t lim = (int64_t)BOX_LIMIT_PX << IFQ_BOX_FRAC_BITS;
     const int to_box = IFQ_SCORE_FRAC_BITS - IFQ_BOX_FRAC_BITS;
     const int wh_shift = 16 + ANCHOR_FRAC_BITS - IFQ_BOX_FRAC_BITS;   /* exp (2^-16) x anchor (2^-16) */
@@ -115,7 +115,7 @@ static size_t decode_one(const ifq_layer *L, int64_t stride, int g, const int32_
             int64_t score = sigmoid_q(obj);
             if (score < conf_q16)
                 continue;
-            int64_t row = (int64_t)(cell / (size_t)g), col = (int64_t)(cell % (size_t)g);
+            int64_t row = (int64_t)(cell / (size_t)cols), col = (int64_t)(cell % (size_t)cols);
             int64_t t[4];
             for (int f = 0; f < 4; f++)
                 t[f] = requantize(h[(size_t)f * plane], L->out_multiplier, L->out_shift);
@@ -147,8 +147,8 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
     size_t n = 0;
     for (int h = 0; h < m->n_heads; h++) {
         const ifq_layer *L = &m->layers[m->heads[h]];
-        n = decode_one(L, L->net_stride, ifq_runner_head_grid(r, h), head + ifq_runner_head_offset(r, h), conf_q16,
-                       r->cand, r->cand_key, r->order, n);
+        n = decode_one(L, L->net_stride, ifq_runner_head_rows(r, h), ifq_runner_head_cols(r, h),
+                       head + ifq_runner_head_offset(r, h), conf_q16, r->cand, r->cand_key, r->order, n);
     }
     sort_candidates(r->cand_key, r->order, n);
     size_t kept = 0;

@@ -67,6 +67,8 @@ typedef struct {
     int32_t *anchors;       /* head: (n_anchors, 2): w, h in 2^-16 grid cells of this head */
     int32_t out_multiplier; /* head: its output scale is out_multiplier * 2^-out_shift */
     int out_shift;
+    int8_t *amx_tiles;      /* hidden and 1x1 heads, where this CPU runs the AMX set: the weights as
+                               B tiles (kernels_avx512.c amx_weights); else NULL */
 } ifq_layer;
 
 struct ifq_model {
@@ -108,11 +110,12 @@ typedef struct {
     int next;             /* next row to produce */
 } ifq_stage;
 
-/* Everything a runner allocated once, for one input side. */
+/* Everything a runner allocated once, for one input width and height. */
 struct ifq_runner {
     const ifq_model *m;
     const ifq_kernel_set *ks;
-    int size, grid, n_stages;       /* grid: the first head's side */
+    int width, height, n_stages;
+    int rows;                       /* the first head's rows (the rows a band of ifq_run_band counts) */
     ifq_stage st[IFQ_MAX_STAGES];   /* st[0]: canvas rows; then layer outputs and concatenations */
     int in_stage[IFQ_MAX_LAYERS];   /* the stage each layer reads */
     int out_stage[IFQ_MAX_LAYERS];  /* the stage each layer writes (-1: a head) */
@@ -140,7 +143,6 @@ struct ifq_runner {
     uint64_t *blank[IFQ_MAX_LAYERS];   /* each layer's blank pixel (2 * words words) once computed */
     int32_t blank_sum[IFQ_MAX_LAYERS];
     int blank_ok[IFQ_MAX_LAYERS];
-    int8_t *amx_tiles[IFQ_MAX_LAYERS];   /* AMX set: each binary layer's +-1 weights as tiles (NULL: not by tiles) */
     uint8_t *amx_rows;          /* AMX set: a layer's window rows, one byte per code */
     int32_t *amx_acc;           /* AMX set: accumulators of a block of conv positions */
     size_t feature_bytes, total_bytes;
@@ -178,6 +180,9 @@ extern const ifq_kernel_set ifq_kernels_avx512;
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__linux__)
 #define IFQ_HAVE_AMX 1   /* GCC's AMX intrinsics; tile data needs the kernel's permission (Linux) */
 extern const ifq_kernel_set ifq_kernels_amx;
+/* The AMX set's weight tiles of every layer it runs (layer amx_tiles), made once per model by the
+ * loader on a CPU that runs the set, so runners share them; 0 if out of memory. */
+int ifq_amx_prepare_model(ifq_model *m);
 #endif
 #endif
 #if defined(__ARM_NEON) || defined(__ARM_NEON__)

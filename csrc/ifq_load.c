@@ -576,6 +576,10 @@ ifq_status ifq_model_load(const uint8_t *data, size_t size, ifq_model **model, i
     if (!m)
         return fail(err, IFQ_ERR_NOMEM, "out of memory");
     ifq_status st = parse(data, size, m, err);
+#ifdef IFQ_HAVE_AMX
+    if (st == IFQ_OK && ifq_kernels_supported(IFQ_KERNELS_AMX) && !ifq_amx_prepare_model(m))
+        st = fail(err, IFQ_ERR_NOMEM, "out of memory");
+#endif
     if (st != IFQ_OK) {
         ifq_model_free(m);
         return st;
@@ -600,6 +604,7 @@ void ifq_model_free(ifq_model *m)
         free(L->w_head);
         free(L->bias);
         free(L->anchors);
+        free(L->amx_tiles);
     }
     free(m);
 }

@@ -166,50 +166,56 @@ static int add_stage(ifq_runner *r, int kind, int layer, int channels, int h, in
     return r->n_stages++;
 }
 
-/* Stages of every map (sizes from the input side) and the head buffer's layout; 0 if a map
- * vanishes or concatenated maps differ in size. */
+/* A layer's output side from its input side along one axis (0: the map vanishes). */
+static int out_side(const ifq_layer *L, int in)
+{
+    if (L->kind == IFQ_KIND_UPSAMPLE)
+        return in > (1 << 15) ? 0 : 2 * in;
+    if (L->kind == IFQ_KIND_HEAD)
+        return in;
+    return ((in - 1) / L->stride + 1) / (L->pool ? 2 : 1);
+}
+
+/* Stages of every map (sizes from the input width and height) and the head buffer's layout; 0 if
+ * a map vanishes or concatenated maps differ in size. */
 static int plan_stages(ifq_runner *r)
 {
     const ifq_model *m = r->m;
-    int h[IFQ_MAX_LAYERS];   /* side of each layer's output */
+    int h[IFQ_MAX_LAYERS], w[IFQ_MAX_LAYERS];   /* each layer's output height and width */
     r->n_stages = 0;
-    add_stage(r, IFQ_STAGE_CANVAS, -1, 3, r->size, r->size);
+    add_stage(r, IFQ_STAGE_CANVAS, -1, 3, r->height, r->width);
     size_t offset = 0;
     for (int i = 0; i < m->n_layers; i++) {
         const ifq_layer *L = &m->layers[i];
-        int in_h = i ? h[L->in[0]] : r->size;
+        int in_h = i ? h[L->in[0]] : r->height, in_w = i ? w[L->in[0]] : r->width;
         for (int j = 1; j < L->n_in; j++)
-            if (h[L->in[j]] != in_h)
+            if (h[L->in[j]] != in_h || w[L->in[j]] != in_w)
                 return 0;
         if (i == 0) {
             r->in_stage[i] = 0;
         } else if (L->n_in == 1) {
             r->in_stage[i] = r->out_stage[L->in[0]];
         } else {   /* the concatenation of the named inputs, in order */
-            int c = add_stage(r, IFQ_STAGE_CONCAT, i, L->in_ch, in_h, in_h);
+            int c = add_stage(r, IFQ_STAGE_CONCAT, i, L->in_ch, in_h, in_w);
             r->st[c].n_src = L->n_in;
             for (int j = 0; j < L->n_in; j++)
                 r->st[c].src[j] = r->out_stage[L->in[j]];
             r->in_stage[i] = c;
         }
         r->st[r->in_stage[i]].readers++;
-        if (L->kind == IFQ_KIND_UPSAMPLE)
-            h[i] = in_h > (1 << 15) ? 0 : 2 * in_h;
-        else if (L->kind == IFQ_KIND_HEAD)
-            h[i] = in_h;
-        else
-            h[i] = ((in_h - 1) / L->stride + 1) / (L->pool ? 2 : 1);
-        if (h[i] <= 0)
+        h[i] = out_side(L, in_h);
+        w[i] = out_side(L, in_w);
+        if (h[i] <= 0 || w[i] <= 0)
             return 0;
         if (L->kind == IFQ_KIND_HEAD) {
             r->out_stage[i] = -1;
-            size_t n = (size_t)L->out_ch * h[i] * h[i];
+            size_t n = (size_t)L->out_ch * h[i] * w[i];
             if (offset > SIZE_MAX / 8 - n)
                 return 0;
             r->head_offset[i] = offset;
             offset += n;
         } else {
-            r->out_stage[i] = add_stage(r, IFQ_STAGE_LAYER, i, L->out_ch, h[i], h[i]);
+            r->out_stage[i] = add_stage(r, IFQ_STAGE_LAYER, i, L->out_ch, h[i], w[i]);
             r->st[r->out_stage[i]].n_src = 1;
             r->st[r->out_stage[i]].src[0] = r->in_stage[i];
         }
@@ -218,7 +224,7 @@ static int plan_stages(ifq_runner *r)
         for (int k = 0; r->st[j].kind == IFQ_STAGE_CONCAT && k < r->st[j].n_src; k++)
             r->st[r->st[j].src[k]].readers++;
     r->head_offset[m->n_layers] = offset;   /* the whole head buffer */
-    r->grid = h[m->heads[0]];
+    r->rows = h[m->heads[0]];
     return 1;
 }
 
@@ -230,7 +236,7 @@ static ifq_status create(ifq_runner *r)
     if (!plan_stages(r))
         return IFQ_ERR_ARGUMENT;
     r->planning = 1;   /* the schedule once, to size the rings */
-    run(r, NULL, 0, r->grid);
+    run(r, NULL, 0, r->rows);
     r->planning = 0;
     size_t max_row = 0, max_window = IFQ_MAX_INPUTS, max_out = 1, max_words = 1, max_patch = 1, in_pad = 1;
     for (int i = 0; i < r->n_stages; i++) {
@@ -287,7 +293,8 @@ static ifq_status create(ifq_runner *r)
     return IFQ_OK;
 }
 
-ifq_status ifq_runner_create(const ifq_model *m, int size, ifq_kernels kernels, ifq_runner **out, ifq_error *err)
+ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kernels kernels, ifq_runner **out,
+                             ifq_error *err)
 {
     if (err)
         err->message[0] = 0;
@@ -303,9 +310,9 @@ ifq_status ifq_runner_create(const ifq_model *m, int size, ifq_kernels kernels, 
             strcpy(err->message, "the requested kernel set does not run on this CPU or build");
         return IFQ_ERR_ARGUMENT;
     }
-    if (size <= 0 || size > (1 << 15) || size % m->stride) {
+    if (width <= 0 || width > (1 << 15) || width % m->stride || height <= 0 || height > (1 << 15) || height % m->stride) {
         if (err)
-            strcpy(err->message, "input size must be a positive multiple of the model's stride (at most 32768)");
+            strcpy(err->message, "input width and height must be positive multiples of the model's stride (at most 32768)");
         return IFQ_ERR_ARGUMENT;
     }
     ifq_runner *r = calloc(1, sizeof *r);
@@ -316,7 +323,8 @@ ifq_status ifq_runner_create(const ifq_model *m, int size, ifq_kernels kernels, 
     }
     r->m = m;
     r->ks = ks;
-    r->size = size;
+    r->width = width;
+    r->height = height;
     ifq_status st = create(r);
     if (st != IFQ_OK) {
         if (err)
@@ -339,7 +347,6 @@ void ifq_runner_free(ifq_runner *r)
 }
 
 ifq_kernels ifq_runner_kernels(const ifq_runner *r) { return r->ks->id; }
-int ifq_runner_grid(const ifq_runner *r) { return r->grid; }
 size_t ifq_runner_head_len(const ifq_runner *r) { return r->head_offset[r->m->n_layers]; }
 size_t ifq_runner_max_boxes(const ifq_runner *r) { return r->max_boxes; }
 size_t ifq_runner_feature_bytes(const ifq_runner *r) { return r->feature_bytes; }
@@ -357,9 +364,13 @@ int ifq_model_head_stride(const ifq_model *m, int h)
 {
     return h >= 0 && h < m->n_heads ? (int)m->layers[m->heads[h]].net_stride : 0;
 }
-int ifq_runner_head_grid(const ifq_runner *r, int h)
+int ifq_runner_head_rows(const ifq_runner *r, int h)
 {
     return h >= 0 && h < r->m->n_heads ? r->st[r->in_stage[r->m->heads[h]]].h : 0;
+}
+int ifq_runner_head_cols(const ifq_runner *r, int h)
+{
+    return h >= 0 && h < r->m->n_heads ? r->st[r->in_stage[r->m->heads[h]]].w : 0;
 }
 size_t ifq_runner_head_offset(const ifq_runner *r, int h)
 {
@@ -574,9 +585,9 @@ static void head_row(ifq_runner *r, int h, int y, int32_t *head)
 static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
 {
     const ifq_model *m = r->m;
-    if ((!head && !r->planning) || y_begin < 0 || y_end > r->grid || y_begin > y_end)
+    if ((!head && !r->planning) || y_begin < 0 || y_end > r->rows || y_begin > y_end)
         return IFQ_ERR_ARGUMENT;
-    if (m->n_heads > 1 && (y_begin != 0 || y_end != r->grid))
+    if (m->n_heads > 1 && (y_begin != 0 || y_end != r->rows))
         return IFQ_ERR_UNSUPPORTED;   /* a band of which head? */
     for (int i = 0; i < r->n_stages; i++)
         r->st[i].next = 0;
@@ -586,7 +597,7 @@ static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
         int best = -1;
         int64_t best_num = 0, best_den = 1;   /* (y + 1) / g of the best so far */
         for (int h = 0; h < m->n_heads; h++) {
-            int g = ifq_runner_head_grid(r, h), end = h ? g : y_end;
+            int g = ifq_runner_head_rows(r, h), end = h ? g : y_end;
             if (r->head_next[h] >= end)
                 continue;
             int64_t num = r->head_next[h] + 1;
@@ -609,12 +620,12 @@ ifq_status ifq_run_rows(ifq_runner *r, ifq_row_source source, void *user, int32_
     r->canvas = NULL;
     r->source = source;
     r->user = user;
-    return run(r, head, 0, r->grid);
+    return run(r, head, 0, r->rows);
 }
 
 ifq_status ifq_run(ifq_runner *r, const uint8_t *canvas, int32_t *head)
 {
-    return ifq_run_band(r, canvas, head, 0, r ? r->grid : 0);
+    return ifq_run_band(r, canvas, head, 0, r ? r->rows : 0);
 }
 
 ifq_status ifq_run_band(ifq_runner *r, const uint8_t *canvas, int32_t *head, int y_begin, int y_end)

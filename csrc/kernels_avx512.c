@@ -12,6 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vpopcntdq,avx512vnni,avx2,popcnt")
 #endif
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Four window bytes times four int8 weights per lane (u8 x s8, exact int32 sums), sixteen
@@ -288,20 +289,31 @@ static void amx_weights(const ifq_layer *L, int8_t *tiles)
                         }
 }
 
+int ifq_amx_prepare_model(ifq_model *m)
+{
+    for (int i = 0; i < m->n_layers; i++) {
+        ifq_layer *L = &m->layers[i];
+        if (!amx_layer(L))
+            continue;
+        const size_t n = (size_t)(amx_cols(L) / IFQ_TILE_ROWS) * L->k * amx_chunks(L) * IFQ_TILE_SIZE;
+        if (!(L->amx_tiles = calloc(n, 1)))
+            return 0;
+        amx_weights(L, L->amx_tiles);
+    }
+    return 1;
+}
+
+/* A runner's AMX scratch: the unpacked window rows and the accumulators of the largest layer. */
 static int amx_prepare(ifq_runner *r)
 {
     size_t rows = 1, acc = 1;
     for (int i = 0; i < r->m->n_layers; i++) {
         const ifq_layer *L = &r->m->layers[i];
-        if (!amx_layer(L))
+        if (!L->amx_tiles)
             continue;
         const ifq_stage *in = &r->st[r->in_stage[i]];
         const int w = L->kind == IFQ_KIND_HEAD ? in->w : r->st[r->out_stage[i]].w;   /* a head keeps the map's size */
         const int positions = L->pool ? 2 : 1, span = L->k + (L->pool ? L->stride : 0);
-        const size_t n = (size_t)(amx_cols(L) / IFQ_TILE_ROWS) * L->k * amx_chunks(L) * IFQ_TILE_SIZE;
-        if (!(r->amx_tiles[i] = ifq_block(r, n, 1)))
-            return 0;
-        amx_weights(L, r->amx_tiles[i]);
         const size_t need_rows = span * amx_row_bytes(L, w * positions, in->words);
         const size_t need_acc = (size_t)positions * IFQ_AMX_BLOCK * amx_cols(L);
         rows = need_rows > rows ? need_rows : rows;
@@ -378,7 +390,7 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
                                         uint8_t *dst, int32_t *dst_sums)
 {
     const int li = (int)(L - r->m->layers);
-    if (!r->amx_tiles[li]) {
+    if (!L->amx_tiles) {
         conv_row(r, L, in, out, dst, dst_sums);
         return;
     }
@@ -400,7 +412,7 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
             unpacked = 1;
         }
         for (int dy = 0; dy < positions && !copies; dy++)
-            amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, dy * L->stride, x0, convs,
+            amx_block(L, L->amx_tiles, r->amx_rows, row_bytes, dy * L->stride, x0, convs,
                       r->amx_acc + (size_t)dy * IFQ_AMX_BLOCK * cp);
         for (int x = first; x < end; x++) {
             if (copy_blank(r, li, x, row + (size_t)x * 2 * nw, dst_sums + x, nw))
@@ -428,8 +440,8 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
 IFQ_AMX_TARGET static void amx_head_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, const uint8_t *src,
                                         int y, int32_t *head)
 {
-    const int li = (int)(L - r->m->layers), cols = amx_cols(L);
-    if (!r->amx_tiles[li]) {
+    const int cols = amx_cols(L);
+    if (!L->amx_tiles) {
         head_row(r, L, in, src, y, head);
         return;
     }
@@ -437,7 +449,7 @@ IFQ_AMX_TARGET static void amx_head_row(ifq_runner *r, const ifq_layer *L, const
     amx_unpack(src, in->w, in->words, L->in_ch, 0, row_bytes, r->amx_rows);
     _tile_loadconfig(&AMX_CONFIG);
     for (int x0 = 0; x0 < in->w; x0 += IFQ_AMX_BLOCK) {
-        amx_block(L, r->amx_tiles[li], r->amx_rows, row_bytes, 0, x0, in->w, r->amx_acc);
+        amx_block(L, L->amx_tiles, r->amx_rows, row_bytes, 0, x0, in->w, r->amx_acc);
         const int end = x0 + IFQ_AMX_BLOCK < in->w ? x0 + IFQ_AMX_BLOCK : in->w;
         for (int x = x0; x < end; x++)
             for (int o = 0; o < L->out_ch; o++)

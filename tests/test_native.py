@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo import native
+from ifq_tinier_yolo import native, netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.decode import decode_fixed, score_threshold_q
@@ -46,13 +46,14 @@ def model() -> runtime.IntegerModel:
 
 @pytest.fixture(scope='module')
 def reference(model, dev_images) -> list[dict]:
-    """Per dev image, what the numpy engine gives at the model's input size: canvas, heads, decoded
+    """Per dev image, what the numpy engine gives at the model's input size: canvas (as detect
+    makes it: padded to multiples of the stride only, so most are not square), heads, decoded
     boxes and scores; and for the first DETECT_IMAGES the image and detect()'s result. Computed
     once for all kernel sets (the numpy engine is the slow part of these tests)."""
     out = []
     for i, path in enumerate(dev_images):
         image = read_image(path)
-        canvas = letterbox(image, model.input_size)[0]
+        canvas = letterbox(image, model.input_size, netdef.total_stride(model.specs))[0]
         heads = runtime.run_heads(model, canvas)   # every head: the shipped table may have several
         ref = dict(canvas=canvas, heads=heads, decoded=runtime.decode_heads(model.decoders, heads, CONF, NMS))
         if i < DETECT_IMAGES:
@@ -80,13 +81,14 @@ def test_native_bit_exact_on_dev_images(kernels, reference, capsys):
 
 
 def test_native_other_sizes_and_random_model(random_ifq: Path):
-    """A random-weight model (negative signs, pooled layers) at several input sizes, every kernel set."""
+    """A random-weight model (negative signs, pooled layers) at several canvas shapes, square and
+    not, every kernel set."""
     model = runtime.load_model(random_ifq)
     rng = np.random.default_rng(3)
     for kernels in native.supported_kernels():
         backend = native.load(random_ifq, kernels=kernels)
-        for size in (16, 64, 208):
-            canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for h, w in ((16, 16), (64, 64), (208, 208), (16, 80), (208, 48)):
+            canvas = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas), err_msg=kernels)
 
 
@@ -96,8 +98,8 @@ def test_native_threads_split_the_head_rows(random_ifq: Path):
     rng = np.random.default_rng(4)
     for threads in (2, 3):
         backend = native.load(random_ifq, threads=threads)
-        for size in (16, 48, 160):
-            canvas = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for h, w in ((16, 16), (48, 48), (160, 160), (160, 64)):
+            canvas = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             np.testing.assert_array_equal(backend.run(canvas), runtime.run(model, canvas))
     with pytest.raises(ConfigError):
         native.load(random_ifq, threads=0)
@@ -136,8 +138,8 @@ def test_native_detect_contract(model):
         backend.detect(np.zeros((40, 30, 3), np.uint8), 1.5, 0.45)
     with pytest.raises(ImageError):
         backend.detect(np.zeros((40, 30), np.uint8), 0.3, 0.45)
-    with pytest.raises(ImageError):
-        backend.run_heads(np.zeros((64, 32, 3), np.uint8))
+    with pytest.raises(ImageError):   # sides must be multiples of the stride
+        backend.run_heads(np.zeros((64, 40, 3), np.uint8))
     with pytest.raises(ConfigError):
         native.load(SHIPPED, kernels='vax')
     with pytest.raises(ValueError):   # heads the runner of their size does not make

@@ -173,6 +173,46 @@ def test_bad_inputs(full):
         runtime.detect(model, np.zeros((0, 70, 3), dtype=np.uint8), 0.3, 0.45)
 
 
+@pytest.mark.parametrize('width, height, want', [
+    (1024, 683, (384, 576)),    # landscape: 576 x 384 exactly, no padding rows
+    (1024, 700, (400, 576)),    # 394 rows padded to 400 (3 above, 3 below)
+    (512, 600, (576, 496)),     # portrait: the height is the longer side
+    (576, 576, (576, 576)),
+    (2000, 20, (16, 576)),      # a strip keeps at least one stride
+])
+def test_letterbox_pads_to_multiples_of_the_stride(width, height, want):
+    """letterbox(..., multiple): the longer side `size`, the other rounded up to the stride, the
+    image centred; multiple=None keeps the square canvas the training batches use."""
+    from ifq_tinier_yolo.engine.preprocess import letterbox, unletterbox_boxes
+    image = np.random.default_rng(0).integers(1, 256, (height, width, 3), dtype=np.uint8)
+    canvas, scale, pad_x, pad_y = letterbox(image, 576, 16)
+    assert canvas.shape == (*want, 3) and scale == 576 / max(width, height)
+    new_h, new_w = (canvas[..., 0] > 0).any(1).sum(), (canvas[..., 0] > 0).any(0).sum()   # image pixels are >= 1
+    assert (pad_x, pad_y) == ((want[1] - new_w) // 2, (want[0] - new_h) // 2)
+    assert canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w].min() >= 1
+    corners = unletterbox_boxes(np.array([[pad_x, pad_y, pad_x + new_w, pad_y + new_h]], float), scale, pad_x,
+                                pad_y, width, height)
+    np.testing.assert_allclose(corners, [[0, 0, width, height]], atol=1 / scale)
+    square = letterbox(image, 576)[0]
+    assert square.shape == (576, 576, 3)
+
+
+def test_detect_runs_on_the_padded_canvas(full):
+    """detect letterboxes to multiples of the stride only: its faces are the decoded heads of that
+    (not square) canvas, mapped back."""
+    from ifq_tinier_yolo.engine.preprocess import letterbox, unletterbox_boxes
+    model = full[1]
+    image = np.random.default_rng(5).integers(0, 256, (90, 200, 3), dtype=np.uint8)
+    canvas, scale, pad_x, pad_y = letterbox(image, 128, netdef.total_stride(model.specs))
+    assert canvas.shape == (64, 128, 3)
+    boxes, scores = runtime.decode_heads(model.decoders, runtime.run_heads(model, canvas), 0.01, 0.45)
+    faces = runtime.detect(model, image, 0.01, 0.45, img_size=128)
+    assert len(faces) == len(boxes) > 0
+    xyxy = unletterbox_boxes(boxes, scale, pad_x, pad_y, 200, 90)
+    np.testing.assert_allclose(faces[:, :2], xyxy[:, :2])
+    np.testing.assert_allclose(faces[:, 4], scores)
+
+
 def test_detect_matches_the_torch_path(full):
     """Same faces as model.predict.detect_batch, boxes within 1 network pixel."""
     from ifq_tinier_yolo.model.predict import detect_batch

@@ -17,7 +17,7 @@ static long run_once(const ifq_model *m)
     int size = ifq_model_input_size(m) <= MAX_RUN_SIZE ? ifq_model_input_size(m) : ifq_model_stride(m);
     ifq_runner *r;
     ifq_error err;
-    if (ifq_runner_create(m, size, IFQ_KERNELS_AUTO, &r, &err) != IFQ_OK)
+    if (ifq_runner_create(m, size, size, IFQ_KERNELS_AUTO, &r, &err) != IFQ_OK)
         return -1;
     uint8_t *canvas = malloc((size_t)size * size * 3);
     int32_t *head = malloc(ifq_runner_head_len(r) * sizeof *head);

@@ -1,8 +1,9 @@
 /* ifq_selftest: is every kernel set this CPU runs bit-exact with the portable one? For porting:
  * build it for the target (it needs only the library) and run it there, or under an emulator.
  *
- *     ifq_selftest MODEL.ifq [SIZE ...]       sizes default to the model's own
+ *     ifq_selftest MODEL.ifq [WIDTHxHEIGHT | SIDE ...]
  *
+ * Canvas sizes default to the model's square one and a 4:3 landscape one of the same width.
  * Runs each set on pseudo-random canvases (and a black and a white one) at each size and
  * compares every head integer with the portable set's; prints one line per set, exits 1 on any
  * difference.
@@ -28,12 +29,12 @@ static void fill(uint8_t *canvas, size_t n, int which)
 }
 
 /* The head of one canvas on one kernel set; 0 on failure. */
-static int head_of(const ifq_model *m, int size, ifq_kernels k, const uint8_t *canvas, int32_t *head)
+static int head_of(const ifq_model *m, int w, int h, ifq_kernels k, const uint8_t *canvas, int32_t *head)
 {
     ifq_runner *r;
     ifq_error err;
-    if (ifq_runner_create(m, size, k, &r, &err) != IFQ_OK) {
-        fprintf(stderr, "%s at %d: %s\n", ifq_kernels_name(k), size, err.message);
+    if (ifq_runner_create(m, w, h, k, &r, &err) != IFQ_OK) {
+        fprintf(stderr, "%s at %dx%d: %s\n", ifq_kernels_name(k), w, h, err.message);
         return 0;
     }
     int ok = ifq_run(r, canvas, head) == IFQ_OK;
@@ -41,10 +42,23 @@ static int head_of(const ifq_model *m, int size, ifq_kernels k, const uint8_t *c
     return ok;
 }
 
+/* Canvas size `which` of the command line (WxH or one side), or of the defaults. */
+static void canvas_size(const ifq_model *m, int argc, char **argv, int which, int *w, int *h)
+{
+    if (argc > 2) {
+        if (sscanf(argv[which + 2], "%dx%d", w, h) != 2)
+            *h = *w = atoi(argv[which + 2]);
+        return;
+    }
+    int side = ifq_model_input_size(m), stride = ifq_model_stride(m);
+    *w = side;
+    *h = which ? (side * 3 / 4 + stride - 1) / stride * stride : side;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.ifq [SIZE ...]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.ifq [WIDTHxHEIGHT | SIDE ...]\n", argv[0]);
         return 2;
     }
     size_t n;
@@ -61,11 +75,12 @@ int main(int argc, char **argv)
         if (!ifq_kernels_supported((ifq_kernels)k))
             continue;
         int same = 0, total = 0;
-        for (int s = 2; s < (argc > 2 ? argc : 3); s++) {
-            int size = argc > 2 ? atoi(argv[s]) : ifq_model_input_size(m);
-            size_t len = (size_t)size * size * 3, head_len = 0;   /* every head, back to back */
+        for (int s = 0; s < (argc > 2 ? argc - 2 : 2); s++) {
+            int w, h;
+            canvas_size(m, argc, argv, s, &w, &h);
+            size_t len = (size_t)(w > 0 ? w : 0) * (size_t)(h > 0 ? h : 0) * 3, head_len = 0;   /* every head, back to back */
             ifq_runner *sizing;
-            if (ifq_runner_create(m, size, IFQ_KERNELS_PORTABLE, &sizing, &err) == IFQ_OK) {
+            if (ifq_runner_create(m, w, h, IFQ_KERNELS_PORTABLE, &sizing, &err) == IFQ_OK) {
                 head_len = ifq_runner_head_len(sizing);
                 ifq_runner_free(sizing);
             }
@@ -74,8 +89,8 @@ int main(int argc, char **argv)
             for (int c = 0; c < CANVASES && canvas && want && got; c++) {
                 fill(canvas, len, c);
                 total++;
-                same += head_of(m, size, IFQ_KERNELS_PORTABLE, canvas, want) &&
-                        head_of(m, size, (ifq_kernels)k, canvas, got) &&
+                same += head_of(m, w, h, IFQ_KERNELS_PORTABLE, canvas, want) &&
+                        head_of(m, w, h, (ifq_kernels)k, canvas, got) &&
                         memcmp(want, got, head_len * sizeof *got) == 0;
             }
             free(canvas);

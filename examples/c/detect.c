@@ -5,7 +5,8 @@
  * The letterbox is this program's own: the image is scaled by SIZE / max(width, height) to
  * round(width * scale) x round(height * scale) with bilinear interpolation at pixel centres
  * (the convention of OpenCV's INTER_LINEAR, in double precision, so a pixel may differ by one
- * level from the Python path's cv2.resize), centred on a black SIZE x SIZE canvas. An image
+ * level from the Python path's cv2.resize), centred on a black canvas whose sides are those
+ * rounded up to multiples of the model's stride (SIZE on the longer side). An image
  * that is already SIZE pixels on its longer side is copied unchanged, so its faces equal the
  * Python detector's exactly. Canvas rows are made on demand (ifq_run_rows): the canvas is
  * never held whole, only the line buffers of the runtime are. A model of several heads (a
@@ -22,7 +23,7 @@
 typedef struct {
     int w, h;
     uint8_t *rgb;            /* PPM order: R, G, B */
-    int size, new_w, new_h, pad_x, pad_y;
+    int canvas_w, canvas_h, new_w, new_h, pad_x, pad_y;
     double scale;
 } image;
 
@@ -99,16 +100,19 @@ static const char *read_ppm(const char *path, image *im)
     return im->rgb ? NULL : "out of memory";
 }
 
-static void plan_letterbox(image *im, int size)
+/* engine/preprocess.py letterbox_geometry: the scaled image and the canvas around it (sides
+ * rounded up to multiples of `stride`), the image centred. */
+static void plan_letterbox(image *im, int size, int stride)
 {
-    im->size = size;
     im->scale = (double)size / (im->w > im->h ? im->w : im->h);
     im->new_w = (int)lround(im->w * im->scale);
     im->new_h = (int)lround(im->h * im->scale);
     im->new_w = im->new_w < 1 ? 1 : im->new_w > size ? size : im->new_w;
     im->new_h = im->new_h < 1 ? 1 : im->new_h > size ? size : im->new_h;
-    im->pad_x = (size - im->new_w) / 2;
-    im->pad_y = (size - im->new_h) / 2;
+    im->canvas_w = (im->new_w + stride - 1) / stride * stride;
+    im->canvas_h = (im->new_h + stride - 1) / stride * stride;
+    im->pad_x = (im->canvas_w - im->new_w) / 2;
+    im->pad_y = (im->canvas_h - im->new_h) / 2;
 }
 
 /* Source coordinate of destination pixel i (pixel centres), clamped, as index + fraction. */
@@ -124,7 +128,7 @@ static void source_at(int i, int src_len, int dst_len, int *i0, double *frac)
 static void canvas_row(void *user, int y, uint8_t *row)
 {
     const image *im = user;
-    memset(row, 0, (size_t)im->size * 3);
+    memset(row, 0, (size_t)im->canvas_w * 3);
     int yy = y - im->pad_y;
     if (yy < 0 || yy >= im->new_h)
         return;
@@ -181,12 +185,17 @@ int main(int argc, char **argv)
         return die(argv[2], bad);
     }
     ifq_runner *runner;
-    if (ifq_runner_create(model, size, IFQ_KERNELS_AUTO, &runner, &err) != IFQ_OK) {
+    if (size <= 0 || size % ifq_model_stride(model)) {
+        free(im.rgb);
+        ifq_model_free(model);
+        return die("size", "input size must be a positive multiple of the model's stride");
+    }
+    plan_letterbox(&im, size, ifq_model_stride(model));
+    if (ifq_runner_create(model, im.canvas_w, im.canvas_h, IFQ_KERNELS_AUTO, &runner, &err) != IFQ_OK) {
         free(im.rgb);
         ifq_model_free(model);
         return die("size", err.message);
     }
-    plan_letterbox(&im, size);
     int32_t *head = malloc(ifq_runner_head_len(runner) * sizeof *head);
     ifq_box *boxes = malloc(ifq_runner_max_boxes(runner) * sizeof *boxes);
     size_t found = 0;

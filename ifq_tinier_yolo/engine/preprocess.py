@@ -7,21 +7,34 @@ import numpy as np
 from ..netdef import LETTERBOX_FILL
 
 
-def letterbox_geometry(width: int, height: int, size: int) -> tuple[float, int, int, int, int]:
-    """(scale, new_w, new_h, pad_x, pad_y): resize by `scale` to new_w x new_h, centre on a size^2 canvas."""
+def canvas_side(side: int, multiple: int) -> int:
+    """`side` rounded up to a multiple of `multiple`."""
+    return -(-side // multiple) * multiple
+
+
+def letterbox_geometry(width: int, height: int, size: int,
+                       multiple: int | None = None) -> tuple[float, int, int, int, int, int, int]:
+    """(scale, new_w, new_h, pad_x, pad_y, canvas_w, canvas_h): resize by `scale` so that the longer
+    side is `size`, to new_w x new_h, and centre on a canvas whose sides are new_w and new_h rounded
+    up to multiples of `multiple` (None: size, a square canvas)."""
     scale = size / max(width, height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    return scale, new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
+    new_w, new_h = min(size, max(1, round(width * scale))), min(size, max(1, round(height * scale)))
+    m = multiple or size
+    canvas_w, canvas_h = canvas_side(new_w, m), canvas_side(new_h, m)
+    return scale, new_w, new_h, (canvas_w - new_w) // 2, (canvas_h - new_h) // 2, canvas_w, canvas_h
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
-    """uint8 (H, W, 3) BGR -> (uint8 (size, size, 3) canvas, scale, pad_x, pad_y).
+def letterbox(image: np.ndarray, size: int, multiple: int | None = None) -> tuple[np.ndarray, float, int, int]:
+    """uint8 (H, W, 3) BGR -> (uint8 (canvas_h, canvas_w, 3) canvas, scale, pad_x, pad_y).
 
-    Network pixel = original pixel * scale + pad. Bilinear resize; padding is LETTERBOX_FILL.
+    The longer side becomes `size`; the canvas is square (multiple None: what training batches
+    need) or the resized image padded to multiples of `multiple` (the detectors: a 4:3 image costs
+    3/4 of the square's pixels). Network pixel = original pixel * scale + pad. Bilinear resize;
+    padding is LETTERBOX_FILL.
     """
     h, w = image.shape[:2]
-    scale, new_w, new_h, pad_x, pad_y = letterbox_geometry(w, h, size)
-    canvas = np.full((size, size, 3), LETTERBOX_FILL, dtype=np.uint8)
+    scale, new_w, new_h, pad_x, pad_y, canvas_w, canvas_h = letterbox_geometry(w, h, size, multiple)
+    canvas = np.full((canvas_h, canvas_w, 3), LETTERBOX_FILL, dtype=np.uint8)
     resized = image if (new_w, new_h) == (w, h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
     return canvas, scale, pad_x, pad_y

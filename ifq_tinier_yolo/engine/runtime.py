@@ -180,7 +180,7 @@ def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = Fa
 
 
 def run_heads(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> list[np.ndarray]:
-    """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, S/s, S/s)."""
+    """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, H/s, W/s)."""
     if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
         raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
                          f'{getattr(canvas, "shape", type(canvas).__name__)}')
@@ -194,7 +194,7 @@ def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -
 
 
 def run(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> np.ndarray:
-    """Single-head models: uint8 (S, S, 3) canvas -> int32 head accumulators (A*5, S/16, S/16)."""
+    """Single-head models: uint8 (H, W, 3) canvas -> int32 head accumulators (A*5, H/16, W/16)."""
     model.head   # noqa: B018 - ValueError for a model of several heads
     return run_heads(model, canvas, packed)[0]
 
@@ -216,14 +216,15 @@ BoxesFn = Callable[[np.ndarray, float, float], tuple[np.ndarray, np.ndarray]]
 def detect_with(boxes_fn: BoxesFn, specs: tuple[netdef.LayerSpec, ...], bgr_image: np.ndarray, conf: float,
                 nms_iou: float, size: int) -> np.ndarray:
     """`detect` on any backend that turns a letterboxed canvas into decoded boxes (the numpy
-    engine, the native runtime, onnxruntime): checks, letterbox, boxes in original pixels."""
+    engine, the native runtime, onnxruntime): checks, letterbox (the longer side `size`, the
+    canvas padded to multiples of the total stride only), boxes in original pixels."""
     netdef.check_input_size(size, specs)
     if not 0.0 <= conf <= 1.0 or not 0.0 < nms_iou <= 1.0:
         raise ConfigError(f'conf {conf} must lie in [0, 1] and nms {nms_iou} in (0, 1]')
     if not isinstance(bgr_image, np.ndarray) or bgr_image.dtype != np.uint8 or bgr_image.ndim != 3 \
             or bgr_image.shape[2] != netdef.IN_CHANNELS or bgr_image.size == 0:
         raise ImageError('detect needs a non-empty uint8 (H, W, 3) BGR image')
-    canvas, scale, pad_x, pad_y = letterbox(bgr_image, size)
+    canvas, scale, pad_x, pad_y = letterbox(bgr_image, size, netdef.total_stride(specs))
     boxes, scores = boxes_fn(canvas, conf, nms_iou)
     b = unletterbox_boxes(boxes, scale, pad_x, pad_y, bgr_image.shape[1], bgr_image.shape[0])
     out = detection_rows(b, scores).astype(np.float64)

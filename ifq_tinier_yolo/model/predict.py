@@ -12,23 +12,31 @@ from ..engine.preprocess import letterbox, unletterbox_boxes
 from .tinier_yolo import TinierYolo
 
 def to_input(canvases: list[np.ndarray]) -> torch.Tensor:
-    """uint8 (S, S, 3) BGR canvases -> float (B, 3, S, S) pixel values, as the network reads them."""
-    return torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float()   # (B, 3, S, S)
+    """uint8 (H, W, 3) BGR canvases of one shape -> float (B, 3, H, W) pixel values, as the network reads them."""
+    return torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float()   # (B, 3, H, W)
 
 
 @torch.no_grad()
 def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, conf: float,
                  nms_iou: float) -> list[np.ndarray]:
-    """uint8 BGR images -> per image float64 (N, 5) x, y, w, h, score in original pixels."""
+    """uint8 BGR images -> per image float64 (N, 5) x, y, w, h, score in original pixels.
+
+    Letterboxed as the integer engines do (engine.runtime.detect_with: canvases padded to
+    multiples of the total stride only); images of one canvas shape run as one batch."""
     netdef.check_input_size(img_size, model.layers)
-    boxed = [letterbox(im, img_size) for im in images]
-    heads = [h.float().numpy() for h in model(to_input([b[0] for b in boxed]))]   # per head (B, A*5, H, W)
+    boxed = [letterbox(im, img_size, netdef.total_stride(model.layers)) for im in images]
     strides = netdef.head_strides(model.layers)
-    results = []
-    for i, (im, (_, scale, px, py)) in enumerate(zip(images, boxed)):
-        boxes, scores = decode_nms_float([h[i] for h in heads], model.head_anchors, strides, conf, nms_iou)
-        b = unletterbox_boxes(boxes, scale, px, py, im.shape[1], im.shape[0])
-        results.append(detection_rows(b, scores))
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, b in enumerate(boxed):
+        by_shape.setdefault(b[0].shape, []).append(i)
+    results: list[np.ndarray] = [np.empty((0, 5))] * len(images)
+    for group in by_shape.values():
+        heads = [h.float().numpy() for h in model(to_input([boxed[i][0] for i in group]))]   # per head (B, A*5, H, W)
+        for k, i in enumerate(group):
+            _, scale, px, py = boxed[i]
+            boxes, scores = decode_nms_float([h[k] for h in heads], model.head_anchors, strides, conf, nms_iou)
+            b = unletterbox_boxes(boxes, scale, px, py, images[i].shape[1], images[i].shape[0])
+            results[i] = detection_rows(b, scores)
     return results
 
 

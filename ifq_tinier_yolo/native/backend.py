@@ -11,6 +11,7 @@ runs the network, decodes in fixed point and runs NMS. The numpy engine stays th
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ from . import NativeUnavailable
 
 
 MAX_THREADS = 16
+# runners kept per backend, the most recently used (a folder of photos of many aspect ratios
+# makes many canvas shapes; each runner holds its line buffers and prepared weights)
+MAX_RUNNERS = 8
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class NativeBackend:
         self.kernels_requested = kernels
         self.threads = threads          # head row bands run in parallel, one runner each (single-head models)
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
-        self._runners: dict[int, list[binding.Runner]] = {}
+        self._runners: OrderedDict[tuple[int, int], list[binding.Runner]] = OrderedDict()   # (H, W) ->
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
 
     @property
@@ -79,29 +83,33 @@ class NativeBackend:
     @property
     def kernels(self) -> str:
         """The kernel set that runs ('portable', 'avx2', 'avx512', 'neon', 'amx')."""
-        return self._runner(self.input_size).kernels
+        return self._runner((self.input_size, self.input_size)).kernels
 
     @property
     def num_heads(self) -> int:
         """Detection heads of the model (1 for a chain)."""
         return self._model.num_heads
 
-    def _runner(self, size: int, band: int = 0) -> binding.Runner:
-        runners = self._runners.get(size)
+    def _runner(self, shape: tuple[int, int], band: int = 0) -> binding.Runner:
+        """The runner of canvas shape (H, W) for thread `band`, made on first use."""
+        runners = self._runners.get(shape)
         if runners is None:
-            runners = self._runners[size] = [binding.Runner(self._model, size, self.kernels_requested)
-                                             for _ in range(self.threads)]
+            runners = self._runners[shape] = [binding.Runner(self._model, shape[1], shape[0], self.kernels_requested)
+                                              for _ in range(self.threads)]
+            if len(self._runners) > MAX_RUNNERS:
+                self._runners.popitem(last=False)
+        self._runners.move_to_end(shape)
         return runners[band]
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
-        """Single-head models: uint8 (S, S, 3) BGR letterboxed canvas -> int32 head accumulators
-        (A*5, S/16, S/16); ValueError for a model of several heads (use run_heads)."""
+        """Single-head models: uint8 (H, W, 3) BGR letterboxed canvas -> int32 head accumulators
+        (A*5, H/16, W/16); ValueError for a model of several heads (use run_heads)."""
         if self.num_heads != 1:
             raise ValueError(f'the model has {self.num_heads} heads; run_heads returns them all')
         return self.run_heads(canvas)[0]
 
     def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
-        """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 (A*5, S/s, S/s), table order
+        """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 (A*5, H/s, W/s), table order
         (== runtime.run_heads). Several threads split the head rows of a single-head model; a
         model of several heads runs on one."""
         runner, flat = self._run(canvas)
@@ -110,22 +118,23 @@ class NativeBackend:
     def _run(self, canvas: np.ndarray) -> tuple[binding.Runner, np.ndarray]:
         """run_heads, the heads back to back as the C runtime holds them, with their runner."""
         if not isinstance(canvas, np.ndarray) or canvas.dtype != np.uint8 or canvas.ndim != 3 \
-                or canvas.shape[2] != netdef.IN_CHANNELS or canvas.shape[0] != canvas.shape[1]:
-            raise ImageError(f'native engine input must be a uint8 (S, S, 3) canvas, got '
+                or canvas.shape[2] != netdef.IN_CHANNELS:
+            raise ImageError(f'native engine input must be a uint8 (H, W, 3) canvas, got '
                              f'{getattr(canvas, "dtype", type(canvas).__name__)} {getattr(canvas, "shape", "")}')
         try:
-            netdef.check_input_size(canvas.shape[0], self.specs, 'engine input')
+            for side in canvas.shape[:2]:
+                netdef.check_input_size(side, self.specs, 'engine input')
         except ConfigError as e:   # a canvas of the wrong size is a bad image, not a bad option
             raise ImageError(str(e)) from None
-        size = canvas.shape[0]
+        shape = canvas.shape[:2]
         with self._lock:
-            first = self._runner(size)
+            first = self._runner(shape)
             if self.threads == 1 or self.num_heads > 1:
                 return first, first.run(canvas)
             canvas = np.ascontiguousarray(canvas)
             head = np.empty(first.head_shape, dtype=np.int32)
-            cuts = np.linspace(0, first.grid, self.threads + 1).round().astype(int)   # head row bands
-            others = [self._pool.submit(self._runner(size, t).run_band, canvas, head, cuts[t], cuts[t + 1])
+            cuts = np.linspace(0, first.head_shape[1], self.threads + 1).round().astype(int)   # head row bands
+            others = [self._pool.submit(self._runner(shape, t).run_band, canvas, head, cuts[t], cuts[t + 1])
                       for t in range(1, self.threads)]
             first.run_band(canvas, head, 0, cuts[1])
             for f in others:
@@ -134,17 +143,18 @@ class NativeBackend:
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Single-head models: int32 head (A*5, G, G) -> `decode_heads`."""
+        """Single-head models: int32 head (A*5, rows, cols) -> `decode_heads`."""
         return self.decode_heads([head], conf, nms_iou, contain)
 
     def decode_heads(self, heads: list[np.ndarray], conf: float, nms_iou: float,
                      contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per head int32 (A*5, g, g) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,)
+        """Per head int32 (A*5, rows, cols) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,)
         scores), best first: runtime.decode_heads (and nms.nms_at's containment) in C."""
         if len(heads) != self.num_heads or getattr(heads[0], 'ndim', 0) != 3:
             raise ValueError(f'{len(heads)} heads given, the model has {self.num_heads}')
+        stride = netdef.head_strides(self.specs)[0]
         with self._lock:
-            runner = self._runner(heads[0].shape[-1] * netdef.head_strides(self.specs)[0])
+            runner = self._runner((heads[0].shape[1] * stride, heads[0].shape[2] * stride))
         return self._decode(runner, runner.join(heads), conf, nms_iou, contain)
 
     def _decode(self, runner: binding.Runner, flat: np.ndarray, conf: float, nms_iou: float,
@@ -164,10 +174,10 @@ class NativeBackend:
                            bgr_image, conf, nms_iou, img_size or self.input_size)
 
     def feature_memory(self, size: int | None = None) -> FeatureMemory:
-        """Measured peak feature memory of the native runner at `size` vs the float network's."""
+        """Measured peak feature memory of the native runner on a size x size canvas vs the float network's."""
         from ..integrate.report import feature_memory   # numpy only; imported late to keep loading light
         size = size or self.input_size
-        return FeatureMemory(size, self._runner(size).feature_bytes,
+        return FeatureMemory(size, self._runner((size, size)).feature_bytes,
                              feature_memory(self.specs, size)['float'][0])
 
 

@@ -41,13 +41,13 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         'ifq_model_num_heads': (C.c_int, [vp]),
         'ifq_model_head_anchors': (C.c_int, [vp, C.c_int]),
         'ifq_model_head_stride': (C.c_int, [vp, C.c_int]),
-        'ifq_runner_head_grid': (C.c_int, [vp, C.c_int]),
+        'ifq_runner_head_rows': (C.c_int, [vp, C.c_int]),
+        'ifq_runner_head_cols': (C.c_int, [vp, C.c_int]),
         'ifq_runner_head_offset': (sz, [vp, C.c_int]),
         'ifq_kernels_supported': (C.c_int, [C.c_int]),
-        'ifq_runner_create': (C.c_int, [vp, C.c_int, C.c_int, C.POINTER(vp), C.POINTER(Error)]),
+        'ifq_runner_create': (C.c_int, [vp, C.c_int, C.c_int, C.c_int, C.POINTER(vp), C.POINTER(Error)]),
         'ifq_runner_free': (None, [vp]),
         'ifq_runner_kernels': (C.c_int, [vp]),
-        'ifq_runner_grid': (C.c_int, [vp]),
         'ifq_runner_head_len': (sz, [vp]),
         'ifq_runner_max_boxes': (sz, [vp]),
         'ifq_runner_feature_bytes': (sz, [vp]),
@@ -98,22 +98,23 @@ class Model:
 
 
 class Runner:
-    """Buffers for one input side and kernel set; one call at a time (ctypes releases the GIL
+    """Buffers for one canvas shape and kernel set; one call at a time (ctypes releases the GIL
     during the call, so runners on other threads run in parallel)."""
 
-    def __init__(self, model: Model, size: int, kernels: str = 'auto'):
+    def __init__(self, model: Model, width: int, height: int, kernels: str = 'auto'):
         lib, err, handle = library(), Error(), C.c_void_p()
-        status = lib.ifq_runner_create(model.handle, size, KERNELS.index(kernels), C.byref(handle), C.byref(err))
+        status = lib.ifq_runner_create(model.handle, width, height, KERNELS.index(kernels), C.byref(handle),
+                                       C.byref(err))
         if status:
             raise ValueError(err.message.decode('utf-8', 'replace'))
-        self.model, self.handle, self.size = model, handle, size   # the runner reads the model: keep it alive
+        self.model, self.handle = model, handle   # the runner reads the model: keep it alive
+        self.canvas_shape = (height, width, 3)
         self._free = weakref.finalize(self, lib.ifq_runner_free, handle)
         self.kernels = KERNELS[lib.ifq_runner_kernels(handle)]
-        self.grid = lib.ifq_runner_grid(handle)
         self.head_len = lib.ifq_runner_head_len(handle)   # int32 values of all heads, back to back
         self.head_offsets = [lib.ifq_runner_head_offset(handle, h) for h in range(model.num_heads + 1)]
-        self.head_shapes = [(a * 5, g, g) for a, g in zip(model.head_anchors, (
-            lib.ifq_runner_head_grid(handle, h) for h in range(model.num_heads)))]
+        self.head_shapes = [(a * 5, lib.ifq_runner_head_rows(handle, h), lib.ifq_runner_head_cols(handle, h))
+                            for h, a in enumerate(model.head_anchors)]
         self.head_shape = self.head_shapes[0]
         self.max_boxes = lib.ifq_runner_max_boxes(handle)
         self.feature_bytes = lib.ifq_runner_feature_bytes(handle)
@@ -121,26 +122,34 @@ class Runner:
         self._boxes = np.zeros((self.max_boxes, BOX_FIELDS), dtype=np.int32)
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
-        """uint8 (S, S, 3) canvas -> int32 (head_len,): every head, back to back in table order."""
+        """uint8 (H, W, 3) canvas of this runner's shape -> int32 (head_len,): every head, back to back
+        in table order."""
+        self._check(canvas)
         heads = np.empty(self.head_len, dtype=np.int32)
         if library().ifq_run(self.handle, np.ascontiguousarray(canvas), heads):
             raise RuntimeError('ifq_run failed')   # only on null arguments: a bug, not a user error
         return heads
 
+    def _check(self, canvas: np.ndarray) -> None:
+        """ValueError unless `canvas` is uint8 of this runner's shape (the C code reads exactly that)."""
+        if canvas.dtype != np.uint8 or canvas.shape != self.canvas_shape:
+            raise ValueError(f'canvas {canvas.dtype} {canvas.shape}, this runner reads uint8 {self.canvas_shape}')
+
     def split(self, heads: np.ndarray) -> list[np.ndarray]:
-        """int32 (head_len,) -> per head int32 (A*5, g, g) views, table order."""
+        """int32 (head_len,) -> per head int32 (A*5, rows, cols) views, table order."""
         return [heads[a:b].reshape(shape) for a, b, shape in
                 zip(self.head_offsets, self.head_offsets[1:], self.head_shapes)]
 
     def join(self, heads: list[np.ndarray]) -> np.ndarray:
-        """Per head int32 (A*5, g, g) -> int32 (head_len,) (ValueError unless the shapes are this runner's)."""
+        """Per head int32 (A*5, rows, cols) -> int32 (head_len,) (ValueError unless the shapes are this runner's)."""
         shapes = [getattr(h, 'shape', None) for h in heads]
         if shapes != self.head_shapes:   # the C decoder reads exactly this runner's heads
             raise ValueError(f'heads of shapes {shapes}, this runner makes {self.head_shapes}')
         return np.concatenate([np.asarray(h, dtype=np.int32).ravel() for h in heads])
 
     def run_band(self, canvas: np.ndarray, head: np.ndarray, y_begin: int, y_end: int) -> None:
-        """Head rows y_begin..y_end - 1 of a contiguous uint8 canvas into `head` (int32 (A*5, G, G))."""
+        """Head rows y_begin..y_end - 1 of a contiguous uint8 canvas into `head` (int32 (A*5, rows, cols))."""
+        self._check(canvas)
         if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
             raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
