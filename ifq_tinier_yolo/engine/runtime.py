@@ -1,7 +1,7 @@
 """The integer engine: .ifq model -> int32 head accumulators -> faces. numpy (+ opencv) only.
 
     model = load_model('weights/ifq_tinier_yolo.ifq')
-    heads = run_heads(model, canvas)          # uint8 (S, S, 3) BGR canvas -> per head int32 (A*5, S/s, S/s)
+    heads = run_heads(model, canvas)          # uint8 (H, W, 3) BGR canvas -> per head int32 (A*5, H/s, W/s)
     faces = detect(model, bgr, 0.3, 0.45)     # float64 (N, 5) x, y, w, h, score, original pixels
 
 Per layer: integer conv (im2col GEMM, or exact Winograd for 3x3 stride-1 binary layers) ->

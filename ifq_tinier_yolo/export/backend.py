@@ -1,7 +1,7 @@
 """Run an exported `.onnx` model in onnxruntime, with the engine's contract and its decoder.
 
     backend = load('model.onnx')
-    heads = backend.run_heads(canvas)            # uint8 (S, S, 3) BGR canvas -> per head int32 (A*5, S/s, S/s)
+    heads = backend.run_heads(canvas)            # uint8 (H, W, 3) BGR canvas -> per head int32 (A*5, H/s, W/s)
     faces = backend.detect(bgr, 0.3, 0.45)       # float64 (N, 5) x, y, w, h, score, original pixels
 
 Only the layers run in onnxruntime; letterboxing (engine/preprocess.py), the fixed-point
@@ -40,14 +40,14 @@ class OnnxBackend:
         return self.session.run(list(self.heads), {INPUT: np.ascontiguousarray(canvases)})
 
     def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
-        """uint8 (S, S, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, S/s, S/s)."""
+        """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, H/s, W/s)."""
         if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
             raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
                              f'{getattr(canvas, "shape", type(canvas).__name__)}')
         return [h[0] for h in self.run_heads_batch(canvas[None])]
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
-        """Single-head models: uint8 (S, S, 3) canvas -> int32 head (A*5, S/s, S/s); ValueError for several heads."""
+        """Single-head models: uint8 (H, W, 3) canvas -> int32 head (A*5, H/s, W/s); ValueError for several heads."""
         if len(self.heads) != 1:
             raise ValueError(f'this model has {len(self.heads)} heads; use run_heads')
         return self.run_heads(canvas)[0]
