@@ -203,6 +203,23 @@ def blank_canvases(size: int, rng: np.random.Generator) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize('kernels', ['portable', 'avx512', 'amx'])
+def test_a_layers_first_blank_pixels_are_computed(kernels):
+    """On a fresh runner a layer's blank pixel is unknown until computed once. Here conv2's first
+    blank positions (row 1, columns 32..) fill a whole 32-position block of the AMX set, after a
+    block without any: that block must be computed, not copied from a blank pixel never made."""
+    if kernels not in native.supported_kernels():
+        pytest.skip(f'{kernels} does not run on this CPU')
+    data = v2_bytes()
+    model, backend = fmt.from_bytes(data), NativeBackend(data, 'v2', kernels)
+    canvas = np.random.default_rng(9).integers(1, 256, (32, 272, 3), dtype=np.uint8)
+    # conv2 position x (two stride-2 3x3 layers) reads canvas columns 4x-3 .. 4x+3: the fill from
+    # column 125 on makes x = 32 .. 66 blank and leaves every x < 32 touching the image
+    canvas[:, 125:] = netdef.LETTERBOX_FILL
+    want = runtime.run_heads(model, canvas)
+    assert all(np.array_equal(g, w) for g, w in zip(backend.run_heads(canvas), want))
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx512', 'amx'])
 def test_blank_regions_are_bit_exact(kernels):
     if kernels not in native.supported_kernels():
         pytest.skip(f'{kernels} does not run on this CPU')
