@@ -44,8 +44,7 @@ typedef enum {
     IFQ_ERR_INVALID,      /* a field or array breaks the format's rules */
     IFQ_ERR_NOMEM,        /* an allocation failed (or a size overflows size_t) */
     IFQ_ERR_ARGUMENT,     /* a bad argument (input size, null pointer, kernels not on this CPU) */
-    IFQ_ERR_BUFFER,       /* the caller's box buffer is too small */
-    IFQ_ERR_UNSUPPORTED   /* a call this model does not allow (a band of rows of a model of several heads) */
+    IFQ_ERR_BUFFER        /* the caller's box buffer is too small */
 } ifq_status;
 
 typedef struct {
@@ -111,9 +110,9 @@ typedef void (*ifq_row_source)(void *user, int y, uint8_t *row);
 ifq_status ifq_run_rows(ifq_runner *runner, ifq_row_source source, void *user, int32_t *head);
 /* The same on a whole uint8 (height, width, 3) BGR canvas. */
 ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
-/* Only head rows y_begin <= y < y_end (of the full-size head buffer); the rows they need and no
- * others are computed. Two runners on two threads fill the two halves of one head. Models of one
- * head only: IFQ_ERR_UNSUPPORTED for a part of a model of several heads. */
+/* Only rows y_begin <= y < y_end of the first head, and the same part of every other head (rows
+ * y * rows_h / rows_0 at the band's ends), into the full-size head buffer; the rows they need and
+ * no others are computed. Two runners on two threads fill the two halves of every head. */
 ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head, int y_begin, int y_end);
 
 /* Fixed-point decode of every head (its own anchors, scale and stride) + one greedy integer NMS

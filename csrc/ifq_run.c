@@ -14,8 +14,9 @@
  * a 2x2 max-pool); a map read again by a later layer (conv3 by conv7 in the two-scale table)
  * keeps the rows that layer has still to read, never the whole map unless the schedule needs it.
  *
- * A band of head rows (ifq_run_band, single-head models) pulls only the rows its own windows
- * need, so two runners can compute the two halves of one head in two threads.
+ * A band of head rows (ifq_run_band: a part of the first head and the same part of the others)
+ * starts every map at the lowest row its windows read (band_starts) and pulls only the rows it
+ * needs, so two runners can compute the two halves of the heads in two threads.
  *
  * Blank pixels: every stage row carries two column intervals (ifq_blank) known to be blank. On the
  * canvas they are the row's leading and trailing run of letterbox fill pixels (IFQ_BLANK); a
@@ -31,6 +32,7 @@
 #if defined(__linux__)
 #define _GNU_SOURCE   /* syscall(): the AMX permission request */
 #endif
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,8 +237,9 @@ static ifq_status create(ifq_runner *r)
     const ifq_model *m = r->m;
     if (!plan_stages(r))
         return IFQ_ERR_ARGUMENT;
-    r->planning = 1;   /* the schedule once, to size the rings */
-    run(r, NULL, 0, r->rows);
+    r->planning = 1;   /* the schedule once, to size the rings; and a band from mid-map, whose */
+    run(r, NULL, 0, r->rows);   /* first windows are not cut by the padding */
+    run(r, NULL, r->rows / 2, r->rows);
     r->planning = 0;
     size_t max_row = 0, max_window = IFQ_MAX_INPUTS, max_out = 1, max_words = 1, max_patch = 1, in_pad = 1;
     for (int i = 0; i < r->n_stages; i++) {
@@ -381,9 +384,9 @@ size_t ifq_runner_head_offset(const ifq_runner *r, int h)
 
 static void produce(ifq_runner *r, int i, int y);
 
-/* Make sure rows first..last of stage i exist: each row is produced once, in order. A stage
- * with one reader skips the rows below `first` that were never produced (a band of the head
- * starts mid-map; a stride-2 1x1 layer reads every other row); a stage read twice makes all. */
+/* Make sure rows first..last of stage i exist: each row is produced once, in order, from where
+ * band_starts set the stage. A stage with one reader also skips the rows below `first` that were
+ * never produced (a stride-2 1x1 layer reads every other row). */
 static void ensure(ifq_runner *r, int i, int first, int last)
 {
     ifq_stage *s = &r->st[i];
@@ -580,25 +583,59 @@ static void head_row(ifq_runner *r, int h, int y, int32_t *head)
         r->ks->head_row(r, &r->m->layers[layer], &r->st[src], row, y, head + r->head_offset[layer]);
 }
 
+/* Make each stage start at the lowest row a band reads, given each head's first row (rows below
+ * it are never made): produce's windows walked backwards. A layer's output row y reads its input
+ * from row (pool ? 2y : y) * stride - k/2, an upsample's from y/2, a concatenation its sources'
+ * row y; a stage read twice starts at the lower of its readers' rows. */
+static void band_starts(ifq_runner *r, const int *head_first)
+{
+    const ifq_model *m = r->m;
+    int first[IFQ_MAX_STAGES];
+    for (int i = 0; i < r->n_stages; i++)
+        first[i] = INT_MAX;
+    for (int h = 0; h < m->n_heads; h++) {
+        const int in = r->in_stage[m->heads[h]];
+        first[in] = head_first[h] < first[in] ? head_first[h] : first[in];
+    }
+    for (int i = m->n_layers - 1; i >= 0; i--) {   /* a stage's readers come later in the table */
+        const ifq_layer *L = &m->layers[i];
+        const int in = r->in_stage[i], out = r->out_stage[i];
+        if (out >= 0 && first[out] != INT_MAX) {
+            const int y = first[out];
+            int from = L->kind == IFQ_KIND_UPSAMPLE ? y / 2 : (L->pool ? 2 * y : y) * L->stride - L->k / 2;
+            from = from > 0 ? from : 0;
+            first[in] = from < first[in] ? from : first[in];
+        }
+        for (int k = 0; r->st[in].kind == IFQ_STAGE_CONCAT && k < r->st[in].n_src; k++) {
+            const int src = r->st[in].src[k];
+            first[src] = first[in] < first[src] ? first[in] : first[src];
+        }
+    }
+    for (int i = 0; i < r->n_stages; i++)
+        r->st[i].next = first[i] == INT_MAX ? 0 : first[i];
+}
+
 /* The heads' rows, interleaved: next, the row that ends highest in the canvas (row y of a head
- * of side g ends at (y + 1) / g of it), ties in table order. Single-head models may run a band. */
+ * of g rows ends at (y + 1) / g of it), ties in table order. A band is rows y_begin..y_end - 1
+ * of the first head and the same part of every other head: rows y * g / g0 at its ends. */
 static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
 {
     const ifq_model *m = r->m;
     if ((!head && !r->planning) || y_begin < 0 || y_end > r->rows || y_begin > y_end)
         return IFQ_ERR_ARGUMENT;
-    if (m->n_heads > 1 && (y_begin != 0 || y_end != r->rows))
-        return IFQ_ERR_UNSUPPORTED;   /* a band of which head? */
-    for (int i = 0; i < r->n_stages; i++)
-        r->st[i].next = 0;
-    for (int h = 0; h < m->n_heads; h++)
-        r->head_next[h] = h ? 0 : y_begin;
+    int end[IFQ_MAX_LAYERS];
+    for (int h = 0; h < m->n_heads; h++) {
+        const int64_t g = ifq_runner_head_rows(r, h);
+        r->head_next[h] = (int)(y_begin * g / r->rows);
+        end[h] = (int)(y_end * g / r->rows);
+    }
+    band_starts(r, r->head_next);
     for (;;) {
         int best = -1;
         int64_t best_num = 0, best_den = 1;   /* (y + 1) / g of the best so far */
         for (int h = 0; h < m->n_heads; h++) {
-            int g = ifq_runner_head_rows(r, h), end = h ? g : y_end;
-            if (r->head_next[h] >= end)
+            const int g = ifq_runner_head_rows(r, h);
+            if (r->head_next[h] >= end[h])
                 continue;
             int64_t num = r->head_next[h] + 1;
             if (best < 0 || num * best_den < best_num * g) {

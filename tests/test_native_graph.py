@@ -202,6 +202,21 @@ def blank_canvases(size: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [whole, bands, pillars, holes, dark]
 
 
+def test_threads_split_every_head():
+    """threads=N on a graph: N runners fill bands of every head's rows (the stride-8 head's rows in
+    the same proportion), each map starting at the lowest row its band reads; the heads equal the
+    numpy engine's on canvases of several shapes, bands of one head row included."""
+    rng = np.random.default_rng(11)
+    for name, data, sizes, _ in cases():
+        model = fmt.from_bytes(data)
+        for threads in (2, 3):
+            backend = NativeBackend(data, name, threads=threads)
+            for h, w in [(s, s) for s in sizes] + [(sizes[-1] // 2, sizes[-1]), (sizes[0] + 32, 32)]:
+                canvas = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                got, want = backend.run_heads(canvas), runtime.run_heads(model, canvas)
+                assert all(np.array_equal(g, x) for g, x in zip(got, want)), (name, threads, h, w)
+
+
 @pytest.mark.parametrize('kernels', ['portable', 'avx512', 'amx'])
 def test_a_layers_first_blank_pixels_are_computed(kernels):
     """On a fresh runner a layer's blank pixel is unknown until computed once. Here conv2's first

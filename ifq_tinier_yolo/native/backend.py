@@ -27,7 +27,6 @@ from ..errors import ConfigError, ImageError, ModelFileError
 from ..fileio import read_bytes
 from ..netdef import LayerSpec
 from . import binding
-from . import NativeUnavailable
 
 
 MAX_THREADS = 16
@@ -54,8 +53,6 @@ class NativeBackend:
     def __init__(self, data: bytes, source: str = '<bytes>', kernels: str = 'auto', threads: int = 1):
         try:
             self._model = binding.Model(data)
-        except binding.Unsupported as e:
-            raise NativeUnavailable(f'{source}: {e}') from None
         except ValueError as e:
             raise ModelFileError(f'{source}: {e}') from None
         self.model = modelfile.from_bytes(data, source)   # the layer table, and the reference engine's model
@@ -65,7 +62,7 @@ class NativeBackend:
         if not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
             raise ConfigError(f'threads {threads} must be an integer from 1 to {MAX_THREADS}')
         self.kernels_requested = kernels
-        self.threads = threads          # head row bands run in parallel, one runner each (single-head models)
+        self.threads = threads          # bands of head rows run in parallel, one runner each
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
         self._runners: OrderedDict[tuple[int, int], list[binding.Runner]] = OrderedDict()   # (H, W) ->
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
@@ -110,8 +107,8 @@ class NativeBackend:
 
     def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
         """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 (A*5, H/s, W/s), table order
-        (== runtime.run_heads). Several threads split the head rows of a single-head model; a
-        model of several heads runs on one."""
+        (== runtime.run_heads). Several threads split the rows of every head into bands, one
+        runner each."""
         runner, flat = self._run(canvas)
         return runner.split(flat)
 
@@ -129,17 +126,17 @@ class NativeBackend:
         shape = canvas.shape[:2]
         with self._lock:
             first = self._runner(shape)
-            if self.threads == 1 or self.num_heads > 1:
+            if self.threads == 1:
                 return first, first.run(canvas)
             canvas = np.ascontiguousarray(canvas)
-            head = np.empty(first.head_shape, dtype=np.int32)
-            cuts = np.linspace(0, first.head_shape[1], self.threads + 1).round().astype(int)   # head row bands
-            others = [self._pool.submit(self._runner(shape, t).run_band, canvas, head, cuts[t], cuts[t + 1])
+            heads = np.empty(first.head_len, dtype=np.int32)
+            cuts = np.linspace(0, first.head_shape[1], self.threads + 1).round().astype(int)   # first-head row bands
+            others = [self._pool.submit(self._runner(shape, t).run_band, canvas, heads, cuts[t], cuts[t + 1])
                       for t in range(1, self.threads)]
-            first.run_band(canvas, head, 0, cuts[1])
+            first.run_band(canvas, heads, 0, cuts[1])
             for f in others:
                 f.result()
-            return first, head.ravel()
+            return first, heads
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,11 +10,6 @@ from . import NativeUnavailable
 from .build import build_library
 
 KERNELS = ('auto', 'portable', 'avx2', 'avx512', 'neon', 'amx')   # ifq_kernels enum order
-ERR_UNSUPPORTED = 11                                       # IFQ_ERR_UNSUPPORTED
-
-
-class Unsupported(ValueError):
-    """A valid model the native runtime does not run (none today: chains and layer graphs both run)."""
 
 
 class Error(C.Structure):
@@ -87,7 +82,7 @@ class Model:
         lib, err, handle = library(), Error(), C.c_void_p()
         status = lib.ifq_model_load(data, len(data), C.byref(handle), C.byref(err))
         if status:
-            raise (Unsupported if status == ERR_UNSUPPORTED else ValueError)(err.message.decode('utf-8', 'replace'))
+            raise ValueError(err.message.decode('utf-8', 'replace'))
         self.handle = handle
         self._free = weakref.finalize(self, lib.ifq_model_free, handle)
         self.input_size = lib.ifq_model_input_size(handle)
@@ -148,8 +143,11 @@ class Runner:
         return np.concatenate([np.asarray(h, dtype=np.int32).ravel() for h in heads])
 
     def run_band(self, canvas: np.ndarray, head: np.ndarray, y_begin: int, y_end: int) -> None:
-        """Head rows y_begin..y_end - 1 of a contiguous uint8 canvas into `head` (int32 (A*5, rows, cols))."""
+        """Rows y_begin..y_end - 1 of the first head (and the same part of the others) of a contiguous
+        uint8 canvas into `head`, every head back to back (int32 (head_len,), as `run` returns)."""
         self._check(canvas)
+        if head.dtype != np.int32 or head.size != self.head_len:
+            raise ValueError(f'head buffer {head.dtype} of {head.size} values, this runner fills int32 {self.head_len}')
         if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
             raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
