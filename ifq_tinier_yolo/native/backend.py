@@ -31,7 +31,7 @@ from . import binding
 
 MAX_THREADS = 16
 # runners kept per backend, the most recently used (a folder of photos of many aspect ratios
-# makes many canvas shapes; each runner holds its line buffers and prepared weights)
+# makes many canvas shapes; a runner holds its line buffers and heads, about 0.9 MB at 576 px)
 MAX_RUNNERS = 8
 
 
@@ -64,7 +64,7 @@ class NativeBackend:
         self.kernels_requested = kernels
         self.threads = threads          # bands of head rows run in parallel, one runner each
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
-        self._runners: OrderedDict[tuple[int, int], list[binding.Runner]] = OrderedDict()   # (H, W) ->
+        self._runners: OrderedDict[tuple[int, int], list[binding.Runner]] = OrderedDict()   # canvas (H, W) -> per thread
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
 
     @property
