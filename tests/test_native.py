@@ -17,7 +17,7 @@ from ifq_tinier_yolo.engine.nms import nms_at
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
 from ifq_tinier_yolo.imageio import read_image
-from ifq_tinier_yolo.native.backend import NativeBackend
+from ifq_tinier_yolo.native.backend import MAX_RUNNERS, NativeBackend
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
@@ -140,6 +140,10 @@ def test_native_detect_contract(model):
         backend.detect(np.zeros((40, 30), np.uint8), 0.3, 0.45)
     with pytest.raises(ImageError):   # sides must be multiples of the stride
         backend.run_heads(np.zeros((64, 40, 3), np.uint8))
+    for w in range(16, 16 * (MAX_RUNNERS + 3), 16):   # one runner per canvas shape, the last few kept
+        backend.run_heads(np.zeros((16, w, 3), np.uint8))
+    assert list(backend._runners)[-MAX_RUNNERS:] == [(16, w) for w in range(16 * 3, 16 * (MAX_RUNNERS + 3), 16)]
+    assert len(backend._runners) == MAX_RUNNERS
     with pytest.raises(ConfigError):
         native.load(SHIPPED, kernels='vax')
     with pytest.raises(ValueError):   # heads the runner of their size does not make
