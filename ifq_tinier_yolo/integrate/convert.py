@@ -85,7 +85,7 @@ def cli_convert(args: argparse.Namespace) -> int:
     model = convert(args.checkpoint, args.separated, getattr(args, 'img_size', None))
     size = save(model, args.out)
     kind = 'separated' if model.separated else 'integrated'
-    print(f'wrote {args.out} ({kind} conversion, input {model.input_size}x{model.input_size})', file=sys.stderr)
+    print(f'wrote {args.out} ({kind} conversion, input side {model.input_size} px)', file=sys.stderr)
     print(f'model bytes {size}')
     if args.emit_c is not None:   # the same bytes as a C array, for devices without a file system
         from ..native.emit import emit_c_header
