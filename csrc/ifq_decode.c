@@ -99,6 +99,25 @@ static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64
     return contain_num >= 0 && inter * den > contain_num * area(b);
 }
 
+/* The lowest objectness integer whose score reaches conf_q16 (INT64_MAX: none). The score is
+ * sigmoid_q(requantize(h)), non-decreasing in h (out_multiplier > 0, the table non-decreasing),
+ * so comparing the integer is the same test as computing the score: most cells need neither
+ * the requantization nor the table. */
+static int64_t lowest_objectness(const ifq_layer *L, int32_t conf_q16)
+{
+    if (sigmoid_q(requantize(INT32_MAX, L->out_multiplier, L->out_shift)) < conf_q16)
+        return INT64_MAX;
+    int64_t lo = INT32_MIN, hi = INT32_MAX;   /* the answer lies in [lo, hi] */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (sigmoid_q(requantize((int32_t)mid, L->out_multiplier, L->out_shift)) >= conf_q16)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
 /* decode.decode_fixed of one head (rows x cols, channel-major): candidates at or above conf_q16
  * appended at cand[n...] with their keys; returns the new count. */
 static size_t decode_one(const ifq_layer *L, int64_t stride, int rows, int cols, const int32_t *head, int32_t conf_q16,
@@ -108,9 +127,12 @@ static size_t decode_one(const ifq_layer *L, int64_t stride, int rows, int cols,
     const int64_t lim = (int64_t)BOX_LIMIT_PX << IFQ_BOX_FRAC_BITS;
     const int to_box = IFQ_SCORE_FRAC_BITS - IFQ_BOX_FRAC_BITS;
     const int wh_shift = 16 + ANCHOR_FRAC_BITS - IFQ_BOX_FRAC_BITS;   /* exp (2^-16) x anchor (2^-16) */
+    const int64_t min_obj = lowest_objectness(L, conf_q16);
     for (int a = 0; a < L->n_anchors; a++)
         for (size_t cell = 0; cell < plane; cell++) {
             const int32_t *h = head + (size_t)a * IFQ_VALUES_PER_ANCHOR * plane + cell;   /* field f at h[f * plane] */
+            if (h[4 * plane] < min_obj)
+                continue;
             int64_t obj = requantize(h[4 * plane], L->out_multiplier, L->out_shift);
             int64_t score = sigmoid_q(obj);
             if (score < conf_q16)

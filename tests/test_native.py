@@ -12,7 +12,7 @@ import pytest
 from ifq_tinier_yolo import native, netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
-from ifq_tinier_yolo.engine.decode import decode_fixed, score_threshold_q
+from ifq_tinier_yolo.engine.decode import SIGMOID_LUT, SIGMOID_RANGE, decode_fixed, lut_lookup, requantize, score_threshold_q
 from ifq_tinier_yolo.engine.nms import nms_at
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
@@ -148,6 +148,40 @@ def test_native_detect_contract(model):
         native.load(SHIPPED, kernels='vax')
     with pytest.raises(ValueError):   # heads the runner of their size does not make
         backend.decode_heads([np.zeros((20, 4, 4), np.int32)] * backend.num_heads, 0.3, 0.45)
+
+
+def lowest_objectness(dec, conf_q: int) -> int:
+    """The lowest int32 objectness whose fixed-point score reaches conf_q (2**31 if none), by bisection."""
+    def score(h: int) -> int:
+        return int(lut_lookup(requantize(np.array([h]), dec.out_multiplier, dec.out_shift), SIGMOID_LUT,
+                              *SIGMOID_RANGE)[0])
+    lo, hi = -2**31, 2**31 - 1
+    if score(hi) < conf_q:
+        return 2**31
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if score(mid) >= conf_q else (mid + 1, hi)
+    return lo
+
+
+@pytest.mark.parametrize('conf', [0.0, 1e-5, 0.3, 0.5, 0.9, 0.99999, 1.0])
+def test_native_decode_thresholds_like_numpy(model, conf):
+    """The C decoder compares each objectness integer with the lowest one whose score reaches
+    conf (found once per call) instead of scoring every cell: the same boxes as numpy at any
+    threshold, on heads of random integers spread over the whole int32 range and near zero."""
+    backend = native.load(SHIPPED)
+    rng = np.random.default_rng(12)
+    shapes = backend._runner((model.input_size, model.input_size // 2)).head_shapes
+    for spread in (2**31 - 2, 2**18, 0):
+        heads = [rng.integers(-spread, spread + 1, shape, dtype=np.int64).astype(np.int32) for shape in shapes]
+        if not spread:   # objectness integers next to the lowest one that reaches conf
+            for head, dec in zip(heads, model.decoders):
+                edge = lowest_objectness(dec, score_threshold_q(conf))
+                head[4::5] = np.clip(edge + rng.integers(-3, 4, head[4::5].shape), -2**31, 2**31 - 1)
+        boxes, scores = backend.decode_heads(heads, conf, NMS)
+        want_boxes, want_scores = runtime.decode_heads(model.decoders, heads, conf, NMS)
+        np.testing.assert_array_equal(boxes, want_boxes)
+        np.testing.assert_array_equal(scores, want_scores)
 
 
 def test_native_refuses_a_damaged_file(tmp_path: Path):
