@@ -234,8 +234,8 @@ def test_selftest_program(random_ifq: Path):
     from ifq_tinier_yolo.native.build import CSRC, build_program
     exe = build_program(CSRC / 'tools' / 'ifq_selftest.c', 'ifq_selftest')
     for model in (SHIPPED, random_ifq):
-        done = subprocess.run([str(exe), str(model), '32', '96'], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
+        done = subprocess.run([str(exe), str(model), '32', '96', '96x48'], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and ': 12/12 heads equal' in done.stdout, done.stdout + done.stderr
 
 
 @pytest.mark.slow
