@@ -473,11 +473,22 @@ static void concat_row(ifq_runner *r, const ifq_stage *out, const uint8_t *const
                        uint8_t *dst, int32_t *dst_sums)
 {
     const int nw = out->words;
+    int aligned = 1;   /* every input but the last fills whole words: each word is a copy */
+    for (int k = 0; k + 1 < out->n_src; k++)
+        aligned &= r->st[out->src[k]].channels % IFQ_WORD_BITS == 0;
     for (int x = 0; x < out->w; x++) {
         uint64_t *px = (uint64_t *)dst + (size_t)x * 2 * nw;
-        int32_t sum = 0;
         for (int p = 0; p < 2; p++) {
             uint64_t *word = px + (size_t)p * nw;
+            if (aligned) {
+                for (int k = 0, at = 0; k < out->n_src; k++) {
+                    const int words = r->st[out->src[k]].words;
+                    const uint64_t *q = (const uint64_t *)src[k] + ((size_t)x * 2 + p) * words;
+                    for (int j = 0; j < words; j++)
+                        word[at++] = q[j];
+                }
+                continue;
+            }
             for (int j = 0; j < nw; j++)
                 word[j] = 0;
             int at = 0;   /* output channel of the next input channel */
@@ -493,6 +504,7 @@ static void concat_row(ifq_runner *r, const ifq_stage *out, const uint8_t *const
                 }
             }
         }
+        int32_t sum = 0;
         for (int k = 0; k < out->n_src; k++)
             sum += sums[k][x];
         dst_sums[x] = sum;
