@@ -148,6 +148,13 @@ static void window_within(int lo, int hi, int step, int lead, int width, int n, 
 
 static int window_rows(const ifq_layer *L) { return L->k + (L->pool ? L->stride : 0); }
 
+/* The first input row that output row y reads (negative: its window starts in the zero
+ * padding); an upsample's row y is its input's row y / 2. */
+static int window_top(const ifq_layer *L, int y)
+{
+    return L->kind == IFQ_KIND_UPSAMPLE ? y / 2 : (L->pool ? 2 * y : y) * L->stride - L->k / 2;
+}
+
 static int code_words(int channels) { return (channels + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS; }
 
 /* A new stage of h x w; its index. */
@@ -556,17 +563,18 @@ static void produce(ifq_runner *r, int i, int y)
     const ifq_layer *L = &r->m->layers[s->layer];
     const int src = s->src[0];
     ifq_stage *in = &r->st[src];
+    const int first = window_top(L, y);
     if (L->kind == IFQ_KIND_UPSAMPLE) {
-        ensure(r, src, y / 2, y / 2);
-        const uint8_t *row = read_row(r, src, y / 2);
+        ensure(r, src, first, first);
+        const uint8_t *row = read_row(r, src, first);
         if (r->planning)
             return;
-        upsample_row(in, row, read_sums(r, src, y / 2), s, dst, dst_sums);
-        const ifq_blank *b = blank_slot(r, src, y / 2);
+        upsample_row(in, row, read_sums(r, src, first), s, dst, dst_sums);
+        const ifq_blank *b = blank_slot(r, src, first);
         *blank_slot(r, i, y) = (ifq_blank){{2 * b->left[0], 2 * b->left[1]}, {2 * b->right[0], 2 * b->right[1]}};
         return;
     }
-    int first = (L->pool ? 2 * y : y) * L->stride - L->k / 2, span = window_rows(L);
+    const int span = window_rows(L);
     ensure(r, src, first > 0 ? first : 0, first + span - 1 < in->h - 1 ? first + span - 1 : in->h - 1);
     for (int j = 0; j < span; j++) {
         int yi = first + j;
@@ -596,9 +604,8 @@ static void head_row(ifq_runner *r, int h, int y, int32_t *head)
 }
 
 /* Make each stage start at the lowest row a band reads, given each head's first row (rows below
- * it are never made): produce's windows walked backwards. A layer's output row y reads its input
- * from row (pool ? 2y : y) * stride - k/2, an upsample's from y/2, a concatenation its sources'
- * row y; a stage read twice starts at the lower of its readers' rows. */
+ * it are never made): produce's windows (window_top) walked backwards, a concatenation reading
+ * its sources' row y; a stage read twice starts at the lower of its readers' rows. */
 static void band_starts(ifq_runner *r, const int *head_first)
 {
     const ifq_model *m = r->m;
@@ -613,8 +620,7 @@ static void band_starts(ifq_runner *r, const int *head_first)
         const ifq_layer *L = &m->layers[i];
         const int in = r->in_stage[i], out = r->out_stage[i];
         if (out >= 0 && first[out] != INT_MAX) {
-            const int y = first[out];
-            int from = L->kind == IFQ_KIND_UPSAMPLE ? y / 2 : (L->pool ? 2 * y : y) * L->stride - L->k / 2;
+            int from = window_top(L, first[out]);
             from = from > 0 ? from : 0;
             first[in] = from < first[in] ? from : first[in];
         }
