@@ -382,7 +382,8 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     if avg is not None and start.ckpt is not None and 'train_model' in start.ckpt:
         avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average
     n = len(data.loader)
-    loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore)
+    loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore,
+                          cfg.anchor_iou)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
                 teacher,

@@ -13,7 +13,7 @@ from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.decode import requantize
 from ifq_tinier_yolo.integrate.convert import convert_model
-from ifq_tinier_yolo.model.loss import LossConfig, assign_heads, detection_loss, region_loss
+from ifq_tinier_yolo.model.loss import LossConfig, assign_heads, detection_loss, region_loss, shape_iou
 from ifq_tinier_yolo.model.predict import to_input
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 from ifq_tinier_yolo.netdef import LayerSpec, head_layer
@@ -70,8 +70,8 @@ def test_faces_go_to_the_best_anchor_across_heads():
     grids = [20, 40]                                   # a 320 px input
     # a 6 px face fits the stride-8 head's smallest anchor; an 80 px face the stride-16 head's largest
     targets = torch.tensor([[0, 0.5, 0.5, 6 / 320, 7.5 / 320], [0, 0.3, 0.3, 70 / 320, 90 / 320]])
-    a16, a8 = assign_heads(targets, anchors, grids)
-    assert a8.tolist() == [0, -1] and a16.tolist() == [-1, 2]
+    rows, (a16, a8) = assign_heads(targets, anchors, grids)
+    assert torch.equal(rows, targets) and a8.tolist() == [0, -1] and a16.tolist() == [-1, 2]
     out = [torch.zeros(1, 15, 20, 20, requires_grad=True), torch.zeros(1, 10, 40, 40, requires_grad=True)]
     loss, parts = detection_loss(out, targets, anchors)
     loss.backward()
@@ -80,6 +80,29 @@ def test_faces_go_to_the_best_anchor_across_heads():
     assert out[1].grad.view(2, 5, 40, 40)[1, :4].abs().sum() == 0
     one, _ = detection_loss(out[:1], targets, anchors[:1], LossConfig())
     assert torch.equal(one, region_loss(out[0], targets, anchors[0])[0])   # one head: the plain region loss
+
+
+def test_anchor_iou_adds_the_anchors_of_close_shape_across_heads():
+    anchors = [torch.tensor(netdef.ANCHORS_S16), torch.tensor(netdef.ANCHORS_S8)]
+    grids = [20, 40]
+    # 12 x 15 px lies between the stride-16 head's smallest anchor (14 x 17 px at 320, best) and
+    # the stride-8 head's larger one (9 x 12 px); 70 x 90 px is close to one anchor only
+    targets = torch.tensor([[0, 0.5, 0.5, 12 / 320, 15 / 320], [0, 0.3, 0.3, 70 / 320, 90 / 320]])
+    best_iou = [shape_iou(targets[:1, 3:5], a / g)[0] for a, g in zip(anchors, grids)]
+    assert best_iou[0][0] > best_iou[1][1] > 0.5 > max(best_iou[0][1], best_iou[1][0])
+    rows, (a16, a8) = assign_heads(targets, anchors, grids, anchor_iou=0.5)
+    assert torch.equal(rows, targets[[0, 0, 1]])                 # the small face twice, the large once
+    assert a16.tolist() == [0, -1, 2] and a8.tolist() == [-1, 1, -1]
+    out = [torch.zeros(1, 15, 20, 20, requires_grad=True), torch.zeros(1, 10, 40, 40, requires_grad=True)]
+    detection_loss(out, targets, anchors, LossConfig(anchor_iou=0.5))[0].backward()
+    assert out[0].grad.view(3, 5, 20, 20)[0, :4, 10, 10].abs().sum() > 0   # both anchors train its box
+    assert out[1].grad.view(2, 5, 40, 40)[1, :4, 20, 20].abs().sum() > 0
+    # anchor_iou 1 is the plain assignment, on one head as well
+    assert torch.equal(assign_heads(targets, anchors, grids, 1.0)[0], targets)
+    # on head16 alone neither face has a second anchor above 0.5: the plain region loss again
+    one, _ = detection_loss(out[:1], targets, anchors[:1], LossConfig(anchor_iou=0.5))
+    assert torch.equal(one, region_loss(out[0], targets, anchors[0])[0])
+    assert detection_loss(out[:1], targets, anchors[:1], LossConfig(anchor_iou=0.25))[0] > one
 
 
 @pytest.fixture(scope='module')

@@ -1,8 +1,8 @@
 """YOLOv2 region loss with darknet semantics, one class (face).
 
 Per ground-truth face: the cell holding its centre and the anchor of best shape IoU are
-responsible; targets are sigmoid(tx) = frac(cx), tw = log(w / anchor_w) (grid units); the
-coordinate terms are weighted by (2 - w*h). Objectness is pushed to 1 on responsible
+responsible (optionally also every anchor of close shape, `anchor_iou`); targets are
+sigmoid(tx) = frac(cx), tw = log(w / anchor_w) (grid units); the coordinate terms are weighted by (2 - w*h). Objectness is pushed to 1 on responsible
 anchors and to 0 elsewhere, except where the predicted box already overlaps some face by more
 than `ignore_iou` (no-object loss ignored there). Squared errors, as darknet; summed, / batch.
 """
@@ -24,6 +24,8 @@ class LossConfig:
     ignore_iou: float = 0.6    # no-object loss ignored above this IoU with any face
     box_loss: str = 'mse'      # 'mse': darknet's squared errors of tx, ty, tw, th; 'giou': 1 - GIoU of the box
     rescore: bool = False      # darknet's rescore: objectness trained toward the predicted box's IoU, not 1
+    anchor_iou: float = 1.0    # besides its best anchor, a face also trains every anchor (of any head) whose
+                               # shape IoU with it exceeds this; 1: the best only (darknet)
 
 
 def box_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -121,28 +123,36 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
     return total, parts
 
 
-def assign_heads(targets: torch.Tensor, head_anchors: list[torch.Tensor], grids: list[int]) -> list[torch.Tensor]:
-    """Each face to the anchor of best shape IoU across all heads. targets (M, 5) as region_loss;
-    head_anchors: (A_h, 2) in each head's grid cells; grids: each head's cells per side.
-    Returns per head (M,) the responsible anchor index, -1 for faces of other heads."""
+def assign_heads(targets: torch.Tensor, head_anchors: list[torch.Tensor], grids: list[int],
+                 anchor_iou: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Faces to anchors across all heads: each to its anchor of best shape IoU, and also to every
+    anchor whose shape IoU exceeds `anchor_iou` (a second chance for faces between two anchor
+    sizes, and for crowded faces that collide in one cell and anchor). targets (M, 5) as
+    region_loss; head_anchors: (A_h, 2) in each head's grid cells; grids: each head's cells per side.
+    Returns (targets (M', 5), one row per face and anchor, and per head (M',) the responsible
+    anchor index, -1 for rows of other heads)."""
     wh = targets[:, 3:5]                                                    # fractions of the input side
     ious = torch.cat([shape_iou(wh, a / g) for a, g in zip(head_anchors, grids)], 1)   # (M, sum A_h)
-    best = ious.argmax(1) if len(wh) else torch.zeros(0, dtype=torch.long, device=targets.device)
+    chosen = ious > anchor_iou
+    if len(wh):
+        chosen[torch.arange(len(wh), device=targets.device), ious.argmax(1)] = True
+    face, flat = chosen.nonzero(as_tuple=True)                              # by face, then anchor
     out, start = [], 0
     for a in head_anchors:
-        local = best - start
+        local = flat - start
         out.append(torch.where((local >= 0) & (local < len(a)), local, torch.full_like(local, -1)))
         start += len(a)
-    return out
+    return targets[face], out
 
 
 def detection_loss(outs: list[torch.Tensor], targets: torch.Tensor, head_anchors: list[torch.Tensor],
                    cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, float]]:
-    """The region loss summed over heads, each face trained on the one anchor (of any head) of
-    best shape IoU. A single head gives exactly `region_loss`."""
-    if len(outs) == 1:
+    """The region loss summed over heads, each face trained on the anchors `assign_heads` gives it
+    (by default the one anchor, of any head, of best shape IoU). A single head with the default
+    `anchor_iou` gives exactly `region_loss`."""
+    if len(outs) == 1 and cfg.anchor_iou >= 1:
         return region_loss(outs[0], targets, head_anchors[0], cfg)
-    assigns = assign_heads(targets, head_anchors, [o.shape[-1] for o in outs])
+    targets, assigns = assign_heads(targets, head_anchors, [o.shape[-1] for o in outs], cfg.anchor_iou)
     total, parts = 0.0, {}
     for out, anchors, assign in zip(outs, head_anchors, assigns):
         loss, p = region_loss(out, targets, anchors, cfg, assign)
