@@ -167,6 +167,10 @@ struct ifq_kernel_set {
                      int32_t *head);
     /* NULL, or the set's own buffers, made once at runner creation with ifq_block; 0: out of memory */
     int (*prepare)(ifq_runner *r);
+    /* NULL, or called before and after the rows of a run, on the thread that runs them (the AMX
+     * set configures its tiles once a run, not once a row) */
+    void (*run_begin)(void);
+    void (*run_end)(void);
 };
 
 /* A zeroed block of count * size bytes owned by the runner (freed with it); NULL on failure. */

@@ -397,4 +397,4 @@ static void head_row(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, con
     }
 }
 
-const ifq_kernel_set IFQ_KERNEL_SET = {IFQ_KERNEL_ID, conv_row, head_row, NULL};
+const ifq_kernel_set IFQ_KERNEL_SET = {IFQ_KERNEL_ID, conv_row, head_row, NULL, NULL, NULL};

@@ -648,6 +648,9 @@ static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
         end[h] = (int)(y_end * g / r->rows);
     }
     band_starts(r, r->head_next);
+    const int hooks = !r->planning;
+    if (hooks && r->ks->run_begin)
+        r->ks->run_begin();
     for (;;) {
         int best = -1;
         int64_t best_num = 0, best_den = 1;   /* (y + 1) / g of the best so far */
@@ -663,9 +666,12 @@ static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
             }
         }
         if (best < 0)
-            return IFQ_OK;
+            break;
         head_row(r, best, r->head_next[best]++, head);
     }
+    if (hooks && r->ks->run_end)
+        r->ks->run_end();
+    return IFQ_OK;
 }
 
 ifq_status ifq_run_rows(ifq_runner *r, ifq_row_source source, void *user, int32_t *head)

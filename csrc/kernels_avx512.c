@@ -303,6 +303,42 @@ int ifq_amx_prepare_model(ifq_model *m)
     return 1;
 }
 
+/* The thresholds of a layer of at most 64 outputs (one code word) in registers, for a row. */
+typedef struct {
+    __m512i neg[4], t0[4], t1[4], t2[4];
+    int groups;
+} word_thresholds;
+
+static void load_word_thresholds(const ifq_layer *L, word_thresholds *w)
+{
+    w->groups = (L->out_ch + 15) / 16;
+    for (int g = 0; g < w->groups; g++) {
+        w->neg[g] = _mm512_loadu_si512(L->neg_lanes + 16 * g);
+        w->t0[g] = _mm512_loadu_si512(L->t_lanes + 16 * g);
+        w->t1[g] = _mm512_loadu_si512(L->t_lanes + L->codes_pad + 16 * g);
+        w->t2[g] = _mm512_loadu_si512(L->t_lanes + 2 * L->codes_pad + 16 * g);
+    }
+}
+
+/* codes() of a one-word layer: the same bits, no threshold loads per position. */
+static inline int32_t word_codes(const int32_t *acc, const word_thresholds *w, uint64_t *px)
+{
+    uint64_t bit0 = 0, bit1 = 0;
+    IFQ_UNROLL
+    for (int g = 0; g < 4; g++) {
+        if (g >= w->groups)
+            break;
+        __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(acc + 16 * g), w->neg[g]), w->neg[g]);
+        __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, w->t0[g]), m1 = _mm512_cmpgt_epi32_mask(v, w->t1[g]);
+        __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, w->t2[g]);
+        bit0 |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << (16 * g);
+        bit1 |= (uint64_t)_cvtmask16_u32(m1) << (16 * g);
+    }
+    px[0] = bit0;
+    px[1] = bit1;
+    return (int32_t)(_mm_popcnt_u64(bit0) + 2 * _mm_popcnt_u64(bit1));
+}
+
 /* A runner's AMX scratch: the unpacked window rows and the accumulators of the largest layer. */
 static int amx_prepare(ifq_runner *r)
 {
@@ -326,12 +362,29 @@ static int amx_prepare(ifq_runner *r)
 }
 
 /* Window row `src` (bit-planes, `words` words per plane per pixel) as one byte per code, pixel x
- * at dst + (x + pad) * C; zeros to the left (the padding) and after the last pixel. */
+ * at dst + (x + pad) * C; zeros to the left (the padding) and after the last pixel. With 16 or 32
+ * channels, 64 / C pixels' words are narrowed to C bits and leave in one store. */
 IFQ_AMX_TARGET static void amx_unpack(const uint8_t *src, int w, int words, int C, int pad, size_t bytes, uint8_t *dst)
 {
     const uint64_t *px = (const uint64_t *)src;
     memset(dst, 0, (size_t)pad * C);
-    for (int x = 0; x < w; x++, px += 2 * words)   /* 64 bytes a word: the zeros past C are overwritten next */
+    int x = 0;
+    if (words == 1 && (C == 16 || C == 32)) {
+        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        const int per = IFQ_WORD_BITS / C;
+        /* the narrowed words alternate plane 0, plane 1: gather each plane's into one half */
+        const __m128i split = C == 16 ? _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)
+                                      : _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
+        for (; x + per <= w; x += per) {
+            const __m128i narrow = C == 16 ? _mm512_cvtepi64_epi16(_mm512_loadu_si512(px + 2 * x))
+                                           : _mm256_cvtepi64_epi32(_mm256_loadu_si256((const __m256i *)(px + 2 * x)));
+            const __m128i planes = _mm_shuffle_epi8(narrow, split);
+            _mm512_storeu_si512(dst + (size_t)(x + pad) * C,
+                                _mm512_add_epi8(_mm512_maskz_mov_epi8((uint64_t)_mm_cvtsi128_si64(planes), one),
+                                                _mm512_maskz_mov_epi8((uint64_t)_mm_extract_epi64(planes, 1), two)));
+        }
+    }
+    for (px += 2 * (size_t)words * x; x < w; x++, px += 2 * words)   /* 64 bytes a word: the zeros past C are overwritten next */
         unpack_codes(px, words, dst + (size_t)(x + pad) * C);
     const size_t end = (size_t)(w + pad) * C;
     memset(dst + end, 0, bytes - end);
@@ -400,6 +453,9 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
     uint64_t *row = (uint64_t *)dst;
     const ifq_blank *b = r->blank_out;
     int unpacked = 0;   /* the window rows as bytes, once a block has positions to compute */
+    word_thresholds wt = {.groups = 0};
+    if (nw == 1)
+        load_word_thresholds(L, &wt);
     for (int x0 = 0; x0 < convs; x0 += IFQ_AMX_BLOCK) {
         const int first = x0 / positions, end = (x0 + IFQ_AMX_BLOCK < convs ? x0 + IFQ_AMX_BLOCK : convs) / positions;
         const int copies = r->blank_ok[li] && ((b->left[0] <= first && end <= b->left[1]) ||
@@ -408,7 +464,6 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
             for (int j = 0; j < span; j++)
                 amx_unpack(r->window[j], in->w, in->words, L->in_ch, L->k / 2, row_bytes,
                            r->amx_rows + (size_t)j * row_bytes);
-            _tile_loadconfig(&AMX_CONFIG);
             unpacked = 1;
         }
         for (int dy = 0; dy < positions && !copies; dy++)
@@ -427,12 +482,11 @@ IFQ_AMX_TARGET static void amx_conv_row(ifq_runner *r, const ifq_layer *L, const
                 best = r->best32;
             }
             uint64_t *px = row + (size_t)x * 2 * nw;
-            dst_sums[x] = codes(best, L->t_lanes, L->neg_lanes, L->out_ch, cp, px, nw);
+            dst_sums[x] = nw == 1 ? word_codes(best, &wt, px)
+                                  : codes(best, L->t_lanes, L->neg_lanes, L->out_ch, cp, px, nw);
             keep_blank(r, li, x, px, dst_sums[x], nw);
         }
     }
-    if (unpacked)
-        _tile_release();
 }
 
 /* Head row y on tiles (a 1x1 layer: one window row, the input row itself), plus the bias,
@@ -447,7 +501,6 @@ IFQ_AMX_TARGET static void amx_head_row(ifq_runner *r, const ifq_layer *L, const
     }
     const size_t row_bytes = amx_row_bytes(L, in->w, in->words), plane = (size_t)in->h * in->w;
     amx_unpack(src, in->w, in->words, L->in_ch, 0, row_bytes, r->amx_rows);
-    _tile_loadconfig(&AMX_CONFIG);
     for (int x0 = 0; x0 < in->w; x0 += IFQ_AMX_BLOCK) {
         amx_block(L, L->amx_tiles, r->amx_rows, row_bytes, 0, x0, in->w, r->amx_acc);
         const int end = x0 + IFQ_AMX_BLOCK < in->w ? x0 + IFQ_AMX_BLOCK : in->w;
@@ -455,10 +508,20 @@ IFQ_AMX_TARGET static void amx_head_row(ifq_runner *r, const ifq_layer *L, const
             for (int o = 0; o < L->out_ch; o++)
                 head[o * plane + (size_t)y * in->w + x] = r->amx_acc[(size_t)(x - x0) * cols + o] + L->bias[o];
     }
+}
+
+/* The tile configuration, loaded once a run (a load costs as much as a few tile products). */
+IFQ_AMX_TARGET static void amx_begin(void)
+{
+    _tile_loadconfig(&AMX_CONFIG);
+}
+
+IFQ_AMX_TARGET static void amx_end(void)
+{
     _tile_release();
 }
 
-const ifq_kernel_set ifq_kernels_amx = {IFQ_KERNELS_AMX, amx_conv_row, amx_head_row, amx_prepare};
+const ifq_kernel_set ifq_kernels_amx = {IFQ_KERNELS_AMX, amx_conv_row, amx_head_row, amx_prepare, amx_begin, amx_end};
 #endif
 
 #if defined(__clang__)

@@ -247,3 +247,19 @@ def test_blank_regions_are_bit_exact(kernels):
                 # twice: the second run copies the blank pixels the first one computed
                 for _ in range(2):
                     assert all(np.array_equal(g, w) for g, w in zip(backend.run_heads(canvas), want)), (name, size)
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx512', 'amx'])
+def test_narrow_inputs_on_odd_widths(kernels):
+    """Layers reading 16 and 32 channels on maps whose widths are not multiples of 4 and 2: the
+    AMX set unpacks such rows 64 / C pixels a store and the last pixels one at a time."""
+    if kernels not in native.supported_kernels():
+        pytest.skip(f'{kernels} does not run on this CPU')
+    table = (netdef.LayerSpec('c1', 'first', 16, 3, 1), netdef.LayerSpec('c2', 'hidden', 32, 3, 1, pool=2),
+             netdef.LayerSpec('c3', 'hidden', 8, 3, 1), netdef.head_layer(((1.0, 1.5),), 'h'))
+    model = random_graph_model(table, seed=5, size=34)
+    backend = NativeBackend(fmt.to_bytes(model), 'narrow', kernels)
+    rng = np.random.default_rng(5)
+    for h, w in ((34, 34), (12, 30), (8, 38)):   # c2 reads 34 / 30 / 38 pixels a row, c3 17 / 15 / 19
+        canvas = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        assert all(np.array_equal(g, x) for g, x in zip(backend.run_heads(canvas), runtime.run_heads(model, canvas)))
