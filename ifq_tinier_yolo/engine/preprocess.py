@@ -35,8 +35,13 @@ def letterbox(image: np.ndarray, size: int, multiple: int | None = None) -> tupl
     h, w = image.shape[:2]
     scale, new_w, new_h, pad_x, pad_y, canvas_w, canvas_h = letterbox_geometry(w, h, size, multiple)
     canvas = np.full((canvas_h, canvas_w, 3), LETTERBOX_FILL, dtype=np.uint8)
-    resized = image if (new_w, new_h) == (w, h) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    inner = canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w]
+    if (new_w, new_h) == (w, h):
+        inner[...] = image
+    else:   # resized straight into the canvas: no copy pass (about 1% of a 416 px detection)
+        resized = cv2.resize(image, (new_w, new_h), dst=inner, interpolation=cv2.INTER_LINEAR)
+        if resized is not inner:   # OpenCV made its own array (an image unlike the canvas)
+            inner[...] = resized
     return canvas, scale, pad_x, pad_y
 
 
