@@ -384,7 +384,8 @@ IFQ_AMX_TARGET static void amx_unpack(const uint8_t *src, int w, int words, int 
                                                 _mm512_maskz_mov_epi8((uint64_t)_mm_extract_epi64(planes, 1), two)));
         }
     }
-    for (px += 2 * (size_t)words * x; x < w; x++, px += 2 * words)   /* 64 bytes a word: the zeros past C are overwritten next */
+    /* the rest a pixel at a time, 64 bytes a word: the zeros past C are overwritten next */
+    for (px += 2 * (size_t)words * x; x < w; x++, px += 2 * words)
         unpack_codes(px, words, dst + (size_t)(x + pad) * C);
     const size_t end = (size_t)(w + pad) * C;
     memset(dst + end, 0, bytes - end);
