@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from . import netdef
 from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, save_checkpoint
+from .datasets.augment import AugmentConfig
 from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
 from .errors import ConfigError, IfqError, TrainingError
@@ -191,7 +192,8 @@ def build_data(wider_root: Path, cfg: TrainConfig, rank: int, world: int) -> Dat
     items = read_wider(wider_root, 'train', min_size=cfg.min_face)
     if cfg.max_images:
         items = items[:cfg.max_images]
-    dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed)
+    dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed,
+                            config=AugmentConfig(max_angle=cfg.rotate))
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:

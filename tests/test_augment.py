@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo.datasets.augment import (AugmentConfig, Augmenter, crop_window, letterbox_sample,
-                                              map_boxes, sample_rng)
+                                              map_boxes, rotate_sample, sample_rng)
 from ifq_tinier_yolo.datasets.wider import read_wider
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.imageio import read_image
@@ -155,3 +155,38 @@ def test_image_without_faces():
     canvas, out, kept = Augmenter(CFG)(image, boxes, 96, sample_rng(0, 0, 0))
     assert canvas.shape == (96, 96, 3) and canvas.dtype == np.uint8
     assert out.shape == (0, 4) and out.dtype == np.float32 and len(kept) == 0
+
+
+@pytest.mark.parametrize('degrees', [-45.0, 12.0, 90.0])
+def test_rotation_moves_each_box_with_its_face(degrees: float):
+    """Faces drawn as filled ellipses in their boxes, each its own colour: after the rotation each
+    output box is the bounding box of its ellipse's pixels (to a pixel); a face rotated off the
+    canvas is dropped."""
+    size = 200
+    boxes = np.array([[40, 50, 80, 110], [120, 30, 150, 70], [90, 120, 170, 180], [0, 0, 24, 24]], np.float32)
+    canvas = np.zeros((size, size, 3), np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        cv2.ellipse(canvas, ((float(x1 + x2) / 2, float(y1 + y2) / 2), (float(x2 - x1), float(y2 - y1)), 0),
+                    (40 * (i + 1),) * 3, -1)
+    out, kept = rotate_sample(canvas, boxes, degrees, CFG)[1:]
+    rotated = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((size / 2, size / 2), degrees, 1.0), (size, size),
+                             flags=cv2.INTER_NEAREST)
+    # the corner face's centre swings off the canvas, except at 90 degrees (into another corner)
+    assert kept.tolist() == ([0, 1, 2, 3] if degrees == 90.0 else [0, 1, 2])
+    for box, i in zip(out, kept):
+        ys, xs = np.nonzero(rotated[..., 0] == 40 * (i + 1))
+        seen = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        np.testing.assert_allclose(box, np.clip(seen, 0, size), atol=2.0)   # rasterised ellipses
+
+
+def test_rotation_only_when_asked_and_deterministic():
+    image, boxes = fixture_image(0)
+    plain = Augmenter(CFG)(image, boxes, 128, sample_rng(3, 0, 1))
+    # max_angle 0 (the default) draws nothing more from the generator: older runs repeat exactly
+    same = Augmenter(replace(CFG, rotate_p=1.0))(image, boxes, 128, sample_rng(3, 0, 1))
+    turned = Augmenter(replace(CFG, max_angle=20.0, rotate_p=1.0))
+    a, b = turned(image, boxes, 128, sample_rng(3, 0, 1)), turned(image, boxes, 128, sample_rng(3, 0, 1))
+    for x, y, z, w in zip(plain, same, a, b):
+        np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(z, w)
+    assert not np.array_equal(plain[0], a[0])

@@ -1,9 +1,10 @@
-"""Training augmentation: a face-keeping square crop (zoom in or out), letterbox, colour, blur, flip.
+"""Training augmentation: a face-keeping square crop (zoom in or out), letterbox, colour, blur, flip,
+rotation (optional).
 
 Geometry is done here with explicit arithmetic on the boxes (the crop window, then the shared
-`engine.preprocess.letterbox`, then a horizontal flip); the photometric jitter is an
-albumentations pipeline applied to the image part of the canvas only, so the letterbox padding
-keeps the exact value inference sees. All randomness comes from one numpy Generator per sample,
+`engine.preprocess.letterbox`, then a horizontal flip, then an optional rotation); the
+photometric jitter is an albumentations pipeline applied to the image part of the canvas only,
+so the letterbox padding keeps the exact value inference sees. All randomness comes from one numpy Generator per sample,
 which also seeds albumentations, so the same (seed, epoch, index) always gives the same sample.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ class AugmentConfig:
     blur_p: float = 0.1                   # probability of a Gaussian or motion blur
     blur_max_kernel: int = 5              # largest blur kernel side in network pixels (odd)
     gray_p: float = 0.02                  # probability of a grey image
+    max_angle: float = 0.0                # rotate views by up to +- this many degrees (0: never; tilted heads)
+    rotate_p: float = 0.3                 # probability of a rotation when max_angle > 0
     min_visible: float = 0.5              # keep a face if this fraction of its area stays visible
     min_box_px: float = 2.0               # drop faces narrower or shorter than this in network pixels
 
@@ -134,6 +137,30 @@ def letterbox_sample(image: np.ndarray, boxes: np.ndarray, size: int,
     return canvas, out, kept
 
 
+def rotate_sample(canvas: np.ndarray, boxes: np.ndarray, degrees: float,
+                  cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rotate a square canvas about its centre (counter-clockwise, opencv's sense) and its float
+    (N, 4) x1 y1 x2 y2 boxes -> (canvas, float32 (M, 4) boxes, kept indices). A box becomes the
+    bounding box of its inscribed ellipse rotated (a face's outline, not the box's corners, which
+    would grow it by up to 41%); faces less than cfg.min_visible inside the canvas are dropped."""
+    size = canvas.shape[0]
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, 1.0)
+    canvas = cv2.warpAffine(canvas, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=(LETTERBOX_FILL,) * 3)
+    b = boxes.astype(np.float64).reshape(-1, 4)
+    centre = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, np.ones(len(b))], axis=1) @ m.T
+    a, c = (b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2          # the ellipse's semi-axes
+    t = math.radians(degrees)
+    ex, ey = np.hypot(a * math.cos(t), c * math.sin(t)), np.hypot(a * math.sin(t), c * math.cos(t))
+    out = np.stack([centre[:, 0] - ex, centre[:, 1] - ey, centre[:, 0] + ex, centre[:, 1] + ey], axis=1)
+    clipped = np.clip(out, 0, size)
+    area = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    keep = ((visible >= cfg.min_visible * area) & (clipped[:, 2] - clipped[:, 0] >= cfg.min_box_px)
+            & (clipped[:, 3] - clipped[:, 1] >= cfg.min_box_px))
+    return canvas, clipped[keep].astype(np.float32), np.flatnonzero(keep)
+
+
 class Augmenter:
     """Random training view of one image: call with (image, boxes, size, rng)."""
 
@@ -166,4 +193,7 @@ class Augmenter:
         if rng.random() < cfg.flip_p:
             canvas = np.ascontiguousarray(canvas[:, ::-1])
             out = np.stack([size - out[:, 2], out[:, 1], size - out[:, 0], out[:, 3]], axis=1)
+        if cfg.max_angle > 0 and rng.random() < cfg.rotate_p:   # no draw without rotation: old seeds repeat
+            canvas, out, rotated = rotate_sample(canvas, out, rng.uniform(-cfg.max_angle, cfg.max_angle), cfg)
+            kept = kept[rotated]
         return canvas, out.astype(np.float32).reshape(-1, 4), kept
