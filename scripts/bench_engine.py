@@ -8,7 +8,8 @@ times, at each input size, one detection pass on the same image including letter
 and NMS: the numpy engine (`runtime.detect`), the native runtime (`native` backend, each kernel set
 of --kernels; with N threads it splits the head rows into N bands) and YuNet (cv2.FaceDetectorYN, the image resized
 to the same longer side). Then the default detector settings (image pyramid, `Detector`) on both
-engines against YuNet at the model's input size. Runs alternate between the contenders so that
+engines against YuNet at the model's input size. Every contender keeps boxes at the detectors'
+default score threshold and NMS IoU (defaults.py). Runs alternate between the contenders so that
 all see the same machine load; medians in milliseconds. `--torch` adds the float PyTorch model
 of the same layer table (forward only).
 """
@@ -24,11 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ifq_tinier_yolo.defaults import DEFAULT_CONF as CONF, DEFAULT_NMS as NMS   # noqa: E402 - the detectors' own
 SAMPLE = ROOT / 'data' / 'samples' / 'grace_hopper.jpg'
 MODEL = ROOT / 'weights' / 'ifq_tinier_yolo.ifq'
 PEER = ROOT.parent / 'shared' / 'peers' / 'face_detection_yunet.onnx'
 WARMUP = 3
-CONF, NMS = 0.7, 0.45
 THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
