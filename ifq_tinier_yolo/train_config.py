@@ -41,7 +41,7 @@ class TrainConfig:
     seed: int = _field(0, 'seeds data order, augmentation and initialisation')
     bf16: bool = _field(False, 'bfloat16 autocast (CPU with AMX/AVX512-BF16, or GPU)')
     grad_clip: float = _field(10.0, 'max gradient norm')
-    rotate: float = _field(0.0, 'rotate 30% of the training views by up to +- this many degrees (0: none)')
+    rotate: float = _field(0.0, 'rotate 3 in 10 training views by up to +- this many degrees (0: none)')
     ema: float = _field(0.0, 'weight EMA decay per step (0: off); validation and best.pt use the average')
     coord_scale: float = _field(1.0, 'region loss weight of the box terms (model.loss.LossConfig)')
     obj_scale: float = _field(5.0, 'region loss weight of objectness where a face is')
