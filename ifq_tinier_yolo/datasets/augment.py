@@ -4,8 +4,9 @@ rotation (optional).
 Geometry is done here with explicit arithmetic on the boxes (the crop window, then the shared
 `engine.preprocess.letterbox`, then a horizontal flip, then an optional rotation); the
 photometric jitter is an albumentations pipeline applied to the image part of the canvas only,
-so the letterbox padding keeps the exact value inference sees. All randomness comes from one numpy Generator per sample,
-which also seeds albumentations, so the same (seed, epoch, index) always gives the same sample.
+so the letterbox padding keeps the exact value inference sees. All randomness comes from one
+numpy Generator per sample, which also seeds albumentations, so the same (seed, epoch, index)
+always gives the same sample.
 """
 from __future__ import annotations
 
