@@ -3,8 +3,9 @@
 Per ground-truth face: the cell holding its centre and the anchor of best shape IoU are
 responsible (optionally also every anchor of close shape, `anchor_iou`); targets are
 sigmoid(tx) = frac(cx), tw = log(w / anchor_w) (grid units); the coordinate terms are weighted
-by (2 - w*h). Objectness is pushed to 1 on responsible anchors and to 0 elsewhere, except where the predicted box already overlaps some face by more
-than `ignore_iou` (no-object loss ignored there). Squared errors, as darknet; summed, / batch.
+by (2 - w*h). Objectness is pushed to 1 on responsible anchors and to 0 elsewhere, except
+where the predicted box already overlaps some face by more than `ignore_iou` (no-object loss
+ignored there). Squared errors, as darknet; summed, / batch.
 """
 from __future__ import annotations
 
