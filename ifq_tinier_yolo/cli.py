@@ -154,6 +154,8 @@ def _benchmark_commands(sub) -> None:
     p.add_argument('--pred', type=Path, required=True)
     p.add_argument('--gt', type=Path, required=True)
     p.add_argument('--iou', type=float, default=0.5)
+    p.add_argument('--min-faces', type=int, default=0,
+                   help='only the images whose ground truth holds at least this many faces (crowds: e.g. 10)')
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -91,6 +91,22 @@ def test_cli_counts_images(tmp_path: Path, gt_dir: Path, capsys):
                                                     'hard AP 1.0000']
 
 
+def test_cli_min_faces_keeps_the_crowded_images(tmp_path: Path, gt_dir: Path, capsys):
+    pred = tmp_path / 'pred'
+    a, b = perfect()
+    b[0][0] += 100                              # image b's one face missed
+    write_preds(pred, '0_a', a)
+    write_preds(pred, '0_b', b)
+    args = ['wider', 'eval', '--pred', str(pred), '--gt', str(gt_dir)]
+    assert main(args) == 0
+    assert 'easy AP 1.0000' not in capsys.readouterr().out
+    assert main(args + ['--min-faces', '2']) == 0   # image a (4 faces) only
+    assert capsys.readouterr().out.splitlines() == ['images 1 of 3', 'easy AP 1.0000', 'medium AP 1.0000',
+                                                    'hard AP 1.0000']
+    assert main(args + ['--min-faces', '-1']) != 0
+    assert '--min-faces -1' in capsys.readouterr().err
+
+
 def test_prediction_file_crlf_and_errors(tmp_path: Path):
     path = tmp_path / '0_a.txt'
     path.write_bytes(b'0--Parade/0_a.jpg\r\n2\r\n1 2 3 4 0.5\r\n5 6 7 8 0.25\r\n\r\n')

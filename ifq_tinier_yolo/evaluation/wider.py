@@ -224,8 +224,10 @@ def cli_eval(args: argparse.Namespace) -> int:
     """`wider eval`: print the number of evaluated images and easy / medium / hard AP."""
     if not 0 < args.iou <= 1:
         raise ConfigError(f'--iou {args.iou}: expected a value in (0, 1]')
+    if args.min_faces < 0:
+        raise ConfigError(f'--min-faces {args.min_faces}: expected 0 or more')
     gt = load_ground_truth(args.gt)
-    preds = read_predictions(args.pred, gt)
+    preds = {key: p for key, p in read_predictions(args.pred, gt).items() if len(gt.boxes[key]) >= args.min_faces}
     aps = evaluate_wider(preds, gt, args.iou)
     print(f'images {len(preds)} of {len(gt.boxes)}')
     for setting in SETTINGS:
