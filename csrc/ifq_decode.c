@@ -131,12 +131,10 @@ static size_t decode_one(const ifq_layer *L, int64_t stride, int rows, int cols,
     for (int a = 0; a < L->n_anchors; a++)
         for (size_t cell = 0; cell < plane; cell++) {
             const int32_t *h = head + (size_t)a * IFQ_VALUES_PER_ANCHOR * plane + cell;   /* field f at h[f * plane] */
-            if (h[4 * plane] < min_obj)
+            if (h[4 * plane] < min_obj)   /* else the score reaches conf_q16 */
                 continue;
             int64_t obj = requantize(h[4 * plane], L->out_multiplier, L->out_shift);
             int64_t score = sigmoid_q(obj);
-            if (score < conf_q16)
-                continue;
             int64_t row = (int64_t)(cell / (size_t)cols), col = (int64_t)(cell % (size_t)cols);
             int64_t t[4];
             for (int f = 0; f < 4; f++)
