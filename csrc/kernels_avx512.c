@@ -15,6 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The code bits of sixteen outputs: the accumulators, negated where neg is all ones, against
+ * the three sorted thresholds (code = how many it exceeds); bit 0 of each code (odd counts) into
+ * *bit0, bit 1 (counts of 2 or more) into *bit1, as kernels_portable.c. */
+static inline void code_bits(__m512i acc, __m512i neg, __m512i t0, __m512i t1, __m512i t2, uint64_t *bit0,
+                             uint64_t *bit1)
+{
+    const __m512i v = _mm512_sub_epi32(_mm512_xor_si512(acc, neg), neg);
+    const __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, t0), m1 = _mm512_cmpgt_epi32_mask(v, t1);
+    const __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, t2);
+    *bit0 = _cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2));
+    *bit1 = _cvtmask16_u32(m1);
+}
+
 /* Four window bytes times four int8 weights per lane (u8 x s8, exact int32 sums), sixteen
  * outputs per register, read straight from the line buffers. */
 static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w_pairs, const int8_t *w,
@@ -69,12 +82,10 @@ static void first_codes(ifq_runner *r, const ifq_layer *L, size_t at, size_t ste
         const int word = g / IFQ_WORD_BITS, shift = g % IFQ_WORD_BITS;
         IFQ_UNROLL
         for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
-            __m512i v = _mm512_sub_epi32(_mm512_xor_si512(sum[i], n), n);
-            __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, t0), m1 = _mm512_cmpgt_epi32_mask(v, t1);
-            __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, t2);
-            uint64_t *p = px + (size_t)i * 2 * nw;
-            p[word] |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << shift;
-            p[nw + word] |= (uint64_t)_cvtmask16_u32(m1) << shift;
+            uint64_t b0, b1, *p = px + (size_t)i * 2 * nw;
+            code_bits(sum[i], n, t0, t1, t2, &b0, &b1);
+            p[word] |= b0 << shift;
+            p[nw + word] |= b1 << shift;
         }
     }
     for (int i = 0; i < IFQ_FIRST_BLOCK; i++) {
@@ -159,13 +170,11 @@ IFQ_HOT int32_t codes(const int32_t *acc, const int32_t *t, const int32_t *neg, 
         uint64_t bit0 = 0, bit1 = 0;
         const int base = w * IFQ_WORD_BITS, end = base + IFQ_WORD_BITS < n_out ? base + IFQ_WORD_BITS : n_out;
         for (int o = base; o < end; o += 16) {
-            __m512i n = _mm512_loadu_si512(neg + o);
-            __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(acc + o), n), n);
-            __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + o));
-            __mmask16 m1 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + codes_pad + o));
-            __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, _mm512_loadu_si512(t + 2 * codes_pad + o));
-            bit0 |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << (o - base);
-            bit1 |= (uint64_t)_cvtmask16_u32(m1) << (o - base);
+            uint64_t b0, b1;
+            code_bits(_mm512_loadu_si512(acc + o), _mm512_loadu_si512(neg + o), _mm512_loadu_si512(t + o),
+                      _mm512_loadu_si512(t + codes_pad + o), _mm512_loadu_si512(t + 2 * codes_pad + o), &b0, &b1);
+            bit0 |= b0 << (o - base);
+            bit1 |= b1 << (o - base);
         }
         px[w] = bit0;
         px[nw + w] = bit1;
@@ -328,11 +337,10 @@ static inline int32_t word_codes(const int32_t *acc, const word_thresholds *w, u
     for (int g = 0; g < 4; g++) {
         if (g >= w->groups)
             break;
-        __m512i v = _mm512_sub_epi32(_mm512_xor_si512(_mm512_loadu_si512(acc + 16 * g), w->neg[g]), w->neg[g]);
-        __mmask16 m0 = _mm512_cmpgt_epi32_mask(v, w->t0[g]), m1 = _mm512_cmpgt_epi32_mask(v, w->t1[g]);
-        __mmask16 m2 = _mm512_cmpgt_epi32_mask(v, w->t2[g]);
-        bit0 |= (uint64_t)_cvtmask16_u32(_kxor_mask16(_kxor_mask16(m0, m1), m2)) << (16 * g);
-        bit1 |= (uint64_t)_cvtmask16_u32(m1) << (16 * g);
+        uint64_t b0, b1;
+        code_bits(_mm512_loadu_si512(acc + 16 * g), w->neg[g], w->t0[g], w->t1[g], w->t2[g], &b0, &b1);
+        bit0 |= b0 << (16 * g);
+        bit1 |= b1 << (16 * g);
     }
     px[0] = bit0;
     px[1] = bit1;
