@@ -109,24 +109,32 @@ def cut_window(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
                               cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
 
 
+def visible_faces(out: np.ndarray, area: np.ndarray, size: int,
+                  cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Canvas boxes float (N, 4) x1 y1 x2 y2 and the faces' whole areas (N,) in canvas px^2 ->
+    (float32 (M, 4) boxes clipped to the size x size canvas, kept indices): a face is kept when
+    >= cfg.min_visible of its area is on the canvas and its clipped box is at least
+    cfg.min_box_px on each side."""
+    clipped = np.clip(out, 0, size)
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    with np.errstate(divide='ignore', invalid='ignore'):
+        frac = np.where(area > 0, visible / area, 0.0)
+    keep = ((frac >= cfg.min_visible) & (clipped[:, 2] - clipped[:, 0] >= cfg.min_box_px)
+            & (clipped[:, 3] - clipped[:, 1] >= cfg.min_box_px))
+    return clipped[keep].astype(np.float32), np.flatnonzero(keep)
+
+
 def map_boxes(boxes: np.ndarray, width: int, height: int, x0: float, y0: float, scale: float,
               pad_x: float, pad_y: float, size: int, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """Boxes float (N, 4) x, y, w, h in image pixels -> (float32 (M, 4) x1, y1, x2, y2 on the canvas, kept indices).
 
-    A face is kept when >= cfg.min_visible of its in-image area is inside the window and its
-    clipped canvas box is at least cfg.min_box_px on each side.
+    The faces' in-image parts go through `visible_faces` (the window is the canvas).
     """
     xyxy = corners(boxes).astype(np.float64)  # (N, 4)
     xyxy = np.clip(xyxy, 0, [width, height, width, height])
     area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
     out = (xyxy - [x0, y0, x0, y0]) * scale + [pad_x, pad_y, pad_x, pad_y]
-    out_clipped = np.clip(out, 0, size)
-    visible = (out_clipped[:, 2] - out_clipped[:, 0]) * (out_clipped[:, 3] - out_clipped[:, 1])
-    with np.errstate(divide='ignore', invalid='ignore'):
-        frac = np.where(area > 0, visible / (area * scale * scale), 0.0)
-    keep = ((frac >= cfg.min_visible) & (out_clipped[:, 2] - out_clipped[:, 0] >= cfg.min_box_px)
-            & (out_clipped[:, 3] - out_clipped[:, 1] >= cfg.min_box_px))
-    return out_clipped[keep].astype(np.float32), np.flatnonzero(keep)
+    return visible_faces(out, area * scale * scale, size, cfg)
 
 
 def letterbox_sample(image: np.ndarray, boxes: np.ndarray, size: int,
@@ -143,7 +151,7 @@ def rotate_sample(canvas: np.ndarray, boxes: np.ndarray, degrees: float,
     """Rotate a square canvas about its centre (counter-clockwise, opencv's sense) and its float
     (N, 4) x1 y1 x2 y2 boxes -> (canvas, float32 (M, 4) boxes, kept indices). A box becomes the
     bounding box of its inscribed ellipse rotated (a face's outline, not the box's corners, which
-    would grow it by up to 41%); faces less than cfg.min_visible inside the canvas are dropped."""
+    would grow it by up to 41%), kept as `visible_faces` says."""
     size = canvas.shape[0]
     m = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, 1.0)
     canvas = cv2.warpAffine(canvas, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
@@ -154,12 +162,7 @@ def rotate_sample(canvas: np.ndarray, boxes: np.ndarray, degrees: float,
     t = math.radians(degrees)
     ex, ey = np.hypot(a * math.cos(t), c * math.sin(t)), np.hypot(a * math.sin(t), c * math.cos(t))
     out = np.stack([centre[:, 0] - ex, centre[:, 1] - ey, centre[:, 0] + ex, centre[:, 1] + ey], axis=1)
-    clipped = np.clip(out, 0, size)
-    area = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
-    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = ((visible >= cfg.min_visible * area) & (clipped[:, 2] - clipped[:, 0] >= cfg.min_box_px)
-            & (clipped[:, 3] - clipped[:, 1] >= cfg.min_box_px))
-    return canvas, clipped[keep].astype(np.float32), np.flatnonzero(keep)
+    return (canvas, *visible_faces(out, 4 * ex * ey, size, cfg))
 
 
 class Augmenter:
