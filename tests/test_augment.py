@@ -160,7 +160,7 @@ def test_image_without_faces():
 @pytest.mark.parametrize('degrees', [-45.0, 12.0, 90.0])
 def test_rotation_moves_each_box_with_its_face(degrees: float):
     """Faces drawn as filled ellipses in their boxes, each its own colour: after the rotation each
-    output box is the bounding box of its ellipse's pixels (to a pixel); a face rotated off the
+    output box is the bounding box of its ellipse's pixels (to 2 px); a face rotated off the
     canvas is dropped."""
     size = 200
     boxes = np.array([[40, 50, 80, 110], [120, 30, 150, 70], [90, 120, 170, 180], [0, 0, 24, 24]], np.float32)

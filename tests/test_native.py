@@ -12,7 +12,8 @@ import pytest
 from ifq_tinier_yolo import native, netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
-from ifq_tinier_yolo.engine.decode import SIGMOID_LUT, SIGMOID_RANGE, decode_fixed, lut_lookup, requantize, score_threshold_q
+from ifq_tinier_yolo.engine.decode import (SIGMOID_LUT, SIGMOID_RANGE, decode_fixed, lut_lookup, requantize,
+                                           score_threshold_q)
 from ifq_tinier_yolo.engine.nms import nms_at
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError

@@ -315,9 +315,12 @@ def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_pa
 
 def test_rotate_reaches_the_training_views(fixture_wider: Path):
     """--rotate sets the augmentation's largest angle; 0 (the default) leaves views unrotated."""
+    from dataclasses import replace
+
     from ifq_tinier_yolo.train_config import TrainConfig
-    turned = train_mod.build_data(fixture_wider, TrainConfig(img_size=64, batch=1, rotate=15.0, workers=0), 0, 1).dataset
-    plain = train_mod.build_data(fixture_wider, TrainConfig(img_size=64, batch=1, workers=0), 0, 1).dataset
+    cfg = TrainConfig(img_size=64, batch=1, workers=0)
+    turned = train_mod.build_data(fixture_wider, replace(cfg, rotate=15.0), 0, 1).dataset
+    plain = train_mod.build_data(fixture_wider, cfg, 0, 1).dataset
     assert turned.config.max_angle == 15.0 and plain.config.max_angle == 0.0
     # some sample of the first epoch differs once rotated (3 in 10 views turn)
     assert any(not torch.equal(turned[i][0], plain[i][0]) for i in range(len(plain)))
