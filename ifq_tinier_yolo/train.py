@@ -385,7 +385,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average
     n = len(data.loader)
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore,
-                          cfg.anchor_iou)
+                          cfg.anchor_iou, cfg.obj_loss)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
                 teacher,

@@ -52,6 +52,9 @@ class TrainConfig:
     rescore: bool = _field(False, "train objectness toward the predicted box's IoU instead of 1 (darknet's rescore)")
     anchor_iou: float = _field(1.0, 'a face also trains every anchor whose shape IoU with it exceeds this, '
                                     'besides its best one (1: the best only)')
+    obj_loss: str = _field('mse', "objectness term: 'mse' (darknet's squared error) or 'qfocal' (quality focal "
+                                  'loss: cross-entropy weighted by the squared error, which keeps pulling on '
+                                  'confident false positives)', choices=('mse', 'qfocal'))
     teacher: str = _field('', 'checkpoint of a float network of the same table whose heads this one learns to '
                               'match (knowledge distillation); empty: none')
     distill: float = _field(1.0, 'weight of the distillation loss (model.loss.distill_loss) when --teacher is given')

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from ifq_tinier_yolo.model.loss import LossConfig, box_iou_cxcywh, region_loss, shape_iou
+from ifq_tinier_yolo.model.loss import LossConfig, box_iou_cxcywh, objectness_loss, region_loss, shape_iou
 from ifq_tinier_yolo.netdef import (H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD, Y_FIELD,
                                     head_channel)
 
@@ -278,3 +278,46 @@ def test_box_losses_pull_the_box_onto_the_face(box_loss):
     obj.requires_grad_(True)
     region_loss(obj, targets, anchors, LossConfig(box_loss=box_loss, rescore=True))[0].backward()
     assert float(obj.grad[0, 4, 1, 2]) > 0                  # pushed down toward the IoU
+
+
+def test_focal_objectness_pulls_hardest_on_confident_false_positives():
+    """On a cell with no face, the squared error of a sigmoid fades as the score nears 1 (its
+    gradient 2 p^2 (1 - p)); the quality focal loss keeps growing there, and its minimum on a
+    responsible anchor sits at the rescore target. 'mse' is darknet's term, element by element."""
+    logits = torch.tensor([-4.0, 0.0, 2.0, 4.0], requires_grad=True)
+    zeros = torch.zeros(4)
+    grads = {}
+    for kind in ('mse', 'qfocal'):
+        logits.grad = None
+        objectness_loss(logits, zeros, kind).sum().backward()
+        grads[kind] = logits.grad.clone()
+    p = torch.sigmoid(logits.detach())
+    assert torch.allclose(grads['mse'], 2 * p * p * (1 - p))
+    assert grads['mse'][3] < grads['mse'][2]                 # mse: a score of 0.98 pulled less than 0.88
+    assert bool((grads['qfocal'].diff() > 0).all())          # focal: the more confident, the harder
+    assert grads['qfocal'][3] > 10 * grads['mse'][3]
+    assert grads['qfocal'][0] < grads['mse'][0]              # and the easy negatives fade
+    # a responsible anchor with rescore target 0.7: the loss is least at sigmoid = 0.7
+    grid = torch.linspace(-3, 3, 601)
+    best = grid[objectness_loss(grid, torch.full_like(grid, 0.7), 'qfocal').argmin()]
+    assert float(torch.sigmoid(best)) == pytest.approx(0.7, abs=0.01)
+    with pytest.raises(ValueError, match='unknown objectness loss'):
+        objectness_loss(logits, zeros, 'hinge')
+
+
+def test_region_loss_with_focal_objectness_sums_the_focal_terms():
+    """obj_loss='qfocal' replaces both objectness terms of the region loss and nothing else."""
+    out = head(1, 1, 3, 3)
+    put(out, 0, 0, 1, 1, o=1.5)
+    put(out, 0, 0, 0, 2, o=2.0)                              # a confident false positive
+    targets = torch.tensor([[0, 0.5, 0.5, 0.3, 0.3]])
+    anchors = torch.tensor([[1.0, 1.0]])
+    mse = region_loss(out, targets, anchors, LossConfig())[1]
+    focal = region_loss(out, targets, anchors, LossConfig(obj_loss='qfocal'))[1]
+    assert focal['xy'] == pytest.approx(mse['xy']) and focal['wh'] == pytest.approx(mse['wh'])
+    logit = out[0, O].flatten()
+    neg = torch.ones(9, dtype=torch.bool)
+    neg[4] = False
+    want = objectness_loss(logit[neg], torch.zeros(8), 'qfocal').sum()
+    assert focal['noobj'] == pytest.approx(float(want))
+    assert focal['obj'] == pytest.approx(5 * float(objectness_loss(logit[4:5], torch.ones(1), 'qfocal')))

@@ -5,13 +5,15 @@ responsible (optionally also every anchor of close shape, `anchor_iou`); targets
 sigmoid(tx) = frac(cx), tw = log(w / anchor_w) (grid units); the coordinate terms are weighted
 by (2 - w*h). Objectness is pushed to 1 on responsible anchors and to 0 elsewhere, except
 where the predicted box already overlaps some face by more than `ignore_iou` (no-object loss
-ignored there). Squared errors, as darknet; summed, / batch.
+ignored there). Squared errors, as darknet (or a quality focal loss on objectness, `obj_loss`);
+summed, / batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..netdef import (EXP_CLAMP, H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD,
                       Y_FIELD)
@@ -27,6 +29,21 @@ class LossConfig:
     rescore: bool = False      # darknet's rescore: objectness trained toward the predicted box's IoU, not 1
     anchor_iou: float = 1.0    # besides its best anchor, a face also trains every anchor (of any head) whose
                                # shape IoU with it exceeds this; 1: the best only (darknet)
+    obj_loss: str = 'mse'      # 'mse': darknet's squared error of sigmoid(objectness); 'qfocal': quality focal
+                               # loss (Li et al. 2020), cross-entropy weighted by (target - sigmoid)^2
+
+
+def objectness_loss(logit: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-element objectness loss of raw logits toward targets in [0, 1]. The squared error of a
+    sigmoid has almost no gradient where the network is confidently wrong (a hand scored 0.9 pulls
+    with 2 * 0.9 * 0.9 * 0.1); the focal cross-entropy keeps pulling there (about 0.9 ** 3) and
+    lets the many easy cells (scores near their target) fade."""
+    p = logit.sigmoid()
+    if kind == 'mse':
+        return (p - target) ** 2
+    if kind == 'qfocal':
+        return (target - p) ** 2 * F.binary_cross_entropy_with_logits(logit, target, reduction='none')
+    raise ValueError(f'unknown objectness loss {kind!r}')
 
 
 def box_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -68,7 +85,7 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
     na = anchors.shape[0]
     p = out.float().view(bsz, na, VALUES_PER_ANCHOR, gh, gw).permute(0, 1, 3, 4, 2)  # (B, A, H, W, 5)
     sx, sy, tw, th = p[..., X_FIELD].sigmoid(), p[..., Y_FIELD].sigmoid(), p[..., W_FIELD], p[..., H_FIELD]
-    conf = p[..., OBJECTNESS_FIELD].sigmoid()
+    logit = p[..., OBJECTNESS_FIELD]
 
     # predicted boxes in grid units, for the ignore mask only
     with torch.no_grad():
@@ -79,7 +96,7 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
                             th.clamp(max=EXP_CLAMP).exp() * anchors[:, 1].view(1, na, 1, 1)], -1)  # (B, A, H, W, 4)
         gt = targets[:, 1:] * targets.new_tensor([gw, gh, gw, gh])   # (M, 4) grid units
         bidx = targets[:, 0].long()
-        noobj = torch.ones_like(conf)
+        noobj = torch.ones_like(logit)
         for b in range(bsz):
             faces = gt[bidx == b]
             if len(faces):
@@ -113,9 +130,9 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
     else:
         loss_xy = cfg.coord_scale * (weight * ((sx[sel] - tx) ** 2 + (sy[sel] - ty) ** 2)).sum()
         loss_wh = cfg.coord_scale * (weight * ((tw[sel] - tw_t) ** 2 + (th[sel] - th_t) ** 2)).sum()
-    target = iou.detach().clamp(min=0) if cfg.rescore else 1.0
-    loss_obj = cfg.obj_scale * ((conf[sel] - target) ** 2).sum()
-    loss_noobj = cfg.noobj_scale * (noobj * conf ** 2).sum()
+    target = iou.detach().clamp(min=0) if cfg.rescore else torch.ones_like(iou)
+    loss_obj = cfg.obj_scale * objectness_loss(logit[sel], target, cfg.obj_loss).sum()
+    loss_noobj = cfg.noobj_scale * (noobj * objectness_loss(logit, torch.zeros_like(logit), cfg.obj_loss)).sum()
     total = (loss_xy + loss_wh + loss_obj + loss_noobj) / bsz
     parts = {k: float(v.detach()) / bsz for k, v in
              dict(xy=loss_xy, wh=loss_wh, obj=loss_obj, noobj=loss_noobj).items()}
