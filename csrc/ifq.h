@@ -117,7 +117,10 @@ ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head
 
 /* Fixed-point decode of every head (its own anchors, scale and stride) + one greedy integer NMS
  * over all their candidates. Keeps score >= conf_q16 (2^-16); suppresses IoU > iou_num / den and,
- * if contain_num >= 0, more than contain_num / den of a box's own area inside a kept one. Boxes
+ * if contain_num >= 0, more than contain_num / den of a box's own area inside a kept one. Each kept
+ * box is then voted: its corners become the score-weighted means of its own and those of the
+ * boxes it suppressed by IoU (the first kept box that suppresses a candidate gets its vote),
+ * floor((2 * sum(score * corner) + sum(score)) / (2 * sum(score))); unchanged if that sum is 0. Boxes
  * best first: requantized objectness (2^-16, saturated to +-2^14) descending, then the head
  * integer, then head (table order), anchor, row, column (engine/runtime.py rank_key). */
 ifq_status ifq_decode(ifq_runner *runner, const int32_t *head, int32_t conf_q16, int32_t iou_num,

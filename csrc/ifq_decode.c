@@ -87,7 +87,9 @@ static void sort_candidates(const int64_t *key, uint32_t *v, size_t n)
 
 static int64_t area(const ifq_box *b) { return ((int64_t)b->x2 - b->x1) * ((int64_t)b->y2 - b->y1); }
 
-/* nms.nms: is candidate b suppressed by the kept box a? */
+enum { KEPT, BY_IOU, BY_CONTAINMENT };
+
+/* nms._greedy: is candidate b suppressed by the kept box a, and how (only IoU votes)? */
 static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64_t den, int64_t contain_num)
 {
     int64_t iw = (int64_t)(a->x2 < b->x2 ? a->x2 : b->x2) - (a->x1 > b->x1 ? a->x1 : b->x1);
@@ -95,8 +97,27 @@ static int suppressed(const ifq_box *a, const ifq_box *b, int64_t iou_num, int64
     int64_t inter = (iw > 0 ? iw : 0) * (ih > 0 ? ih : 0);
     int64_t uni = area(a) + area(b) - inter;
     if (inter * den > iou_num * uni)
-        return 1;
-    return contain_num >= 0 && inter * den > contain_num * area(b);
+        return BY_IOU;
+    return contain_num >= 0 && inter * den > contain_num * area(b) ? BY_CONTAINMENT : KEPT;
+}
+
+/* Box b votes for a kept box: score-weighted coordinate sums (|coordinate| <= 2^22, score <= 2^16,
+ * at most IFQ_MAX_CANDIDATES = 2^23 voters: |sum| <= 2^61, so 2 * sum + weight fits int64). */
+static void add_vote(int64_t *acc, const ifq_box *b)
+{
+    acc[0] += (int64_t)b->score * b->x1;
+    acc[1] += (int64_t)b->score * b->y1;
+    acc[2] += (int64_t)b->score * b->x2;
+    acc[3] += (int64_t)b->score * b->y2;
+    acc[4] += b->score;
+}
+
+/* nms.nms_vote's mean: floor((2 * sum + weight) / (2 * weight)), weight > 0 (C division truncates). */
+static int32_t vote_mean(int64_t sum, int64_t weight)
+{
+    int64_t num = 2 * sum + weight, den = 2 * weight;
+    int64_t q = num / den;
+    return (int32_t)(q - (num % den < 0));
 }
 
 /* The lowest objectness integer whose score reaches conf_q16 (INT64_MAX: none). The score is
@@ -174,14 +195,30 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         const ifq_box *b = &r->cand[r->order[i]];
-        int keep = 1;
-        for (size_t j = 0; j < kept && keep; j++)
-            keep = !suppressed(&boxes[j], b, iou_num, den, contain_num);
-        if (!keep)
+        int how = KEPT;
+        size_t j = 0;
+        for (; j < kept && how == KEPT; j++)
+            how = suppressed(&boxes[j], b, iou_num, den, contain_num);
+        if (how == BY_IOU)
+            add_vote(&r->vote[(j - 1) * IFQ_VOTE_FIELDS], b);
+        if (how != KEPT)
             continue;
         if (kept == max_boxes)
             return IFQ_ERR_BUFFER;
+        int64_t *acc = &r->vote[kept * IFQ_VOTE_FIELDS];
+        for (int f = 0; f < IFQ_VOTE_FIELDS; f++)
+            acc[f] = 0;
+        add_vote(acc, b);
         boxes[kept++] = *b;
+    }
+    for (size_t j = 0; j < kept; j++) {   /* the kept boxes' own corners decided the suppression; now vote */
+        const int64_t *acc = &r->vote[j * IFQ_VOTE_FIELDS];
+        if (acc[4] == 0)   /* every voter scored 0 (conf_q16 0): keep the box */
+            continue;
+        boxes[j].x1 = vote_mean(acc[0], acc[4]);
+        boxes[j].y1 = vote_mean(acc[1], acc[4]);
+        boxes[j].x2 = vote_mean(acc[2], acc[4]);
+        boxes[j].y2 = vote_mean(acc[3], acc[4]);
     }
     *n_boxes = kept;
     return IFQ_OK;

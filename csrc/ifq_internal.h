@@ -15,6 +15,8 @@
 #define IFQ_OUT_ALIGN 16          /* first-layer outputs padded to 16 (one AVX-512 register of int32) */
 #define IFQ_CODE_LANES 16         /* outputs thresholded side by side (one AVX-512 register of int32) */
 #define IFQ_HEAD_IN_ALIGN 64      /* head input channels padded to 64 (one AVX-512 register of bytes) */
+#define IFQ_MAX_CANDIDATES ((uint64_t)1 << 23)   /* a runner's anchors x cells at most */
+#define IFQ_VOTE_FIELDS 5         /* decode: per kept box sum(score * x1), y1, x2, y2 and sum(score) */
 #define IFQ_FIRST_BLOCK 8         /* first layer: interior positions computed together (independent sums) */
 #if defined(__clang__)
 #define IFQ_UNROLL _Pragma("unroll")
@@ -136,6 +138,7 @@ struct ifq_runner {
     uint8_t *codes;             /* head: one pixel's codes, one byte each */
     ifq_box *cand;              /* decode: candidates above the score threshold */
     uint32_t *order;
+    int64_t *vote;              /* decode: per kept box its voters' score-weighted x1, y1, x2, y2 and score sums */
     ifq_row_source source;
     void *user;
     const uint8_t *canvas;

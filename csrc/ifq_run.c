@@ -295,7 +295,8 @@ static ifq_status create(ifq_runner *r)
         !(r->x1 = ifq_block(r, max_words, sizeof *r->x1)) ||
         !(r->codes = ifq_block(r, in_pad, 1)) || !(r->cand = ifq_block(r, n_cand, sizeof *r->cand)) ||
         !(r->cand_key = ifq_block(r, n_cand, sizeof *r->cand_key)) ||
-        !(r->order = ifq_block(r, n_cand, sizeof *r->order)))
+        !(r->order = ifq_block(r, n_cand, sizeof *r->order)) ||
+        !(r->vote = ifq_block(r, n_cand * IFQ_VOTE_FIELDS, sizeof *r->vote)))
         return IFQ_ERR_NOMEM;
     r->max_boxes = n_cand;
     if (r->ks->prepare && !r->ks->prepare(r))
@@ -323,6 +324,16 @@ ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kern
     if (width <= 0 || width > (1 << 15) || width % m->stride || height <= 0 || height > (1 << 15) || height % m->stride) {
         if (err)
             strcpy(err->message, "input width and height must be positive multiples of the model's stride (at most 32768)");
+        return IFQ_ERR_ARGUMENT;
+    }
+    uint64_t n_cand = 0;   /* decode's vote sums (ifq_decode.c add_vote) fit int64 up to IFQ_MAX_CANDIDATES */
+    for (int h = 0; h < m->n_heads; h++) {
+        const ifq_layer *L = &m->layers[m->heads[h]];
+        n_cand += (uint64_t)(width / L->net_stride) * (uint64_t)(height / L->net_stride) * (uint64_t)L->n_anchors;
+    }
+    if (n_cand > IFQ_MAX_CANDIDATES) {
+        if (err)
+            strcpy(err->message, "input too large: more than 2^23 candidate boxes");
         return IFQ_ERR_ARGUMENT;
     }
     ifq_runner *r = calloc(1, sizeof *r);

@@ -11,4 +11,4 @@ DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')       # its quantization-n
 # benchmark (default settings) 0.4 finds 59% of the faces with 0.8 false positives per image;
 # 0.5 finds 55% with 0.4 (weights/README.md).
 DEFAULT_CONF = 0.4
-DEFAULT_NMS = 0.45                                          # NMS IoU threshold of every detector path
+DEFAULT_NMS = 0.4                                           # NMS IoU threshold of every detector path

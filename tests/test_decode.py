@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ifq_tinier_yolo.engine import decode as D
-from ifq_tinier_yolo.engine.nms import nms
+from ifq_tinier_yolo.engine.nms import nms, nms_vote
 from ifq_tinier_yolo.netdef import ANCHORS
 
 NMS_NUM, NMS_DEN = 450, 1000
@@ -136,3 +136,37 @@ def test_nms_containment_removes_boxes_inside_a_better_one():
     np.testing.assert_array_equal(nms(boxes, scores, 450, 1000, contain_num=159), [0, 3])
     # float boxes give the same answer
     np.testing.assert_array_equal(nms(boxes.astype(float) + 0.5, scores, 450, 1000, contain_num=800), [0, 2, 3])
+
+
+def test_nms_vote_averages_each_kept_box_with_the_boxes_it_suppressed():
+    """The kept box becomes the score-weighted mean of itself and the boxes it suppressed by IoU,
+    computed by hand here; a box removed by containment, or kept, does not vote; integer means
+    round half up, also below zero."""
+    boxes = np.array([[0, 0, 100, 100],      # kept, weight 3
+                      [10, 0, 110, 100],     # IoU 0.82 with it: votes, weight 1
+                      [30, 30, 60, 60],      # inside it (containment only): no vote
+                      [60, 0, 160, 100],     # IoU 0.25: kept on its own, weight 2
+                      [-3, -3, 97, 97]])     # IoU 0.89 with the first: votes, weight 0
+    ranks = np.array([9, 8, 7, 6, 5])
+    weights = np.array([3, 1, 4, 2, 0])
+    keep, voted = nms_vote(boxes, ranks, weights, 450, 1000, contain_num=800)
+    np.testing.assert_array_equal(keep, [0, 3])
+    assert voted.dtype == np.int64
+    # x1: (3*0 + 1*10 + 0*-3) / 4 = 2.5 -> 3 (half up); x2: (300 + 110) / 4 = 102.5 -> 103
+    np.testing.assert_array_equal(voted, [[3, 0, 103, 100], [60, 0, 160, 100]])
+    # the same in floats: the exact means
+    _, fvoted = nms_vote(boxes.astype(float), ranks, weights.astype(float), 450, 1000, contain_num=800)
+    np.testing.assert_allclose(fvoted[0], [2.5, 0, 102.5, 100])
+    # negative means round half up too: (-5 * 1 + -6 * 1) / 2 = -5.5 -> -5
+    pair = np.array([[-5, 0, 95, 100], [-6, 0, 94, 100]])
+    _, v = nms_vote(pair, np.array([2, 1]), np.array([1, 1]), 450, 1000)
+    np.testing.assert_array_equal(v, [[-5, 0, 95, 100]])
+    # voters that all weigh 0 leave the box as it is; without suppression nothing moves
+    _, v = nms_vote(pair, np.array([2, 1]), np.array([0, 0]), 450, 1000)
+    np.testing.assert_array_equal(v, pair[:1])
+    keep, v = nms_vote(boxes, ranks, weights, 1000, 1000)
+    np.testing.assert_array_equal(keep, np.arange(5))
+    np.testing.assert_array_equal(v, boxes)
+    # the kept indices are nms's
+    np.testing.assert_array_equal(keep, nms(boxes, ranks, 1000, 1000))
+    np.testing.assert_array_equal(nms_vote(boxes, ranks, weights, 450, 1000, 800)[0], nms(boxes, ranks, 450, 1000, 800))

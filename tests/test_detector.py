@@ -11,7 +11,7 @@ import pytest
 
 from ifq_tinier_yolo import Detector, Face
 from ifq_tinier_yolo.apps import backends
-from ifq_tinier_yolo.apps.detector import scale_boxes
+from ifq_tinier_yolo.apps.detector import LEVEL_NMS, scale_boxes
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
 
 IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
@@ -186,7 +186,10 @@ def test_merge_levels_keeps_big_boxes_from_coarse_levels():
                        [495, 505, 130, 127, 0.8],   # 32.5 input px: kept, duplicate of the fine box
                        [700, 700, 127, 127, 0.5]])  # 31.75 input px: dropped
     out = merge_levels([fine, coarse], [512, 256], 1024, 16, 0.45)
-    np.testing.assert_array_equal(out, [coarse[1], fine[0], coarse[2]])
+    # the duplicate votes: the kept coarse box becomes the score-weighted mean of the two (corners);
+    # the part lies inside the big face (containment), which does not vote
+    x1, y1, x2, y2 = (np.array([495, 505, 625, 632]) * 0.8 + np.array([500, 500, 600, 600]) * 0.6) / 1.4
+    np.testing.assert_allclose(out, [coarse[1], fine[0], [x1, y1, x2 - x1, y2 - y1, 0.8]])
     # one level: only NMS with containment
     np.testing.assert_array_equal(merge_levels([fine], [512], 1024, 16, 0.45), fine)
 
@@ -198,8 +201,9 @@ def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, req
     pyramid = Detector.load(one.path, conf=0.0, img_size=IMG_SIZE, levels=3)
     assert pyramid.sizes == [64, 32, 16] and one.sizes == [64, 32]
     image = noise((48, 80, 3))
-    levels = [Detector.load(one.path, conf=0.0, img_size=s, levels=1).detect_array(image) for s in pyramid.sizes]
-    want = merge_levels(levels, pyramid.sizes, 80, 16, 0.45)
+    # each level's candidates, none suppressed: the merge's one voted NMS sees them all
+    levels = [np.asarray(one._run(image, 0.0, LEVEL_NMS, s), dtype=np.float64) for s in pyramid.sizes]
+    want = merge_levels(levels, pyramid.sizes, 80, 16, pyramid.nms)
     got = pyramid.detect_array(image)
     np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
 
@@ -223,11 +227,11 @@ def test_upscale_detector_merges_its_single_level_runs(backend_fixture: str, req
     up = Detector.load(one.path, conf=0.0, img_size=48, levels=2, upscale=True)
     assert up.sizes == [48, 32] and up.up_size == 64
     image = noise((48, 80, 3))
-    # each level's raw network output (decoding + NMS, before the pyramid merge)
-    runs = {s: np.asarray(one._run(image, 0.0, 0.45, s), dtype=np.float64) for s in (48, 32, 64)}
-    want = merge_levels([runs[48], runs[32]], [48, 32], 80, 16, 0.45, upscaled=runs[64], up_size=64)
+    # each level's raw network output (decoded candidates, before the pyramid merge's NMS)
+    runs = {s: np.asarray(one._run(image, 0.0, LEVEL_NMS, s), dtype=np.float64) for s in (48, 32, 64)}
+    want = merge_levels([runs[48], runs[32]], [48, 32], 80, 16, up.nms, upscaled=runs[64], up_size=64)
     got = up.detect_array(image)
-    assert len(got) > len(merge_levels([runs[48], runs[32]], [48, 32], 80, 16, 0.45))   # the extra level adds boxes
+    assert len(got) > len(merge_levels([runs[48], runs[32]], [48, 32], 80, 16, up.nms))   # the extra level adds boxes
     np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
 
 

@@ -14,7 +14,7 @@ from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.decode import (SIGMOID_LUT, SIGMOID_RANGE, decode_fixed, lut_lookup, requantize,
                                            score_threshold_q)
-from ifq_tinier_yolo.engine.nms import nms_at
+from ifq_tinier_yolo.engine.nms import nms_vote_at
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
 from ifq_tinier_yolo.imageio import read_image
@@ -116,16 +116,18 @@ def test_native_tiny_table(tiny_ifq_bytes: bytes):
 
 
 def test_native_decode_with_containment(reference):
-    """ifq_decode's containment option equals nms_at's (used by the pyramid merge), on the
-    one-head chain (weights/v1.ifq) whose single decoder this compares with."""
+    """ifq_decode's containment option and box voting equal nms_vote_at's, on the one-head chain
+    (weights/v1.ifq) whose single decoder this compares with."""
     chain = runtime.load_model(CHAIN)
     backend = native.load(CHAIN)
     head = runtime.run(chain, reference[0]['canvas'])
-    boxes_q, _, obj = decode_fixed(head, chain.anchors_q16, chain.stride, chain.out_multiplier,
-                                   chain.out_shift, score_threshold_q(0.01))
-    keep = nms_at(boxes_q, obj, 0.45, contain=0.8)
-    boxes, _ = backend.decode_head(head, 0.01, 0.45, contain=0.8)
-    np.testing.assert_array_equal((boxes * 256).astype(np.int64), boxes_q[keep])
+    boxes_q, scores_q, obj = decode_fixed(head, chain.anchors_q16, chain.stride, chain.out_multiplier,
+                                          chain.out_shift, score_threshold_q(0.01))
+    keep, voted = nms_vote_at(boxes_q, obj, scores_q, 0.45, contain=0.8)
+    boxes, scores = backend.decode_head(head, 0.01, 0.45, contain=0.8)
+    np.testing.assert_array_equal((boxes * 256).astype(np.int64), voted)
+    np.testing.assert_array_equal((scores * 65536).astype(np.int64), scores_q[keep])
+    assert (voted != boxes_q[keep]).any(axis=1).sum() > 10   # the votes moved boxes
 
 
 def test_native_detect_contract(model):

@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import netdef
 from ..defaults import DEFAULT_CONF, DEFAULT_NMS
-from ..boxes import corners
-from ..engine.nms import iou_matrix, nms_at
+from ..boxes import corners, detection_rows
+from ..engine.nms import iou_matrix, nms_at, nms_vote_at
 from ..errors import ConfigError, ImageError
 from ..imageio import to_bgr8
 from .backends import RunFn, load
@@ -29,6 +29,10 @@ COLUMNS = ('x', 'y', 'w', 'h', 'score')   # columns of every (N, 5) detection ar
 CONTAIN = 0.8
 # Boxes of the plain and the mirrored pass overlapping this much (IoU) are the same face.
 FLIP_MATCH_IOU = 0.5
+# The NMS threshold each pyramid level runs with: 1 suppresses nothing, so every candidate of
+# every level reaches the one voted NMS of merge_levels (better boxes than voting per level:
+# dev TPR@100FP 0.604 against 0.602, crowd-like slice hard AP 0.582 against 0.570).
+LEVEL_NMS = 1.0
 
 @dataclass(frozen=True)
 class Face:
@@ -59,8 +63,10 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
 
     Levels after the first keep only boxes of at least netdef.PYRAMID_MIN_CELLS grid cells at
     their own input size; the upscaled level (input side `up_size`), if given, only boxes of at
-    most netdef.UPSCALE_MAX_CELLS. NMS then removes faces found at two levels, and boxes lying
-    inside a better one (CONTAIN), since those are parts of a face.
+    most netdef.UPSCALE_MAX_CELLS. One NMS with box voting (nms.nms_vote) then removes the
+    overlapping boxes of one face, within a level and across levels, each kept box becoming the
+    score-weighted mean of those it suppressed; and it removes boxes lying inside a better one
+    (CONTAIN), since those are parts of a face.
     """
     def cells(dets: np.ndarray, size: int) -> np.ndarray:
         return np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
@@ -70,7 +76,8 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
     if upscaled is not None:
         parts.append(upscaled[cells(upscaled, up_size) <= netdef.UPSCALE_MAX_CELLS])
     dets = np.concatenate(parts)
-    return dets[nms_at(corners(dets), dets[:, 4], nms, CONTAIN)]
+    keep, voted = nms_vote_at(corners(dets), dets[:, 4], dets[:, 4], nms, CONTAIN)
+    return detection_rows(voted, dets[keep, 4])
 
 
 def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.ndarray:
@@ -147,7 +154,7 @@ class Detector:
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
         def run(size: int) -> np.ndarray:
-            return np.asarray(self._run(bgr, conf, self.nms, size), dtype=np.float64).reshape(-1, len(COLUMNS))
+            return np.asarray(self._run(bgr, conf, LEVEL_NMS, size), dtype=np.float64).reshape(-1, len(COLUMNS))
         upscaled = run(self.up_size) if self.up_size else None
         return merge_levels([run(size) for size in self.sizes], self.sizes, max(bgr.shape[:2]), self.stride,
                             self.nms, upscaled, self.up_size)

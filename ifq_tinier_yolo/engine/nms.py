@@ -1,36 +1,70 @@
-"""Greedy non-maximum suppression on integer or float boxes."""
+"""Greedy non-maximum suppression with box voting, on integer or float boxes."""
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
 
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
-        contain_num: int | None = None) -> np.ndarray:
-    """Indices kept by greedy NMS, best score first (ties: lower index first).
-
-    boxes: (N, 4) x1, y1, x2, y2 (integers or floats; areas use x2 - x1). A box is suppressed
-    when IoU > iou_num / iou_den with a kept box, tested by cross-multiplication
-    (inter * den > num * union) so integer boxes need no division and no float; with
-    contain_num, also when more than contain_num / iou_den of its own area lies inside a kept box.
-    """
-    order = np.lexsort((np.arange(len(scores)), -scores))
+def _greedy(boxes: np.ndarray, ranks: np.ndarray, iou_num: int, iou_den: int,
+            contain_num: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """Greedy NMS: yields (kept index, indices it suppressed by IoU), best rank first (ties:
+    lower index first). A box is suppressed when IoU > iou_num / iou_den with a kept box, tested
+    by cross-multiplication (inter * den > num * union) so integer boxes need no division and no
+    float; with contain_num, also (without voting) when more than contain_num / iou_den of its
+    own area lies inside a kept box."""
+    order = np.lexsort((np.arange(len(ranks)), -ranks))
     boxes = boxes.astype(np.int64) if np.issubdtype(boxes.dtype, np.integer) else boxes.astype(np.float64)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = []
     while order.size:
         i = order[0]
-        keep.append(i)
         rest = order[1:]
         iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
         ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
         inter = np.maximum(iw, 0) * np.maximum(ih, 0)
         union = area[i] + area[rest] - inter
-        keep_rest = inter * iou_den <= iou_num * union
-        if contain_num is not None:
-            keep_rest &= inter * iou_den <= contain_num * area[rest]
-        order = rest[keep_rest]
-    return np.asarray(keep, dtype=np.int64)
+        by_iou = inter * iou_den > iou_num * union
+        gone = by_iou if contain_num is None else by_iou | (inter * iou_den > contain_num * area[rest])
+        yield i, rest[by_iou]
+        order = rest[~gone]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_num: int, iou_den: int,
+        contain_num: int | None = None) -> np.ndarray:
+    """Indices kept by greedy NMS (`_greedy`), best score first.
+
+    boxes: (N, 4) x1, y1, x2, y2 (integers or floats; areas use x2 - x1); scores (N,) rank them."""
+    return np.asarray([i for i, _ in _greedy(boxes, scores, iou_num, iou_den, contain_num)], dtype=np.int64)
+
+
+def nms_vote(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou_num: int, iou_den: int,
+             contain_num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy NMS whose kept boxes are voted: each becomes the weighted mean of itself and the
+    boxes it suppressed by IoU (weights: the scores). A face draws several overlapping boxes and
+    their mean fits it better than the best-scored one alone. Returns (kept indices, best first;
+    their voted boxes (K, 4), same dtype as boxes).
+
+    Integer boxes and weights stay integer: each coordinate is sum(w * b) / sum(w) rounded half
+    up (floor((2 * sum(w * b) + sum(w)) / (2 * sum(w)))); a box whose voters weigh 0 is kept as is.
+    """
+    keep, voted = [], []
+    integer = np.issubdtype(boxes.dtype, np.integer)
+    b = boxes.astype(np.int64) if integer else boxes.astype(np.float64)
+    w = weights.astype(np.int64) if integer else weights.astype(np.float64)
+    for i, losers in _greedy(boxes, ranks, iou_num, iou_den, contain_num):
+        voters = np.concatenate([[i], losers])
+        total = w[voters].sum()
+        mass = w[voters] @ b[voters]
+        if total == 0:
+            box = b[i]
+        elif integer:
+            box = (2 * mass + total) // (2 * total)
+        else:
+            box = mass / total
+        keep.append(i)
+        voted.append(box)
+    return (np.asarray(keep, dtype=np.int64),
+            np.asarray(voted, dtype=b.dtype).reshape(-1, 4).astype(boxes.dtype, copy=False))
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,7 +79,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 IOU_DEN = 1000   # a user's IoU threshold becomes the integer ratio round(iou * IOU_DEN) / IOU_DEN
 
 
+def _ratio(v: float | None) -> int | None:
+    return None if v is None else round(v * IOU_DEN)
+
+
 def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float | None = None) -> np.ndarray:
     """`nms` with a user IoU threshold (and containment threshold) in [0, 1], turned into integer ratios."""
-    return nms(boxes, scores, round(iou * IOU_DEN), IOU_DEN,
-               None if contain is None else round(contain * IOU_DEN))
+    return nms(boxes, scores, _ratio(iou), IOU_DEN, _ratio(contain))
+
+
+def nms_vote_at(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou: float,
+                contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`nms_vote` with user thresholds in [0, 1], turned into integer ratios."""
+    return nms_vote(boxes, ranks, weights, _ratio(iou), IOU_DEN, _ratio(contain))

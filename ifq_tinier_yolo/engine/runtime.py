@@ -28,7 +28,7 @@ from . import layers as L
 from .decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, HeadDecoder, decode_fixed, requantize, score_threshold_q
 from .model import N_THRESHOLDS, IntegerModel, IntLayer, input_max, weight_max
 from .modelfile import read
-from .nms import nms_at
+from .nms import nms_vote_at
 from .preprocess import letterbox, unletterbox_boxes
 
 DETECTION_COLUMNS = 5   # x, y, w, h, score
@@ -203,7 +203,7 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
            img_size: int | None = None) -> np.ndarray:
     """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first.
 
-    Letterbox -> integer layers -> fixed-point decode -> integer NMS; float only for the result.
+    Letterbox -> integer layers -> fixed-point decode -> integer NMS (voted); float only for the result.
     """
     return detect_with(lambda canvas, c, n: decode_heads(model.decoders, run_heads(model, canvas), c, n),
                        model.specs, bgr_image, conf, nms_iou, img_size or model.input_size)
@@ -240,9 +240,9 @@ def rank_key(requantized: np.ndarray, objectness: np.ndarray) -> np.ndarray:
 
 def decode_heads(decoders: list[HeadDecoder], heads: list[np.ndarray], conf: float,
                  nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """int32 (A*5, H, W) of each head -> fixed-point decode of each + one integer NMS ->
-    (float64 (N, 4) x1, y1, x2, y2 in network pixels, float64 (N,) scores), best first; float
-    only for the returned values."""
+    """int32 (A*5, H, W) of each head -> fixed-point decode of each + one integer NMS with box
+    voting -> (float64 (N, 4) x1, y1, x2, y2 in network pixels, float64 (N,) scores), best first;
+    float only for the returned values."""
     conf_q = score_threshold_q(conf)
     boxes, scores, keys = [], [], []
     for d, head in zip(decoders, heads):
@@ -251,8 +251,8 @@ def decode_heads(decoders: list[HeadDecoder], heads: list[np.ndarray], conf: flo
         scores.append(s)
         keys.append(rank_key(requantize(obj, d.out_multiplier, d.out_shift), obj))
     boxes_q, scores_q = np.concatenate(boxes).reshape(-1, 4), np.concatenate(scores)
-    keep = nms_at(boxes_q, np.concatenate(keys), nms_iou)
-    return (boxes_q[keep].astype(np.float64) / (1 << BOX_FRAC_BITS),
+    keep, voted = nms_vote_at(boxes_q, np.concatenate(keys), scores_q, nms_iou)
+    return (voted.astype(np.float64) / (1 << BOX_FRAC_BITS),
             scores_q[keep].astype(np.float64) / (1 << SCORE_FRAC_BITS))
 
 

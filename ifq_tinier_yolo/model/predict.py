@@ -7,7 +7,7 @@ import torch
 from .. import netdef
 from ..boxes import detection_rows
 from ..engine.decode import decode_float
-from ..engine.nms import nms_at
+from ..engine.nms import nms_vote_at
 from ..engine.preprocess import letterbox, unletterbox_boxes
 from .tinier_yolo import TinierYolo
 
@@ -42,11 +42,11 @@ def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, con
 
 def decode_nms_float(heads: list[np.ndarray], head_anchors, strides: list[int], conf: float,
                      nms_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """Float values (A*5, H, W) of each head -> float decode of each, one NMS over all ->
+    """Float values (A*5, H, W) of each head -> float decode of each, one NMS (voted) over all ->
     ((N, 4) x1, y1, x2, y2 network pixels, (N,) scores)."""
     decoded = [decode_float(h, np.asarray(a, dtype=np.float64), s, conf)
                for h, a, s in zip(heads, head_anchors, strides)]
     boxes = np.concatenate([d[0] for d in decoded]).reshape(-1, 4)
     scores = np.concatenate([d[1] for d in decoded])
-    keep = nms_at(boxes, scores, nms_iou)
-    return boxes[keep], scores[keep]
+    keep, voted = nms_vote_at(boxes, scores, scores, nms_iou)
+    return voted, scores[keep]
