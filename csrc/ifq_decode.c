@@ -192,12 +192,13 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
                        head + ifq_runner_head_offset(r, h), conf_q16, r->cand, r->cand_key, r->order, n);
     }
     sort_candidates(r->cand_key, r->order, n);
+    const int keep_all = iou_num >= den && contain_num < 0;   /* no IoU exceeds 1: nothing is suppressed */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         const ifq_box *b = &r->cand[r->order[i]];
         int how = KEPT;
         size_t j = 0;
-        for (; j < kept && how == KEPT; j++)
+        for (; j < kept && how == KEPT && !keep_all; j++)
             how = suppressed(&boxes[j], b, iou_num, den, contain_num);
         if (how == BY_IOU)
             add_vote(&r->vote[(j - 1) * IFQ_VOTE_FIELDS], b);

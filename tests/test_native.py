@@ -128,6 +128,12 @@ def test_native_decode_with_containment(reference):
     np.testing.assert_array_equal((boxes * 256).astype(np.int64), voted)
     np.testing.assert_array_equal((scores * 65536).astype(np.int64), scores_q[keep])
     assert (voted != boxes_q[keep]).any(axis=1).sum() > 10   # the votes moved boxes
+    # IoU 1 suppresses nothing (the pyramid's levels): every candidate, unmoved, in rank order
+    keep, voted = nms_vote_at(boxes_q, obj, scores_q, 1.0)
+    boxes, _ = backend.decode_head(head, 0.01, 1.0)
+    assert len(keep) == len(boxes_q)
+    np.testing.assert_array_equal((boxes * 256).astype(np.int64), voted)
+    np.testing.assert_array_equal(voted, boxes_q[np.lexsort((np.arange(len(obj)), -obj))])
 
 
 def test_native_detect_contract(model):

@@ -14,6 +14,9 @@ def _greedy(boxes: np.ndarray, ranks: np.ndarray, iou_num: int, iou_den: int,
     float; with contain_num, also (without voting) when more than contain_num / iou_den of its
     own area lies inside a kept box."""
     order = np.lexsort((np.arange(len(ranks)), -ranks))
+    if iou_num >= iou_den and contain_num is None:   # no IoU exceeds 1: every box is kept, alone
+        yield from ((int(i), order[:0]) for i in order)
+        return
     boxes = boxes.astype(np.int64) if np.issubdtype(boxes.dtype, np.integer) else boxes.astype(np.float64)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     while order.size:
@@ -47,6 +50,9 @@ def nms_vote(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou_num:
     Integer boxes and weights stay integer: each coordinate is sum(w * b) / sum(w) rounded half
     up (floor((2 * sum(w * b) + sum(w)) / (2 * sum(w)))); a box whose voters weigh 0 is kept as is.
     """
+    if iou_num >= iou_den and contain_num is None:   # nothing suppressed, nothing voted
+        keep = nms(boxes, ranks, iou_num, iou_den)
+        return keep, boxes[keep]
     keep, voted = [], []
     integer = np.issubdtype(boxes.dtype, np.integer)
     b = boxes.astype(np.int64) if integer else boxes.astype(np.float64)
