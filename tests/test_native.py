@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo import native, netdef
+from ifq_tinier_yolo.native import binding
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.decode import (SIGMOID_LUT, SIGMOID_RANGE, decode_fixed, lut_lookup, requantize,
@@ -157,6 +158,10 @@ def test_native_detect_contract(model):
         native.load(SHIPPED, kernels='vax')
     with pytest.raises(ValueError):   # heads the runner of their size does not make
         backend.decode_heads([np.zeros((20, 4, 4), np.int32)] * backend.num_heads, 0.3, 0.45)
+    # over 2**23 anchors x cells (here 46 M) the NMS vote sums could overflow int64: refused
+    # before anything is allocated
+    with pytest.raises(ValueError, match=r'more than 2\^23 candidate boxes'):
+        binding.Runner(backend._model, 1 << 15, 1 << 15)
 
 
 def lowest_objectness(dec, conf_q: int) -> int:
