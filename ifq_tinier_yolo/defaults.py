@@ -8,7 +8,7 @@ DEFAULT_MODEL = WEIGHTS / 'ifq_tinier_yolo.ifq'            # the shipped integer
 DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')       # its quantization-network checkpoint
 # detect / webcam score threshold. The shipped model is trained toward the IoU of its box
 # (darknet's rescore), so its scores run lower than a model trained toward 1. On the dev
-# benchmark (default settings) 0.4 finds 59% of the faces with 0.8 false positives per image;
-# 0.5 finds 55% with 0.4 (weights/README.md).
+# benchmark (default settings, box voting) 0.4 finds 62% of the faces with 0.66 false positives
+# per image; 0.5 finds 57% with 0.33 (weights/README.md).
 DEFAULT_CONF = 0.4
 DEFAULT_NMS = 0.4                                           # NMS IoU threshold of every detector path
