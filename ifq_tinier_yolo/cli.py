@@ -48,7 +48,8 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     p.add_argument('--flip', action='store_true',
                    help='also run the mirror image and fuse the two (twice the time, fewer false positives)')
     p.add_argument('--conf', type=float, default=conf, help='score threshold')
-    p.add_argument('--nms', type=float, default=DEFAULT_NMS, help='NMS IoU threshold')
+    p.add_argument('--nms', type=float, default=DEFAULT_NMS,
+                   help='NMS IoU threshold (each kept box becomes the score-weighted mean of the boxes it suppresses)')
 
 
 def _data_commands(sub) -> None:
