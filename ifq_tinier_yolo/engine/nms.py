@@ -50,27 +50,24 @@ def nms_vote(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou_num:
     Integer boxes and weights stay integer: each coordinate is sum(w * b) / sum(w) rounded half
     up (floor((2 * sum(w * b) + sum(w)) / (2 * sum(w)))); a box whose voters weigh 0 is kept as is.
     """
-    if iou_num >= iou_den and contain_num is None:   # nothing suppressed, nothing voted
-        keep = nms(boxes, ranks, iou_num, iou_den)
-        return keep, boxes[keep]
-    keep, voted = [], []
     integer = np.issubdtype(boxes.dtype, np.integer)
     b = boxes.astype(np.int64) if integer else boxes.astype(np.float64)
     w = weights.astype(np.int64) if integer else weights.astype(np.float64)
-    for i, losers in _greedy(boxes, ranks, iou_num, iou_den, contain_num):
-        voters = np.concatenate([[i], losers])
-        total = w[voters].sum()
-        mass = w[voters] @ b[voters]
-        if total == 0:
-            box = b[i]
-        elif integer:
-            box = (2 * mass + total) // (2 * total)
-        else:
-            box = mass / total
+    keep, owner = [], np.full(len(b), -1, dtype=np.int64)   # owner: the kept box each box votes for
+    for k, (i, losers) in enumerate(_greedy(boxes, ranks, iou_num, iou_den, contain_num)):
         keep.append(i)
-        voted.append(box)
-    return (np.asarray(keep, dtype=np.int64),
-            np.asarray(voted, dtype=b.dtype).reshape(-1, 4).astype(boxes.dtype, copy=False))
+        owner[i] = k
+        owner[losers] = k
+    keep = np.asarray(keep, dtype=np.int64)
+    voters = np.flatnonzero(owner >= 0)
+    total = np.zeros(len(keep), dtype=w.dtype)
+    mass = np.zeros((len(keep), 4), dtype=b.dtype)
+    np.add.at(total, owner[voters], w[voters])
+    np.add.at(mass, owner[voters], w[voters, None] * b[voters])
+    den = np.where(total > 0, total, 1)[:, None]   # a zero total keeps its box (below)
+    mean = (2 * mass + den) // (2 * den) if integer else mass / den
+    voted = np.where((total > 0)[:, None], mean, b[keep])
+    return keep, voted.reshape(-1, 4).astype(boxes.dtype, copy=False)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
