@@ -239,6 +239,18 @@ static int plan_stages(ifq_runner *r)
 
 static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end);
 
+/* Anchors x cells of every head on a width x height canvas (multiples of the total stride): the
+ * most candidates, and boxes, a decode has. */
+static uint64_t count_candidates(const ifq_model *m, int width, int height)
+{
+    uint64_t n = 0;
+    for (int h = 0; h < m->n_heads; h++) {
+        const ifq_layer *L = &m->layers[m->heads[h]];
+        n += (uint64_t)(width / L->net_stride) * (uint64_t)(height / L->net_stride) * (uint64_t)L->n_anchors;
+    }
+    return n;
+}
+
 static ifq_status create(ifq_runner *r)
 {
     const ifq_model *m = r->m;
@@ -278,11 +290,7 @@ static ifq_status create(ifq_runner *r)
         if ((m->layers[i].kind == IFQ_KIND_FIRST || m->layers[i].kind == IFQ_KIND_HIDDEN) &&
             !(r->blank[i] = ifq_block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
             return IFQ_ERR_NOMEM;
-    size_t n_cand = 0;
-    for (int h = 0; h < m->n_heads; h++) {
-        const ifq_stage *in = &r->st[r->in_stage[m->heads[h]]];
-        n_cand += (size_t)in->h * in->w * (size_t)m->layers[m->heads[h]].n_anchors;
-    }
+    const size_t n_cand = (size_t)count_candidates(m, r->width, r->height);
     r->feature_bytes += ifq_runner_head_len(r) * sizeof(int32_t);   /* the caller's heads */
     if (!(r->window = ifq_block(r, max_window, sizeof *r->window)) || !(r->zero_row = ifq_block(r, max_row + IFQ_ROW_SLACK, 1)) ||
         !(r->window_sums = ifq_block(r, max_window, sizeof *r->window_sums)) ||
@@ -326,12 +334,7 @@ ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kern
             strcpy(err->message, "input width and height must be positive multiples of the model's stride (at most 32768)");
         return IFQ_ERR_ARGUMENT;
     }
-    uint64_t n_cand = 0;   /* decode's vote sums (ifq_decode.c add_vote) fit int64 up to IFQ_MAX_CANDIDATES */
-    for (int h = 0; h < m->n_heads; h++) {
-        const ifq_layer *L = &m->layers[m->heads[h]];
-        n_cand += (uint64_t)(width / L->net_stride) * (uint64_t)(height / L->net_stride) * (uint64_t)L->n_anchors;
-    }
-    if (n_cand > IFQ_MAX_CANDIDATES) {
+    if (count_candidates(m, width, height) > IFQ_MAX_CANDIDATES) {   /* decode's vote sums must fit int64 */
         if (err)
             strcpy(err->message, "input too large: more than 2^23 candidate boxes");
         return IFQ_ERR_ARGUMENT;
