@@ -124,31 +124,93 @@ def weight_average(model: torch.nn.Module, decay: float, step: int = 0) -> Avera
     return avg.eval()
 
 
+def _param_prefixes(model: TinierYolo) -> dict[str, str]:
+    """Layer name -> the state_dict prefix of its parameters ('blocks.i' or 'heads.j')."""
+    blocks = [l.name for l in model.layers if l.info.has_thresholds]
+    heads = [l.name for l in model.layers if l.info.is_head]
+    return {**{n: f'blocks.{i}' for i, n in enumerate(blocks)}, **{n: f'heads.{j}' for j, n in enumerate(heads)}}
+
+
+def _narrowed_state(src: TinierYolo, dst: TinierYolo) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """src's parameters per layer name (suffix -> tensor) as dst's widths would hold them, and the
+    layers made narrower. A block dst makes narrower keeps the output channels of largest
+    |BatchNorm scale| (in their old order); every layer drops the input channels its inputs lost
+    (upsampling passes its input's on)."""
+    old, prefix = src.state_dict(), _param_prefixes(src)
+    width = {l.name: l.out_ch for l in dst.layers}
+    kept: dict[str, torch.Tensor] = {}
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    narrowed = []
+    for layer, src_idx in zip(src.layers, src.sources):
+        inputs = [src.layers[j] for j in src_idx]
+        kept[layer.name] = keep = torch.arange(layer.out_ch)
+        if layer.info.upsamples:
+            kept[layer.name] = kept[inputs[0].name]
+            continue
+        params = {k[len(prefix[layer.name]):]: v for k, v in old.items() if k.startswith(prefix[layer.name] + '.')}
+        if inputs:
+            starts = [sum(l.out_ch for l in inputs[:i]) for i in range(len(inputs))]
+            in_keep = torch.cat([kept[l.name] + s for l, s in zip(inputs, starts)])
+            params['.conv.weight'] = params['.conv.weight'][:, in_keep]
+        if layer.info.has_thresholds and layer.out_ch > width.get(layer.name, layer.out_ch):
+            gamma = params['.bn.weight'].abs()
+            kept[layer.name] = keep = torch.argsort(gamma, descending=True)[:width[layer.name]].sort().values
+            params = {k: v if v.dim() == 0 else v[keep] for k, v in params.items()}
+            narrowed.append(layer.name)
+        state[layer.name] = params
+    return state, narrowed
+
+
 def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
-    """Copy into `dst` every tensor of `src` with the same name and shape (a grown table keeps the
-    trained layers it shares with the old one), and into each head the channels of every anchor
-    an old head at the same stride had (a head may keep some of its anchors and hand others to a
-    new head); the rest keeps its initialisation."""
-    old, new = src.state_dict(), dst.state_dict()
-    same = {k: v for k, v in old.items() if k in new and new[k].shape == v.shape}
-    old_anchors = {(stride, anchor): (i, a) for i, (stride, anchors) in
-                   enumerate(zip(netdef.head_strides(src.layers), src.head_anchors)) for a, anchor in enumerate(anchors)}
-    per, moved = netdef.VALUES_PER_ANCHOR, 0
-    for j, (stride, anchors) in enumerate(zip(netdef.head_strides(dst.layers), dst.head_anchors)):
-        keys = [f'heads.{j}.conv.weight', f'heads.{j}.conv.bias']
-        if any(k in same for k in keys):
-            continue                                            # the whole head was copied
-        rows = {k: new[k].clone() for k in keys}
-        kept = [(a, old_anchors[stride, anchor]) for a, anchor in enumerate(anchors) if (stride, anchor) in old_anchors]
-        for a, (i, b) in kept:
-            for k in keys:
-                rows[k][a * per:(a + 1) * per] = old[k.replace(f'heads.{j}.', f'heads.{i}.')][b * per:(b + 1) * per]
-        if kept:
-            same.update(rows)
-            moved += len(kept)
-    dst.load_state_dict({**new, **same})
-    log(f'--init into another table: {len(same)} of {len(new)} tensors copied ({moved} anchors moved '
-        f'into new heads), new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in same}))}')
+    """Grow (or reshape) a trained network into another table, layer by layer name.
+
+    A layer of both tables with the same kind and inputs keeps its trained weights: all of them,
+    or, where dst makes a block narrower, the channels of largest |BatchNorm scale| (the layers
+    reading it drop the matching input channels). A head with other anchors takes the channels of
+    every anchor an old head at the same stride had (a head may keep some of its anchors and hand
+    others to a new head). In float mode a new block with as many outputs as inputs starts as the
+    identity (its kernel's centre tap; Net2DeeperNet), so the deeper network begins close to where
+    the old one was. The rest keeps its initialisation.
+    """
+    new, prefix = dst.state_dict(), _param_prefixes(dst)
+    theirs, narrowed = _narrowed_state(src, dst)
+    src_layers = {l.name: (l, tuple(src.layers[j].name for j in s)) for l, s in zip(src.layers, src.sources)}
+    src_heads = [(l.name, st, l.anchors) for l, st in zip(src.layers, netdef.strides(src.layers)) if l.info.is_head]
+    per, out, moved, grown = netdef.VALUES_PER_ANCHOR, {}, 0, []
+    for layer, stride, sources in zip(dst.layers, netdef.strides(dst.layers), dst.sources):
+        if layer.name not in prefix:
+            continue                                                # no parameters (upsample)
+        to = prefix[layer.name]
+        mine = {k[len(to):]: v for k, v in new.items() if k.startswith(to + '.')}
+        same = src_layers.get(layer.name, (None, None))
+        if same[0] is not None and same[0].kind == layer.kind and same[1] == tuple(dst.layers[j].name for j in sources):
+            rows = theirs[layer.name]
+            if all(rows[k].shape == v.shape for k, v in mine.items()):
+                out.update({to + k: v for k, v in rows.items()})
+                continue
+        if layer.info.is_head:                                      # anchors an old head at this stride had
+            rows = {k: v.clone() for k, v in mine.items()}
+            for a, anchor in enumerate(layer.anchors):
+                for name, st, anchors in src_heads:
+                    if st == stride and anchor in anchors and theirs[name]['.conv.weight'].shape[1:] == \
+                            rows['.conv.weight'].shape[1:]:
+                        b = anchors.index(anchor)
+                        for k in rows:
+                            rows[k][a * per:(a + 1) * per] = theirs[name][k][b * per:(b + 1) * per]
+                        moved += 1
+            if not torch.equal(rows['.conv.weight'], mine['.conv.weight']):
+                out.update({to + k: v for k, v in rows.items()})
+        elif layer.info.has_thresholds and dst.quant == 'float' and mine['.conv.weight'].shape[:2] == (
+                layer.out_ch, layer.out_ch):
+            w = torch.zeros_like(mine['.conv.weight'])
+            centre = layer.kernel // 2
+            w[torch.arange(layer.out_ch), torch.arange(layer.out_ch), centre, centre] = 1
+            out[to + '.conv.weight'] = w
+            grown.append(layer.name)
+    dst.load_state_dict({**new, **out})
+    log(f'--init into another table: {len(out)} of {len(new)} tensors copied ({moved} anchors moved into new '
+        f'heads; narrowed: {", ".join(narrowed) or "none"}; identity: {", ".join(grown) or "none"}), '
+        f'new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in out}))}')
     return dst.eval()
 
 

@@ -164,3 +164,28 @@ def test_v1_checkpoint_grows_into_v2():
     x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
         assert torch.allclose(v1(x)[0][:, 10:], v2(x)[0], atol=1e-5)   # head16 = the v1 head's big anchors
+
+
+def test_v2_grows_into_v3_keeping_what_it_computes():
+    """--init of a v2 model into v3: conv6 keeps the channels of largest |BN scale| (lat6 and
+    head16 drop the inputs it lost) and the new conv8 starts as the identity. With the dropped
+    channels dead (BN scale 0, negative shift: ReLU gives 0) both heads compute what v2's did."""
+    from ifq_tinier_yolo.train import transplant
+    torch.manual_seed(0)
+    v2 = TinierYolo(V2, quant='float')
+    state = v2.state_dict()
+    for k in [k for k in state if k.endswith(('running_mean', 'running_var', 'bn.weight', 'bn.bias'))]:
+        state[k] = torch.rand_like(state[k]) + 0.5                 # statistics other than BN's defaults
+    dead = torch.randperm(256)[:64]
+    state['blocks.5.bn.weight'][dead], state['blocks.5.bn.bias'][dead] = 0.0, -1.0
+    v2.load_state_dict(state)
+    logged = []
+    v3 = transplant(v2.eval(), TinierYolo(netdef.LAYERS_V3, quant='float'), logged.append)
+    assert 'narrowed: conv6; identity: conv8' in logged[0]
+    alive = torch.tensor(sorted(set(range(256)) - set(dead.tolist())))
+    assert torch.equal(v3.state_dict()['blocks.5.bn.weight'], state['blocks.5.bn.weight'][alive])
+    assert torch.equal(v3.state_dict()['blocks.6.conv.weight'], state['blocks.6.conv.weight'][:, alive])
+    x = torch.rand(2, 3, 64, 96) * 255
+    with torch.no_grad():
+        for old, new in zip(v2(x), v3(x)):
+            assert torch.allclose(old, new, rtol=1e-4, atol=1e-4)
