@@ -90,13 +90,20 @@ const char *ifq_kernels_name(ifq_kernels kernels);
  * allocated here. */
 ifq_status ifq_runner_create(const ifq_model *model, int width, int height, ifq_kernels kernels,
                              ifq_runner **runner, ifq_error *err);
+/* The same for the heads in `heads` only (bit h: head h, in table order; IFQ_ALL_HEADS: every
+ * head; bits beyond the model's heads are ignored, none of its heads: IFQ_ERR_ARGUMENT). Layers
+ * that only the other heads read are not computed, the other heads' part of the head buffer is
+ * left as it was, and ifq_decode skips them. */
+#define IFQ_ALL_HEADS (~(uint64_t)0)
+ifq_status ifq_runner_create_heads(const ifq_model *model, int width, int height, ifq_kernels kernels,
+                                   uint64_t heads, ifq_runner **runner, ifq_error *err);
 void ifq_runner_free(ifq_runner *runner);
 ifq_kernels ifq_runner_kernels(const ifq_runner *runner);   /* the set AUTO resolved to */
 size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of all heads: sum of A*5*rows*cols */
 int ifq_runner_head_rows(const ifq_runner *runner, int head);          /* height / the head's stride */
 int ifq_runner_head_cols(const ifq_runner *runner, int head);          /* width / the head's stride */
 size_t ifq_runner_head_offset(const ifq_runner *runner, int head);     /* where it starts in the buffer */
-size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*rows*cols: no decode returns more */
+size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*rows*cols of its heads: no decode returns more */
 /* Feature-map bytes the runner holds at once: input and code line buffers plus the int32
  * heads (the caller's, counted here); working scratch inside a layer is not counted. */
 size_t ifq_runner_feature_bytes(const ifq_runner *runner);
@@ -115,8 +122,8 @@ ifq_status ifq_run(ifq_runner *runner, const uint8_t *canvas, int32_t *head);
  * no others are computed. Two runners on two threads fill the two halves of every head. */
 ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head, int y_begin, int y_end);
 
-/* Fixed-point decode of every head (its own anchors, scale and stride) + one greedy integer NMS
- * over all their candidates. Keeps score >= conf_q16 (2^-16); suppresses IoU > iou_num / den and,
+/* Fixed-point decode of each head the runner computes (its own anchors, scale and stride) + one
+ * greedy integer NMS over all their candidates. Keeps score >= conf_q16 (2^-16); suppresses IoU > iou_num / den and,
  * if contain_num >= 0, more than contain_num / den of a box's own area inside a kept one. Each kept
  * box is then voted: its corners become the score-weighted means of its own and those of the
  * boxes it suppressed by IoU (the first kept box that suppresses a candidate gets its vote),

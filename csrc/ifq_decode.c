@@ -187,6 +187,8 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
     const ifq_model *m = r->m;
     size_t n = 0;
     for (int h = 0; h < m->n_heads; h++) {
+        if (!(r->heads >> h & 1))
+            continue;
         const ifq_layer *L = &m->layers[m->heads[h]];
         n = decode_one(L, L->net_stride, ifq_runner_head_rows(r, h), ifq_runner_head_cols(r, h),
                        head + ifq_runner_head_offset(r, h), conf_q16, r->cand, r->cand_key, r->order, n);

@@ -118,6 +118,7 @@ struct ifq_runner {
     const ifq_kernel_set *ks;
     int width, height, n_stages;
     int rows;                       /* the first head's rows (the rows a band of ifq_run_band counts) */
+    uint64_t heads;                 /* bit h: head h is computed and decoded (ifq_runner_create_heads) */
     ifq_stage st[IFQ_MAX_STAGES];   /* st[0]: canvas rows; then layer outputs and concatenations */
     int in_stage[IFQ_MAX_LAYERS];   /* the stage each layer reads */
     int out_stage[IFQ_MAX_LAYERS];  /* the stage each layer writes (-1: a head) */

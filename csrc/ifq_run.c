@@ -239,12 +239,14 @@ static int plan_stages(ifq_runner *r)
 
 static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end);
 
-/* Anchors x cells of every head on a width x height canvas (multiples of the total stride): the
- * most candidates, and boxes, a decode has. */
-static uint64_t count_candidates(const ifq_model *m, int width, int height)
+/* Anchors x cells of every head in `heads` on a width x height canvas (multiples of the total
+ * stride): the most candidates, and boxes, a decode has. */
+static uint64_t count_candidates(const ifq_model *m, int width, int height, uint64_t heads)
 {
     uint64_t n = 0;
     for (int h = 0; h < m->n_heads; h++) {
+        if (!(heads >> h & 1))
+            continue;
         const ifq_layer *L = &m->layers[m->heads[h]];
         n += (uint64_t)(width / L->net_stride) * (uint64_t)(height / L->net_stride) * (uint64_t)L->n_anchors;
     }
@@ -290,7 +292,7 @@ static ifq_status create(ifq_runner *r)
         if ((m->layers[i].kind == IFQ_KIND_FIRST || m->layers[i].kind == IFQ_KIND_HIDDEN) &&
             !(r->blank[i] = ifq_block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
             return IFQ_ERR_NOMEM;
-    const size_t n_cand = (size_t)count_candidates(m, r->width, r->height);
+    const size_t n_cand = (size_t)count_candidates(m, r->width, r->height, r->heads);
     r->feature_bytes += ifq_runner_head_len(r) * sizeof(int32_t);   /* the caller's heads */
     if (!(r->window = ifq_block(r, max_window, sizeof *r->window)) || !(r->zero_row = ifq_block(r, max_row + IFQ_ROW_SLACK, 1)) ||
         !(r->window_sums = ifq_block(r, max_window, sizeof *r->window_sums)) ||
@@ -315,6 +317,12 @@ static ifq_status create(ifq_runner *r)
 ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kernels kernels, ifq_runner **out,
                              ifq_error *err)
 {
+    return ifq_runner_create_heads(m, width, height, kernels, IFQ_ALL_HEADS, out, err);
+}
+
+ifq_status ifq_runner_create_heads(const ifq_model *m, int width, int height, ifq_kernels kernels, uint64_t heads,
+                                   ifq_runner **out, ifq_error *err)
+{
     if (err)
         err->message[0] = 0;
     if (!m || !out) {
@@ -334,7 +342,14 @@ ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kern
             strcpy(err->message, "input width and height must be positive multiples of the model's stride (at most 32768)");
         return IFQ_ERR_ARGUMENT;
     }
-    if (count_candidates(m, width, height) > IFQ_MAX_CANDIDATES) {   /* decode's vote sums must fit int64 */
+    if (m->n_heads < 64)
+        heads &= ((uint64_t)1 << m->n_heads) - 1;
+    if (!heads) {
+        if (err)
+            strcpy(err->message, "no head of the model asked for");
+        return IFQ_ERR_ARGUMENT;
+    }
+    if (count_candidates(m, width, height, heads) > IFQ_MAX_CANDIDATES) {   /* decode's vote sums must fit int64 */
         if (err)
             strcpy(err->message, "input too large: more than 2^23 candidate boxes");
         return IFQ_ERR_ARGUMENT;
@@ -349,6 +364,7 @@ ifq_status ifq_runner_create(const ifq_model *m, int width, int height, ifq_kern
     r->ks = ks;
     r->width = width;
     r->height = height;
+    r->heads = heads;
     ifq_status st = create(r);
     if (st != IFQ_OK) {
         if (err)
@@ -618,8 +634,9 @@ static void head_row(ifq_runner *r, int h, int y, int32_t *head)
 }
 
 /* Make each stage start at the lowest row a band reads, given each head's first row (rows below
- * it are never made): produce's windows (window_top) walked backwards, a concatenation reading
- * its sources' row y; a stage read twice starts at the lower of its readers' rows. */
+ * it are never made; INT_MAX: the head makes no rows): produce's windows (window_top) walked
+ * backwards, a concatenation reading its sources' row y; a stage read twice starts at the lower of
+ * its readers' rows. */
 static void band_starts(ifq_runner *r, const int *head_first)
 {
     const ifq_model *m = r->m;
@@ -655,13 +672,16 @@ static ifq_status run(ifq_runner *r, int32_t *head, int y_begin, int y_end)
     const ifq_model *m = r->m;
     if ((!head && !r->planning) || y_begin < 0 || y_end > r->rows || y_begin > y_end)
         return IFQ_ERR_ARGUMENT;
-    int end[IFQ_MAX_LAYERS];
+    int end[IFQ_MAX_LAYERS], first[IFQ_MAX_LAYERS];
     for (int h = 0; h < m->n_heads; h++) {
         const int64_t g = ifq_runner_head_rows(r, h);
         r->head_next[h] = (int)(y_begin * g / r->rows);
         end[h] = (int)(y_end * g / r->rows);
+        if (!(r->heads >> h & 1))   /* not asked for: no rows, and none of the layers only it reads */
+            end[h] = r->head_next[h];
+        first[h] = end[h] > r->head_next[h] ? r->head_next[h] : INT_MAX;
     }
-    band_starts(r, r->head_next);
+    band_starts(r, first);
     const int hooks = !r->planning;
     if (hooks && r->ks->run_begin)
         r->ks->run_begin();

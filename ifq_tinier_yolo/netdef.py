@@ -192,6 +192,27 @@ def head_strides(layers: tuple[LayerSpec, ...] = LAYERS) -> list[int]:
     return [st[i] for i in heads(layers)]
 
 
+def layers_for_heads(layers: tuple[LayerSpec, ...], wanted: tuple[int, ...] | None) -> frozenset[int]:
+    """Indices of the layers that the heads numbered `wanted` (table order; None: every head) read,
+    directly or through others, and those heads: the layers a run for only these heads computes."""
+    index = heads(layers)
+    todo = list(index if wanted is None else (index[h] for h in wanted))
+    src, need = sources(layers), set()
+    while todo:
+        i = todo.pop()
+        if i not in need:
+            need.add(i)
+            todo.extend(src[i])
+    return frozenset(need)
+
+
+def coarsest_heads(layers: tuple[LayerSpec, ...]) -> tuple[int, ...]:
+    """Numbers (table order) of the heads at the coarsest stride: the only ones the pyramid's
+    smaller levels run (see PYRAMID_MIN_CELLS)."""
+    st = head_strides(layers)
+    return tuple(h for h, s in enumerate(st) if s == max(st))
+
+
 def total_stride(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
     """Coarsest stride in the table: input sides must be multiples of it."""
     return max(strides(layers))
@@ -233,6 +254,10 @@ def receptive_field(layers: tuple[LayerSpec, ...] = LAYERS) -> int:
 # only boxes of at least PYRAMID_MIN_CELLS grid cells: small faces are better seen at full size.
 PYRAMID_LEVELS = 2                # default number of input sizes (1: a single pass)
 PYRAMID_MIN_CELLS = 2             # smallest box side (longer side, grid cells) kept by levels after the first
+# Levels after the first run only the heads at the coarsest stride (coarsest_heads): a finer
+# head's boxes are small faces, which the first level sees better, and it hardly ever makes a box
+# of PYRAMID_MIN_CELLS coarse cells (none on the dev benchmark), so the layers that only it reads
+# (v2's stride-8 branch) are not computed there.
 # The optional upscaled level (`--upscale`) runs the network at UPSCALE times the input side and
 # keeps only boxes of at most UPSCALE_MAX_CELLS cells: small faces get more pixels, while the
 # larger ones, seen better at full size, are not repeated with the larger input's false positives.

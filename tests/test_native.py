@@ -152,7 +152,7 @@ def test_native_detect_contract(model):
         backend.run_heads(np.zeros((64, 40, 3), np.uint8))
     for w in range(16, 16 * (MAX_RUNNERS + 3), 16):   # one runner per canvas shape, the last few kept
         backend.run_heads(np.zeros((16, w, 3), np.uint8))
-    assert list(backend._runners)[-MAX_RUNNERS:] == [(16, w) for w in range(16 * 3, 16 * (MAX_RUNNERS + 3), 16)]
+    assert list(backend._runners)[-MAX_RUNNERS:] == [((16, w), None) for w in range(16 * 3, 16 * (MAX_RUNNERS + 3), 16)]
     assert len(backend._runners) == MAX_RUNNERS
     with pytest.raises(ConfigError):
         native.load(SHIPPED, kernels='vax')

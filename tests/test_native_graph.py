@@ -13,6 +13,7 @@ from ifq_tinier_yolo import native, netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
 from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
+from ifq_tinier_yolo.native import binding
 from ifq_tinier_yolo.native.backend import NativeBackend
 
 from test_two_heads import SMALL
@@ -124,6 +125,32 @@ def test_graph_heads_and_boxes_bit_exact(kernels, references, capsys):
         counts.append(f'{name} {same}/{len(references[name])}')
     with capsys.disabled():
         print(f'\nnative graph bit-exact ({kernels}): {", ".join(counts)} sizes, every head, boxes, detect')
+
+
+@pytest.mark.parametrize('kernels', ['portable', 'avx2', 'avx512', 'neon', 'amx'])
+def test_graph_runner_of_some_heads(kernels, references):
+    """A runner made for some heads only (ifq_runner_create_heads) gives those heads' integers
+    (the full run's) and the boxes and faces of the numpy engine asked for the same heads; so does
+    a runner per thread."""
+    if kernels not in native.supported_kernels():
+        pytest.skip(f'{kernels} does not run on this CPU')
+    for name, data, _, conf in cases():
+        model = fmt.from_bytes(data)
+        backend, threaded = NativeBackend(data, name, kernels), NativeBackend(data, name, kernels, threads=2)
+        for ref in references[name]:
+            for heads in ((0,), (1,)):
+                want = [ref['heads'][h] for h in heads]
+                for got in (runtime.run_heads(model, ref['canvas'], heads=heads),
+                            backend.run_heads(ref['canvas'], heads), threaded.run_heads(ref['canvas'], heads)):
+                    assert len(got) == 1 and np.array_equal(got[0], want[0]), (name, ref['size'], heads)
+                faces = runtime.detect(model, ref['image'], conf, NMS, ref['size'], heads)
+                np.testing.assert_array_equal(backend.detect(ref['image'], conf, NMS, ref['size'], heads), faces)
+                np.testing.assert_array_equal(threaded.detect(ref['image'], conf, NMS, ref['size'], heads), faces)
+    model = binding.Model(v2_bytes())
+    full, coarse = binding.Runner(model, 64, 64), binding.Runner(model, 64, 64, heads=(0,))
+    assert coarse.max_boxes == 3 * 4 * 4 < full.max_boxes                 # head16 only: 3 anchors x 4 x 4
+    with pytest.raises(ValueError, match='no head'):
+        binding.Runner(model, 64, 64, heads=(2,))
 
 
 def test_graph_boxes_come_from_both_heads(references):

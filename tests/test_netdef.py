@@ -81,3 +81,16 @@ def test_pyramid_sizes_halve_on_the_stride(size: int, levels: int, want: list[in
 @pytest.mark.parametrize('size, want', [(576, 768), (416, 560), (512, 688), (16, 16)])
 def test_upscale_size_is_four_thirds_on_the_stride(size: int, want: int):
     assert netdef.upscale_size(size) == want
+
+
+def test_layers_for_heads_and_coarsest_heads():
+    """A run for head16 alone computes the trunk only; head8 alone skips head16; the pyramid's
+    smaller levels run the heads at the coarsest stride."""
+    names = [l.name for l in netdef.LAYERS_V2]
+    def layers(heads):
+        return sorted(names[i] for i in netdef.layers_for_heads(netdef.LAYERS_V2, heads))
+    assert layers((0,)) == sorted(['conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'conv6', 'head16'])
+    assert layers((1,)) == sorted(set(names) - {'head16'})
+    assert layers(None) == layers((0, 1)) == sorted(names)
+    assert netdef.coarsest_heads(netdef.LAYERS_V2) == (0,) and netdef.coarsest_heads(netdef.LAYERS) == (0,)
+    assert netdef.coarsest_heads(netdef.LAYERS_V3) == (0,)

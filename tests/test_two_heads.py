@@ -189,3 +189,23 @@ def test_v2_grows_into_v3_keeping_what_it_computes():
     with torch.no_grad():
         for old, new in zip(v2(x), v3(x)):
             assert torch.allclose(old, new, rtol=1e-4, atol=1e-4)
+
+
+def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_path):
+    """Detector: the first level asks for the boxes of every head, the smaller levels for those
+    of the coarsest head only (netdef.coarsest_heads); the merge sees exactly those runs."""
+    from ifq_tinier_yolo.apps.detector import LEVEL_NMS, Detector, merge_levels
+    _, model = small_pair
+    path = tmp_path / 'small.ifq'
+    path.write_bytes(fmt.to_bytes(model))
+    det = Detector.load(path, backend='int', conf=0.0, img_size=32, levels=3)
+    assert det.sizes == [32, 16, 8] and det.coarse_heads == (0,)
+    asked, run = [], det._run
+    det._run = lambda image, conf, nms, size, heads=None: asked.append((size, heads)) or run(image, conf, nms, size, heads)
+    image = np.random.default_rng(8).integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    got = det.detect_array(image)
+    assert asked == [(32, None), (16, (0,)), (8, (0,))]
+    levels = [runtime.detect(model, image, 0.0, LEVEL_NMS, size, heads) for size, heads in asked]
+    assert len(levels[1]) < len(runtime.detect(model, image, 0.0, LEVEL_NMS, 16))   # head h4's boxes left out
+    want = merge_levels(levels, det.sizes, 64, 8, det.nms)
+    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])

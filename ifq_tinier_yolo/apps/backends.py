@@ -17,8 +17,9 @@ from .. import netdef
 from ..defaults import DEFAULT_CHECKPOINT, DEFAULT_MODEL
 from ..errors import ConfigError, ModelFileError
 
-# (uint8 (H, W, 3) BGR image, conf, nms IoU, input side) -> float64 (N, 5) x, y, w, h, score in its pixels
-RunFn = Callable[[np.ndarray, float, float, int], np.ndarray]
+# (uint8 (H, W, 3) BGR image, conf, nms IoU, input side, heads) -> float64 (N, 5) x, y, w, h, score in its
+# pixels; heads: the numbers (table order) of the heads whose boxes to give, None: all
+RunFn = Callable[[np.ndarray, float, float, int, 'tuple[int, ...] | None'], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Loaded:
 def _load_int(path: Path) -> Loaded:
     from ..engine import runtime
     model = runtime.load_model(path)
-    return Loaded(lambda image, conf, nms, size: runtime.detect(model, image, conf, nms, img_size=size),
+    return Loaded(lambda image, conf, nms, size, heads=None: runtime.detect(model, image, conf, nms, size, heads),
                   model.input_size, model.specs, 'int')
 
 
@@ -49,7 +50,7 @@ def _load_native(path: Path, fallback: bool = False) -> Loaded:
         loaded = _load_int(path)
         return Loaded(loaded.run, loaded.input_size, loaded.specs, 'int',
                       f'notice: numpy engine runs ({str(e).splitlines()[0]})')
-    return Loaded(lambda image, conf, nms, size: backend.detect(image, conf, nms, img_size=size),
+    return Loaded(lambda image, conf, nms, size, heads=None: backend.detect(image, conf, nms, size, heads),
                   backend.input_size, backend.specs, 'native')
 
 
@@ -58,14 +59,14 @@ def _load_torch(path: Path) -> Loaded:
     from ..model.predict import detect_batch
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path=path)
-    return Loaded(lambda image, conf, nms, size: detect_batch(model, [image], size, conf, nms)[0],
+    return Loaded(lambda image, conf, nms, size, heads=None: detect_batch(model, [image], size, conf, nms, heads)[0],
                   int(ckpt.get('img_size', netdef.INPUT_SIZE)), model.layers, 'torch')
 
 
 def _load_onnx(path: Path) -> Loaded:
     from ..export.backend import load
     backend = load(path)
-    return Loaded(lambda image, conf, nms, size: backend.detect(image, conf, nms, img_size=size),
+    return Loaded(lambda image, conf, nms, size, heads=None: backend.detect(image, conf, nms, size, heads),
                   backend.input_size, backend.specs, 'onnx')
 
 

@@ -107,7 +107,8 @@ class Detector:
     """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
 
     def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
-                 stride: int, flip: bool = False, up_size: int = 0, notice: str | None = None):
+                 stride: int, flip: bool = False, up_size: int = 0, notice: str | None = None,
+                 coarse_heads: tuple[int, ...] | None = None):
         self._run = run
         self.path = path              # the model file
         self.backend = backend        # the backend that runs it: a name of apps.backends.BACKENDS
@@ -118,6 +119,7 @@ class Detector:
         self.stride = stride          # input pixels per grid cell
         self.flip = flip              # also run the mirror image and fuse (fuse_mirrored)
         self.up_size = up_size        # input side of the upscaled level, 0: none
+        self.coarse_heads = coarse_heads   # the heads levels after the first run (netdef.coarsest_heads); None: all
 
     @property
     def img_size(self) -> int:
@@ -149,15 +151,16 @@ class Detector:
         netdef.check_input_size(size, m.specs)
         return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
                    netdef.total_stride(m.specs), bool(flip), netdef.upscale_size(size, m.specs) if upscale else 0,
-                   m.notice)
+                   m.notice, netdef.coarsest_heads(m.specs))
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
-        def run(size: int) -> np.ndarray:
-            return np.asarray(self._run(bgr, conf, LEVEL_NMS, size), dtype=np.float64).reshape(-1, len(COLUMNS))
+        def run(size: int, heads: tuple[int, ...] | None = None) -> np.ndarray:
+            dets = self._run(bgr, conf, LEVEL_NMS, size, heads)
+            return np.asarray(dets, dtype=np.float64).reshape(-1, len(COLUMNS))
         upscaled = run(self.up_size) if self.up_size else None
-        return merge_levels([run(size) for size in self.sizes], self.sizes, max(bgr.shape[:2]), self.stride,
-                            self.nms, upscaled, self.up_size)
+        levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
+        return merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms, upscaled, self.up_size)
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""

@@ -152,18 +152,23 @@ def _head_step(step: Step, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(b, h, w, step.out_ch).transpose(0, 3, 1, 2))
 
 
-def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> list[np.ndarray]:
+def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False,
+                    heads: tuple[int, ...] | None = None) -> list[np.ndarray]:
     """uint8 (B, H, W, 3) BGR canvases -> per head int32 (B, A*5, H/s, W/s): acc + bias, exact.
 
     packed=True holds the feature maps between layers as 2-bit codes packed four per byte
-    (a quarter of the memory, a little slower); the result is identical.
+    (a quarter of the memory, a little slower); the result is identical. `heads` (numbers in
+    table order; None: all) computes only those heads, and only the layers they read.
     """
     _check_canvases(model, canvases)
     plan = prepare(model)
-    last_use = {j: i for i, step in enumerate(plan) for j in step.sources}
+    need = netdef.layers_for_heads(model.specs, heads)
+    last_use = {j: i for i, step in enumerate(plan) if i in need for j in step.sources}
     maps: dict[int, tuple[np.ndarray, int]] = {-1: (canvases, netdef.IN_CHANNELS)}   # layer -> (map, channels)
-    heads = []
+    out = []
     for i, step in enumerate(plan):
+        if i not in need:
+            continue
         inputs = []
         for j in step.sources:
             x, channels = maps[j]
@@ -172,19 +177,21 @@ def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = Fa
                 del maps[j]                                              # free maps nobody reads again
         x = inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=-1)
         if step.method == 'head':
-            heads.append(_head_step(step, x))
+            out.append(_head_step(step, x))
             continue
-        out = L.upsample2(x) if step.method == 'upsample' else _conv_step(step, x)   # uint8 codes (B, H', W', O)
-        maps[i] = (L.pack_codes(out) if packed else out, step.out_ch)
-    return heads
+        codes = L.upsample2(x) if step.method == 'upsample' else _conv_step(step, x)   # uint8 (B, H', W', O)
+        maps[i] = (L.pack_codes(codes) if packed else codes, step.out_ch)
+    return out
 
 
-def run_heads(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> list[np.ndarray]:
-    """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, H/s, W/s)."""
+def run_heads(model: IntegerModel, canvas: np.ndarray, packed: bool = False,
+              heads: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 accumulators (A*5, H/s, W/s)
+    (only the heads numbered `heads`, table order, if given)."""
     if not isinstance(canvas, np.ndarray) or canvas.ndim != 3:
         raise ImageError(f'engine input must be a uint8 (H, W, 3) canvas, got '
                          f'{getattr(canvas, "shape", type(canvas).__name__)}')
-    return [h[0] for h in run_heads_batch(model, canvas[None], packed)]
+    return [h[0] for h in run_heads_batch(model, canvas[None], packed, heads)]
 
 
 def run_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = False) -> np.ndarray:
@@ -200,12 +207,15 @@ def run(model: IntegerModel, canvas: np.ndarray, packed: bool = False) -> np.nda
 
 
 def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: float,
-           img_size: int | None = None) -> np.ndarray:
+           img_size: int | None = None, heads: tuple[int, ...] | None = None) -> np.ndarray:
     """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first.
 
-    Letterbox -> integer layers -> fixed-point decode -> integer NMS (voted); float only for the result.
+    Letterbox -> integer layers -> fixed-point decode -> integer NMS (voted); float only for the
+    result. `heads` (numbers in table order; None: all): only those heads' boxes, and only the
+    layers they read computed.
     """
-    return detect_with(lambda canvas, c, n: decode_heads(model.decoders, run_heads(model, canvas), c, n),
+    decoders = model.decoders if heads is None else [model.decoders[h] for h in heads]
+    return detect_with(lambda canvas, c, n: decode_heads(decoders, run_heads(model, canvas, heads=heads), c, n),
                        model.specs, bgr_image, conf, nms_iou, img_size or model.input_size)
 
 

@@ -53,14 +53,18 @@ class OnnxBackend:
         return self.run_heads(canvas)[0]
 
     def detect(self, bgr_image: np.ndarray, conf: float, nms_iou: float,
-               img_size: int | None = None) -> np.ndarray:
+               img_size: int | None = None, heads: tuple[int, ...] | None = None) -> np.ndarray:
         """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first.
 
-        Same checks, letterbox, decode and NMS as engine.runtime.detect; only the layers differ.
+        Same checks, letterbox, decode and NMS as engine.runtime.detect (`heads`: only those
+        heads' boxes; the graph still computes every head); only the layers differ.
         """
-        return runtime.detect_with(lambda canvas, c, n: runtime.decode_heads(self.decoders, self.run_heads(canvas), c, n),
-                                   self.specs, bgr_image, conf, nms_iou,
-                                   img_size or self.input_size)
+        wanted = range(len(self.decoders)) if heads is None else heads
+
+        def boxes(canvas: np.ndarray, c: float, n: float):
+            out = self.run_heads(canvas)
+            return runtime.decode_heads([self.decoders[h] for h in wanted], [out[h] for h in wanted], c, n)
+        return runtime.detect_with(boxes, self.specs, bgr_image, conf, nms_iou, img_size or self.input_size)
 
     def __repr__(self) -> str:
         return f'OnnxBackend({str(self.path)!r}, input_size={self.input_size}, heads={list(self.heads)})'

@@ -18,23 +18,26 @@ def to_input(canvases: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def detect_batch(model: TinierYolo, images: list[np.ndarray], img_size: int, conf: float,
-                 nms_iou: float) -> list[np.ndarray]:
+                 nms_iou: float, heads: tuple[int, ...] | None = None) -> list[np.ndarray]:
     """uint8 BGR images -> per image float64 (N, 5) x, y, w, h, score in original pixels.
 
     Letterboxed as the integer engines do (engine.runtime.detect_with: canvases padded to
-    multiples of the total stride only); images of one canvas shape run as one batch."""
+    multiples of the total stride only); images of one canvas shape run as one batch. `heads`
+    (numbers in table order; None: all): only those heads' boxes (every head still runs)."""
     netdef.check_input_size(img_size, model.layers)
     boxed = [letterbox(im, img_size, netdef.total_stride(model.layers)) for im in images]
-    strides = netdef.head_strides(model.layers)
+    wanted = range(len(model.heads)) if heads is None else heads
+    strides = [netdef.head_strides(model.layers)[h] for h in wanted]
+    anchors = [model.head_anchors[h] for h in wanted]
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, b in enumerate(boxed):
         by_shape.setdefault(b[0].shape, []).append(i)
     results: list[np.ndarray] = [np.empty((0, 5))] * len(images)
     for group in by_shape.values():
-        heads = [h.float().numpy() for h in model(to_input([boxed[i][0] for i in group]))]   # per head (B, A*5, H, W)
+        out = [h.float().numpy() for h in model(to_input([boxed[i][0] for i in group]))]   # per head (B, A*5, H, W)
         for k, i in enumerate(group):
             _, scale, px, py = boxed[i]
-            boxes, scores = decode_nms_float([h[k] for h in heads], model.head_anchors, strides, conf, nms_iou)
+            boxes, scores = decode_nms_float([out[h][k] for h in wanted], anchors, strides, conf, nms_iou)
             b = unletterbox_boxes(boxes, scale, px, py, images[i].shape[1], images[i].shape[0])
             results[i] = detection_rows(b, scores)
     return results

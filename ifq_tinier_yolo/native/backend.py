@@ -64,7 +64,8 @@ class NativeBackend:
         self.kernels_requested = kernels
         self.threads = threads          # bands of head rows run in parallel, one runner each
         self._pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
-        self._runners: OrderedDict[tuple[int, int], list[binding.Runner]] = OrderedDict()   # canvas (H, W) -> per thread
+        # (canvas (H, W), heads or None) -> one runner per thread
+        self._runners: OrderedDict[tuple[tuple[int, int], tuple[int, ...] | None], list[binding.Runner]] = OrderedDict()
         self._lock = threading.Lock()   # a runner's buffers serve one call at a time
 
     @property
@@ -87,15 +88,16 @@ class NativeBackend:
         """Detection heads of the model (1 for a chain)."""
         return self._model.num_heads
 
-    def _runner(self, shape: tuple[int, int], band: int = 0) -> binding.Runner:
-        """The runner of canvas shape (H, W) for thread `band`, made on first use."""
-        runners = self._runners.get(shape)
+    def _runner(self, shape: tuple[int, int], band: int = 0, heads: tuple[int, ...] | None = None) -> binding.Runner:
+        """The runner of canvas shape (H, W) for thread `band` computing `heads` (None: all), made on first use."""
+        key = (shape, heads)
+        runners = self._runners.get(key)
         if runners is None:
-            runners = self._runners[shape] = [binding.Runner(self._model, shape[1], shape[0], self.kernels_requested)
-                                              for _ in range(self.threads)]
+            runners = self._runners[key] = [binding.Runner(self._model, shape[1], shape[0], self.kernels_requested,
+                                                           heads) for _ in range(self.threads)]
             if len(self._runners) > MAX_RUNNERS:
                 self._runners.popitem(last=False)
-        self._runners.move_to_end(shape)
+        self._runners.move_to_end(key)
         return runners[band]
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
@@ -105,14 +107,15 @@ class NativeBackend:
             raise ValueError(f'the model has {self.num_heads} heads; run_heads returns them all')
         return self.run_heads(canvas)[0]
 
-    def run_heads(self, canvas: np.ndarray) -> list[np.ndarray]:
+    def run_heads(self, canvas: np.ndarray, heads: tuple[int, ...] | None = None) -> list[np.ndarray]:
         """uint8 (H, W, 3) BGR letterboxed canvas -> per head int32 (A*5, H/s, W/s), table order
-        (== runtime.run_heads). Several threads split the rows of every head into bands, one
-        runner each."""
-        runner, flat = self._run(canvas)
-        return runner.split(flat)
+        (== runtime.run_heads; only the heads numbered `heads` if given). Several threads split
+        the rows of every head into bands, one runner each."""
+        runner, flat = self._run(canvas, heads)
+        parts = runner.split(flat)
+        return parts if heads is None else [parts[h] for h in heads]
 
-    def _run(self, canvas: np.ndarray) -> tuple[binding.Runner, np.ndarray]:
+    def _run(self, canvas: np.ndarray, heads: tuple[int, ...] | None = None) -> tuple[binding.Runner, np.ndarray]:
         """run_heads, the heads back to back as the C runtime holds them, with their runner."""
         if not isinstance(canvas, np.ndarray) or canvas.dtype != np.uint8 or canvas.ndim != 3 \
                 or canvas.shape[2] != netdef.IN_CHANNELS:
@@ -125,18 +128,18 @@ class NativeBackend:
             raise ImageError(str(e)) from None
         shape = canvas.shape[:2]
         with self._lock:
-            first = self._runner(shape)
+            first = self._runner(shape, 0, heads)
             if self.threads == 1:
                 return first, first.run(canvas)
             canvas = np.ascontiguousarray(canvas)
-            heads = np.empty(first.head_len, dtype=np.int32)
+            flat = np.zeros(first.head_len, dtype=np.int32)
             cuts = np.linspace(0, first.head_shape[1], self.threads + 1).round().astype(int)   # first-head row bands
-            others = [self._pool.submit(self._runner(shape, t).run_band, canvas, heads, cuts[t], cuts[t + 1])
+            others = [self._pool.submit(self._runner(shape, t, heads).run_band, canvas, flat, cuts[t], cuts[t + 1])
                       for t in range(1, self.threads)]
-            first.run_band(canvas, heads, 0, cuts[1])
+            first.run_band(canvas, flat, 0, cuts[1])
             for f in others:
                 f.result()
-            return first, heads
+            return first, flat
 
     def decode_head(self, head: np.ndarray, conf: float, nms_iou: float,
                     contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +167,10 @@ class NativeBackend:
                 boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
 
     def detect(self, bgr_image: np.ndarray, conf: float, nms_iou: float,
-               img_size: int | None = None) -> np.ndarray:
+               img_size: int | None = None, heads: tuple[int, ...] | None = None) -> np.ndarray:
         """uint8 (H, W, 3) BGR image -> float64 (N, 5) x, y, w, h, score in original pixels, best first
-        (the contract and the output of engine.runtime.detect)."""
-        return detect_with(lambda canvas, c, n: self._decode(*self._run(canvas), c, n), self.specs,
+        (the contract and the output of engine.runtime.detect, `heads` included)."""
+        return detect_with(lambda canvas, c, n: self._decode(*self._run(canvas, heads), c, n), self.specs,
                            bgr_image, conf, nms_iou, img_size or self.input_size)
 
     def feature_memory(self, size: int | None = None) -> FeatureMemory:

@@ -40,7 +40,8 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         'ifq_runner_head_cols': (C.c_int, [vp, C.c_int]),
         'ifq_runner_head_offset': (sz, [vp, C.c_int]),
         'ifq_kernels_supported': (C.c_int, [C.c_int]),
-        'ifq_runner_create': (C.c_int, [vp, C.c_int, C.c_int, C.c_int, C.POINTER(vp), C.POINTER(Error)]),
+        'ifq_runner_create_heads': (C.c_int, [vp, C.c_int, C.c_int, C.c_int, C.c_uint64, C.POINTER(vp),
+                                              C.POINTER(Error)]),
         'ifq_runner_free': (None, [vp]),
         'ifq_runner_kernels': (C.c_int, [vp]),
         'ifq_runner_head_len': (sz, [vp]),
@@ -96,10 +97,13 @@ class Runner:
     """Buffers for one canvas shape and kernel set; one call at a time (ctypes releases the GIL
     during the call, so runners on other threads run in parallel)."""
 
-    def __init__(self, model: Model, width: int, height: int, kernels: str = 'auto'):
+    def __init__(self, model: Model, width: int, height: int, kernels: str = 'auto',
+                 heads: tuple[int, ...] | None = None):
         lib, err, handle = library(), Error(), C.c_void_p()
-        status = lib.ifq_runner_create(model.handle, width, height, KERNELS.index(kernels), C.byref(handle),
-                                       C.byref(err))
+        self.heads = tuple(range(model.num_heads)) if heads is None else tuple(heads)   # the heads it computes
+        mask = sum(1 << h for h in self.heads if 0 <= h < model.num_heads)
+        status = lib.ifq_runner_create_heads(model.handle, width, height, KERNELS.index(kernels), mask,
+                                             C.byref(handle), C.byref(err))
         if status:
             raise ValueError(err.message.decode('utf-8', 'replace'))
         self.model, self.handle = model, handle   # the runner reads the model: keep it alive
@@ -118,9 +122,10 @@ class Runner:
 
     def run(self, canvas: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) canvas of this runner's shape -> int32 (head_len,): every head, back to back
-        in table order."""
+        in table order (zeros for the heads it does not compute)."""
         self._check(canvas)
-        heads = np.empty(self.head_len, dtype=np.int32)
+        every = len(self.heads) == len(self.head_shapes)
+        heads = (np.empty if every else np.zeros)(self.head_len, dtype=np.int32)
         if library().ifq_run(self.handle, np.ascontiguousarray(canvas), heads):
             raise RuntimeError('ifq_run failed')   # only on null arguments: a bug, not a user error
         return heads
@@ -153,7 +158,7 @@ class Runner:
 
     def decode(self, heads: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
         """int32 (head_len,) every head back to back (`run`, `join`) -> int32 (N, 6) x1, y1, x2, y2
-        (2**-8 px), score (2**-16), objectness: every head decoded, one NMS over all."""
+        (2**-8 px), score (2**-16), objectness: each head it computes decoded, one NMS over all."""
         if heads.shape != (self.head_len,):   # the C decoder reads exactly this many values
             raise ValueError(f'heads of shape {heads.shape}, this runner makes ({self.head_len},)')
         n = C.c_size_t()
