@@ -135,7 +135,7 @@ LAYERS_V2: tuple[LayerSpec, ...] = (
     head_layer(ANCHORS_S8, 'head8'),                                # 52x52, faces under about 24 px
 )
 # v3: v2 with one more 3x3 layer at stride 8 before head8 (deeper small-face features: the
-# stride-8 head's window grows from 59 to 75 px), paid for by a narrower conv6 (256 -> 192), so
+# window of head8's path from conv3 grows from 31 to 47 px), paid for by a narrower conv6 (256 -> 192), so
 # that a pass costs about what v2's does (docs/NATIVE.md). A v2 network initialises it with
 # train.transplant: conv6 keeps its 192 most important channels, conv8 starts as the identity.
 LAYERS_V3: tuple[LayerSpec, ...] = (
