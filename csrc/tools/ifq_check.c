@@ -1,5 +1,6 @@
 /* ifq_check: load each .ifq file named on the command line and, if it loads, run and decode it
- * once; print one line per file: "<status> <boxes> <message>". The test suite builds it with
+ * once (then once per head alone, for a model of several heads: ifq_runner_create_heads); print
+ * one line per file: "<status> <boxes of the first run> <message>". The test suite builds it with
  * AddressSanitizer + UndefinedBehaviorSanitizer and feeds it damaged files: each file is read
  * into a buffer of exactly its size, so any read past the end is caught.
  */
@@ -11,13 +12,13 @@
 
 #define MAX_RUN_SIZE 256   /* run models at their input size up to this side, else at one stride */
 
-/* Load, run once on a fixed pseudo-random canvas, decode; the number of boxes or -1. */
-static long run_once(const ifq_model *m)
+/* Run the heads in `heads` once on a fixed pseudo-random canvas, decode; the number of boxes or -1. */
+static long run_once(const ifq_model *m, uint64_t heads)
 {
     int size = ifq_model_input_size(m) <= MAX_RUN_SIZE ? ifq_model_input_size(m) : ifq_model_stride(m);
     ifq_runner *r;
     ifq_error err;
-    if (ifq_runner_create(m, size, size, IFQ_KERNELS_AUTO, &r, &err) != IFQ_OK)
+    if (ifq_runner_create_heads(m, size, size, IFQ_KERNELS_AUTO, heads, &r, &err) != IFQ_OK)
         return -1;
     uint8_t *canvas = malloc((size_t)size * size * 3);
     int32_t *head = malloc(ifq_runner_head_len(r) * sizeof *head);
@@ -58,7 +59,9 @@ int main(int argc, char **argv)
             printf("%d -1 %s\n", (int)st, err.message);
             continue;
         }
-        printf("0 %ld ok\n", run_once(m));
+        printf("0 %ld ok\n", run_once(m, IFQ_ALL_HEADS));
+        for (int h = 0; h < ifq_model_num_heads(m) && ifq_model_num_heads(m) > 1 && h < 64; h++)
+            run_once(m, (uint64_t)1 << h);
         ifq_model_free(m);
     }
     return 0;
