@@ -103,7 +103,7 @@ size_t ifq_runner_head_len(const ifq_runner *runner);       /* int32 values of a
 int ifq_runner_head_rows(const ifq_runner *runner, int head);          /* height / the head's stride */
 int ifq_runner_head_cols(const ifq_runner *runner, int head);          /* width / the head's stride */
 size_t ifq_runner_head_offset(const ifq_runner *runner, int head);     /* where it starts in the buffer */
-size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* sum of A*rows*cols of its heads: no decode returns more */
+size_t ifq_runner_max_boxes(const ifq_runner *runner);      /* A*rows*cols of its heads: no decode returns more */
 /* Feature-map bytes the runner holds at once: input and code line buffers plus the int32
  * heads (the caller's, counted here); working scratch inside a layer is not counted. */
 size_t ifq_runner_feature_bytes(const ifq_runner *runner);

@@ -189,7 +189,7 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
                 out.update({to + k: v for k, v in rows.items()})
                 continue
         if layer.info.is_head:                                      # anchors an old head at this stride had
-            rows = {k: v.clone() for k, v in mine.items()}
+            rows, took = {k: v.clone() for k, v in mine.items()}, 0
             for a, anchor in enumerate(layer.anchors):
                 for name, st, anchors in src_heads:
                     if st == stride and anchor in anchors and theirs[name]['.conv.weight'].shape[1:] == \
@@ -197,9 +197,10 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
                         b = anchors.index(anchor)
                         for k in rows:
                             rows[k][a * per:(a + 1) * per] = theirs[name][k][b * per:(b + 1) * per]
-                        moved += 1
-            if not torch.equal(rows['.conv.weight'], mine['.conv.weight']):
+                        took += 1
+            if took:
                 out.update({to + k: v for k, v in rows.items()})
+                moved += took
         elif layer.info.has_thresholds and dst.quant == 'float' and mine['.conv.weight'].shape[:2] == (
                 layer.out_ch, layer.out_ch):
             w = torch.zeros_like(mine['.conv.weight'])
@@ -208,8 +209,8 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
             out[to + '.conv.weight'] = w
             grown.append(layer.name)
     dst.load_state_dict({**new, **out})
-    log(f'--init into another table: {len(out)} of {len(new)} tensors copied ({moved} anchors moved into new '
-        f'heads; narrowed: {", ".join(narrowed) or "none"}; identity: {", ".join(grown) or "none"}), '
+    log(f'--init into another table: {len(out)} of {len(new)} tensors copied ({moved} anchors into heads of other '
+        f'anchors or inputs; narrowed: {", ".join(narrowed) or "none"}; identity: {", ".join(grown) or "none"}), '
         f'new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in out}))}')
     return dst.eval()
 

@@ -201,7 +201,11 @@ def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_pa
     det = Detector.load(path, backend='int', conf=0.0, img_size=32, levels=3)
     assert det.sizes == [32, 16, 8] and det.coarse_heads == (0,)
     asked, run = [], det._run
-    det._run = lambda image, conf, nms, size, heads=None: asked.append((size, heads)) or run(image, conf, nms, size, heads)
+
+    def recorded(image, conf, nms, size, heads=None):
+        asked.append((size, heads))
+        return run(image, conf, nms, size, heads)
+    det._run = recorded
     image = np.random.default_rng(8).integers(0, 256, (40, 64, 3), dtype=np.uint8)
     got = det.detect_array(image)
     assert asked == [(32, None), (16, (0,)), (8, (0,))]
