@@ -157,15 +157,15 @@ def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = Fa
     """uint8 (B, H, W, 3) BGR canvases -> per head int32 (B, A*5, H/s, W/s): acc + bias, exact.
 
     packed=True holds the feature maps between layers as 2-bit codes packed four per byte
-    (a quarter of the memory, a little slower); the result is identical. `heads` (numbers in
-    table order; None: all) computes only those heads, and only the layers they read.
+    (a quarter of the memory, a little slower); the result is identical. `heads` (head numbers
+    in table order; None: all) computes only those heads, in that order, and only the layers they read.
     """
     _check_canvases(model, canvases)
     plan = prepare(model)
     need = netdef.layers_for_heads(model.specs, heads)
     last_use = {j: i for i, step in enumerate(plan) if i in need for j in step.sources}
     maps: dict[int, tuple[np.ndarray, int]] = {-1: (canvases, netdef.IN_CHANNELS)}   # layer -> (map, channels)
-    out = []
+    out: dict[int, np.ndarray] = {}                                      # head layer index -> its integers
     for i, step in enumerate(plan):
         if i not in need:
             continue
@@ -177,11 +177,12 @@ def run_heads_batch(model: IntegerModel, canvases: np.ndarray, packed: bool = Fa
                 del maps[j]                                              # free maps nobody reads again
         x = inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=-1)
         if step.method == 'head':
-            out.append(_head_step(step, x))
+            out[i] = _head_step(step, x)
             continue
         codes = L.upsample2(x) if step.method == 'upsample' else _conv_step(step, x)   # uint8 (B, H', W', O)
         maps[i] = (L.pack_codes(codes) if packed else codes, step.out_ch)
-    return out
+    index = netdef.heads(model.specs)
+    return [out[index[h]] for h in (range(len(index)) if heads is None else heads)]
 
 
 def run_heads(model: IntegerModel, canvas: np.ndarray, packed: bool = False,
@@ -214,6 +215,7 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
     result. `heads` (numbers in table order; None: all): only those heads' boxes, and only the
     layers they read computed.
     """
+    heads = None if heads is None else tuple(sorted(set(heads)))       # decoded in table order, as in C
     decoders = model.decoders if heads is None else [model.decoders[h] for h in heads]
     return detect_with(lambda canvas, c, n: decode_heads(decoders, run_heads(model, canvas, heads=heads), c, n),
                        model.specs, bgr_image, conf, nms_iou, img_size or model.input_size)
