@@ -136,8 +136,8 @@ LAYERS_V2: tuple[LayerSpec, ...] = (
 )
 # v3: v2 with one more 3x3 layer at stride 8 before head8 (deeper small-face features: the
 # window of head8's path from conv3 grows from 31 to 47 px), paid for by a narrower conv6 (256 -> 192), so
-# that a pass costs about what v2's does (docs/NATIVE.md). A v2 network initialises it with
-# train.transplant: conv6 keeps its 192 most important channels, conv8 starts as the identity.
+# that a pass costs about what v2's does (weights/README.md, the v3 table). A v2 network initialises it with
+# train.transplant: conv6 keeps its 192 most important channels, conv8 starts as the identity (float).
 LAYERS_V3: tuple[LayerSpec, ...] = (
     *LAYERS[:5],
     LayerSpec('conv6', 'hidden', 192, 3, 1),                        # 26
