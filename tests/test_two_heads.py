@@ -3,6 +3,7 @@ model file, engine), each checked against the stage before it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 from ifq_tinier_yolo.netdef import LayerSpec, head_layer
 
 from quant_nets import random_quant_network
+
+CHAIN = Path(__file__).resolve().parents[1] / 'weights' / 'v1.ifq'   # a one-head model
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
@@ -213,3 +216,5 @@ def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_pa
     assert len(levels[1]) < len(runtime.detect(model, image, 0.0, LEVEL_NMS, 16))   # head h4's boxes left out
     want = merge_levels(levels, det.sizes, 64, 8, det.nms)
     np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+    # a one-head model runs that head at every level: no subset, so one runner per shape
+    assert Detector.load(CHAIN, backend='int').coarse_heads is None

@@ -149,9 +149,10 @@ class Detector:
         path, m = load(path, backend)
         size = img_size or m.input_size
         netdef.check_input_size(size, m.specs)
+        coarse = netdef.coarsest_heads(m.specs)   # None when that is every head: one runner per shape, not two
         return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
                    netdef.total_stride(m.specs), bool(flip), netdef.upscale_size(size, m.specs) if upscale else 0,
-                   m.notice, netdef.coarsest_heads(m.specs))
+                   m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
