@@ -215,10 +215,16 @@ def detect(model: IntegerModel, bgr_image: np.ndarray, conf: float, nms_iou: flo
     result. `heads` (numbers in table order; None: all): only those heads' boxes, and only the
     layers they read computed.
     """
-    heads = None if heads is None else tuple(sorted(set(heads)))       # decoded in table order, as in C
-    decoders = model.decoders if heads is None else [model.decoders[h] for h in heads]
-    return detect_with(lambda canvas, c, n: decode_heads(decoders, run_heads(model, canvas, heads=heads), c, n),
+    wanted = decode_order(heads, len(model.decoders))
+    decoders = [model.decoders[h] for h in wanted]
+    return detect_with(lambda canvas, c, n: decode_heads(decoders, run_heads(model, canvas, heads=wanted), c, n),
                        model.specs, bgr_image, conf, nms_iou, img_size or model.input_size)
+
+
+def decode_order(heads: tuple[int, ...] | None, num_heads: int) -> tuple[int, ...]:
+    """The heads a detection decodes: `heads` (None: all) as a set in table order, as the C decoder
+    does, so that every backend merges the same boxes in the same order."""
+    return tuple(range(num_heads)) if heads is None else tuple(sorted(set(heads)))
 
 
 # (letterboxed uint8 canvas, conf, nms IoU) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, (N,) scores)

@@ -59,7 +59,7 @@ class OnnxBackend:
         Same checks, letterbox, decode and NMS as engine.runtime.detect (`heads`: only those
         heads' boxes; the graph still computes every head); only the layers differ.
         """
-        wanted = range(len(self.decoders)) if heads is None else sorted(set(heads))   # table order, as in C
+        wanted = runtime.decode_order(heads, len(self.decoders))
 
         def boxes(canvas: np.ndarray, c: float, n: float):
             out = self.run_heads(canvas)
