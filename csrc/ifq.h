@@ -29,7 +29,7 @@
 extern "C" {
 #endif
 
-#define IFQ_FORMAT_VERSION 2     /* the newest .ifq format version this library reads (1 and 2) */
+#define IFQ_FORMAT_VERSION 3     /* the newest .ifq format version this library reads (1 to 3) */
 #define IFQ_BOX_FRAC_BITS 8      /* ifq_box coordinates are in 2^-8 network pixels */
 #define IFQ_SCORE_FRAC_BITS 16   /* ifq_box scores are in 2^-16 */
 
@@ -38,7 +38,7 @@ typedef enum {
     IFQ_ERR_EMPTY,        /* zero bytes */
     IFQ_ERR_FOREIGN,      /* wrong magic bytes */
     IFQ_ERR_TRUNCATED,    /* shorter than the header announces */
-    IFQ_ERR_VERSION,      /* a format version other than 1 and 2 */
+    IFQ_ERR_VERSION,      /* a format version other than 1, 2 and 3 */
     IFQ_ERR_TRAILING,     /* bytes after the end of the model */
     IFQ_ERR_CORRUPTED,    /* CRC-32 mismatch */
     IFQ_ERR_INVALID,      /* a field or array breaks the format's rules */

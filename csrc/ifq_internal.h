@@ -37,7 +37,8 @@
 #define IFQ_MAX_INPUTS 4          /* named inputs of one layer (concatenated along channels) */
 #define IFQ_MAX_STAGES (2 * IFQ_MAX_LAYERS + 1)   /* the canvas, each layer's output, each concatenation */
 
-enum { IFQ_KIND_FIRST = 0, IFQ_KIND_HIDDEN = 1, IFQ_KIND_HEAD = 2, IFQ_KIND_UPSAMPLE = 3 };
+/* Layer kinds as the file codes them; FIXED (format version 3): int8 weights on codes, with thresholds. */
+enum { IFQ_KIND_FIRST = 0, IFQ_KIND_HIDDEN = 1, IFQ_KIND_HEAD = 2, IFQ_KIND_UPSAMPLE = 3, IFQ_KIND_FIXED = 4 };
 
 /* One layer as the kernels want it; arrays are owned by the model. */
 typedef struct {
@@ -47,12 +48,12 @@ typedef struct {
     int in[IFQ_MAX_INPUTS]; /* their layer indices (-1: the canvas); a row naming none reads the row above */
     int64_t net_stride;     /* input pixels per output cell (saturated far above any valid stride) */
     int64_t acc_bound;      /* worst-case |accumulator|, bias excluded */
-    int32_t *thresholds;    /* first / hidden: (O, 3), widened from i16 / i32 */
-    uint8_t *negate;        /* first / hidden: (O,) 1 = the channel compares -acc */
-    int32_t *t_lanes;       /* first / hidden: (3, codes_pad): threshold k of every output, then
+    int32_t *thresholds;    /* first / hidden / fixed: (O, 3), widened from i16 / i32 */
+    uint8_t *negate;        /* first / hidden / fixed: (O,) 1 = the channel compares -acc */
+    int32_t *t_lanes;       /* first / hidden / fixed: (3, codes_pad): threshold k of every output, then
                                INT32_MAX for the padding outputs (their codes are 0) */
-    int32_t *neg_lanes;     /* first / hidden: (codes_pad,) -1 where the channel compares -acc, else 0 */
-    int codes_pad;          /* first / hidden: O rounded up to IFQ_CODE_LANES */
+    int32_t *neg_lanes;     /* first / hidden / fixed: (codes_pad,) -1 where the channel compares -acc, else 0 */
+    int codes_pad;          /* first / hidden / fixed: O rounded up to IFQ_CODE_LANES */
     int row_len;            /* first: one window row, k * I bytes (kx, c), padded to a multiple of 4 */
     int16_t *w_pairs;       /* first: (k * row_len / 2, out_pad, 2): weights of padded window values
                                2j, 2j+1 (window row major; zero on the padding) */
@@ -62,19 +63,19 @@ typedef struct {
                                bit j of output o's bits = weight of window value j (1: +1, 0: -1) */
     int w_words;            /* hidden: ceil(k * k * I / 64), window values ordered (ky, kx, channel) */
     int groups;             /* hidden: ceil(O / 8); the padding outputs have zero weights */
-    int8_t *w_head;         /* head: (O, in_pad) int8, zero padded */
-    int in_pad;             /* head: I rounded up to IFQ_HEAD_IN_ALIGN */
+    int8_t *w_head;         /* head, fixed: (O, in_pad) int8, window values ordered (ky, kx, channel), zero padded */
+    int in_pad;             /* head, fixed: k * k * I rounded up to IFQ_HEAD_IN_ALIGN */
     int32_t *bias;          /* head: (O,) */
     int n_anchors;          /* head: O / 5 */
     int32_t *anchors;       /* head: (n_anchors, 2): w, h in 2^-16 grid cells of this head */
     int32_t out_multiplier; /* head: its output scale is out_multiplier * 2^-out_shift */
     int out_shift;
-    int8_t *amx_tiles;      /* hidden and 1x1 heads, where this CPU runs the AMX set: the weights as
+    int8_t *amx_tiles;      /* hidden, fixed and 1x1 heads, where this CPU runs the AMX set: the weights as
                                B tiles (kernels_avx512.c amx_weights); else NULL */
 } ifq_layer;
 
 struct ifq_model {
-    int version;              /* the file's format version, 1 or 2 */
+    int version;              /* the file's format version, 1 to 3 */
     int input_size, n_layers;
     int n_anchors;            /* anchors of the first head */
     int stride;               /* the coarsest stride in the table: input sides are multiples of it */

@@ -37,7 +37,8 @@
 #define FLAG_SEPARATED 1u
 #define INT32_LIMIT ((int64_t)1 << 31)
 
-static const char *const KIND_NAMES[] = {"first", "hidden", "head", "upsample"};
+static const char *const KIND_NAMES[] = {"first", "hidden", "head", "upsample", "fixed"};
+static const int VERSION_KINDS[] = {0, 3, 4, 5};   /* kinds each format version allows (the first n) */
 #define UPSAMPLE 2                     /* an upsample layer repeats each code 2x2 */
 #define STRIDE_CAP ((int64_t)1 << 40)  /* strides saturate here: far above any valid one, no overflow */
 
@@ -120,7 +121,7 @@ static ifq_status read_anchors(reader *r, int n, int32_t **out, const char *laye
 static ifq_status read_table(reader *r, ifq_model *m)
 {
     const int row_bytes = m->version == 1 ? ROW_V1_BYTES : ROW_BYTES;
-    const int kinds = m->version == 1 ? 3 : 4;
+    const int kinds = VERSION_KINDS[m->version];
     for (int i = 0; i < m->n_layers; i++) {
         const uint8_t *row = take(r, (uint64_t)row_bytes, "layer table row", NULL);
         if (!row)
@@ -249,7 +250,7 @@ static void *alloc_array(size_t count, size_t size)
     return count && count <= SIZE_MAX / size ? calloc(count, size) : NULL;
 }
 
-/* Thresholds, weights and signs of a first or hidden layer (modelfile._read_section + checks). */
+/* Thresholds, weights and signs of a first, hidden or fixed layer (modelfile._read_section + checks). */
 static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
 {
     const int O = L->out_ch, I = L->in_ch, k = L->k;
@@ -257,7 +258,7 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
     const uint8_t *t = take(r, (uint64_t)O * IFQ_N_THRESHOLDS * t_bytes, " thresholds", L->name);
     if (!t)
         return IFQ_ERR_INVALID;
-    const uint8_t *w = take(r, L->kind == IFQ_KIND_FIRST ? n_w : (n_w + 7) / 8, " weights", L->name);
+    const uint8_t *w = take(r, L->kind == IFQ_KIND_HIDDEN ? (n_w + 7) / 8 : n_w, " weights", L->name);
     if (!w)
         return IFQ_ERR_INVALID;
     if (L->kind == IFQ_KIND_HIDDEN && !padding_bits_zero(w, n_w))
@@ -288,6 +289,9 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
     }
 
     const int kk = k * k;
+    for (uint64_t i = 0; i < n_w && L->kind != IFQ_KIND_HIDDEN; i++)
+        if (w[i] == 0x80)   /* -128 */
+            return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]", L->name);
     if (L->kind == IFQ_KIND_FIRST) {
         L->row_len = (k * I + 3) / 4 * 4;
         L->out_pad = (O + IFQ_OUT_ALIGN - 1) / IFQ_OUT_ALIGN * IFQ_OUT_ALIGN;
@@ -300,12 +304,20 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
                 for (int j = 0; j < kk; j++) {
                     int b = w[((size_t)o * I + c) * kk + j];
                     int v = b < 128 ? b : b - 256;   /* i8 without an implementation-defined cast */
-                    if (v < -FIXED_WEIGHT_MAX)
-                        return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]",
-                                    L->name);
                     size_t at = (size_t)(j / k) * L->row_len + (size_t)(j % k) * I + c;   /* (ky, kx, c) */
                     L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2] = (int16_t)v;
                     L->w_quads[((at / 4) * L->out_pad + o) * 4 + at % 4] = (int8_t)v;
+                }
+    } else if (L->kind == IFQ_KIND_FIXED) {   /* as a head's: (O, in_pad), window values (ky, kx, c) */
+        L->in_pad = (kk * I + IFQ_HEAD_IN_ALIGN - 1) / IFQ_HEAD_IN_ALIGN * IFQ_HEAD_IN_ALIGN;
+        L->w_head = alloc_array((size_t)O * L->in_pad, 1);
+        if (!L->w_head)
+            return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
+        for (int o = 0; o < O; o++)
+            for (int c = 0; c < I; c++)
+                for (int j = 0; j < kk; j++) {
+                    int b = w[((size_t)o * I + c) * kk + j];
+                    L->w_head[(size_t)o * L->in_pad + (size_t)j * I + c] = (int8_t)(b < 128 ? b : b - 256);
                 }
     } else {
         L->w_words = (kk * I + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;
@@ -403,8 +415,8 @@ static ifq_status read_section(reader *r, ifq_model *m, ifq_layer *L)
                         L->name);
         st = read_head(r, m, L);
     } else {
-        int want_bits = L->kind == IFQ_KIND_FIRST ? 8 : 1;
-        int t_ok = L->kind == IFQ_KIND_FIRST ? t_bytes == 4 : (t_bytes == 2 || t_bytes == 4);
+        int want_bits = L->kind == IFQ_KIND_HIDDEN ? 1 : 8;
+        int t_ok = L->kind == IFQ_KIND_HIDDEN ? (t_bytes == 2 || t_bytes == 4) : t_bytes == 4;
         if (w_bits != want_bits || !t_ok)
             return fail(r->err, IFQ_ERR_INVALID, "layer %s: %d-bit weights / %d-byte thresholds are not valid for a %s layer",
                         L->name, w_bits, t_bytes, KIND_NAMES[L->kind]);
@@ -459,10 +471,10 @@ static ifq_status check_header(const uint8_t *data, size_t size, ifq_error *err,
     uint32_t version = u16_at(data + 8), payload = u32_at(data + 12);
     uint32_t flags = u16_at(data + 10);
     if (version > IFQ_FORMAT_VERSION)
-        return fail(err, IFQ_ERR_VERSION, "format version %u is newer than this program reads (1, 2); "
+        return fail(err, IFQ_ERR_VERSION, "format version %u is newer than this program reads (1, 2, 3); "
                     "update ifq-tinier-yolo", version);
     if (version < 1)
-        return fail(err, IFQ_ERR_VERSION, "unknown format version %u (this program reads 1, 2)", version);
+        return fail(err, IFQ_ERR_VERSION, "unknown format version %u (this program reads 1, 2, 3)", version);
     *version_out = (int)version;
     uint64_t expected = (uint64_t)HEADER_BYTES + payload + CRC_BYTES;
     if (size < expected)

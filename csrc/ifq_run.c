@@ -286,10 +286,13 @@ static ifq_status create(ifq_runner *r)
         max_words = (size_t)L->w_words > max_words ? (size_t)L->w_words : max_words;
         size_t patch = (size_t)L->k * L->row_len;
         max_patch = patch > max_patch ? patch : max_patch;
-        in_pad = (size_t)L->in_pad > in_pad ? (size_t)L->in_pad : in_pad;
+        /* a fixed layer's gather writes a tap's unpacked words past its channels (ifq_rows.h) */
+        const size_t spill = L->kind == IFQ_KIND_FIXED ? (size_t)IFQ_WORD_BITS * r->st[r->in_stage[i]].words : 0;
+        const size_t codes = (size_t)L->in_pad + spill;
+        in_pad = codes > in_pad ? codes : in_pad;
     }
     for (int i = 0; i < m->n_layers; i++)   /* the blank pixel of each layer conv_row makes */
-        if ((m->layers[i].kind == IFQ_KIND_FIRST || m->layers[i].kind == IFQ_KIND_HIDDEN) &&
+        if (m->layers[i].kind != IFQ_KIND_HEAD && m->layers[i].kind != IFQ_KIND_UPSAMPLE &&
             !(r->blank[i] = ifq_block(r, 2 * (size_t)r->st[r->out_stage[i]].words, sizeof(uint64_t))))
             return IFQ_ERR_NOMEM;
     const size_t n_cand = (size_t)count_candidates(m, r->width, r->height, r->heads);

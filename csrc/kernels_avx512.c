@@ -239,12 +239,12 @@ static const amx_config AMX_CONFIG = {
     {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0},
 };
 
-/* Does layer L run on tiles (a binary layer, or a 1x1 head, with int32 accumulators)? The first
- * layer stays with first_codes, faster here: its three channels fill a fifth of a tile row. */
+/* Does layer L run on tiles (a binary or fixed layer, or a 1x1 head, with int32 accumulators)? The
+ * first layer stays with first_codes, faster here: its three channels fill a fifth of a tile row. */
 static int amx_layer(const ifq_layer *L)
 {
     const int head = L->kind == IFQ_KIND_HEAD && L->k == 1 && L->stride == 1 && !L->pool;
-    return (L->kind == IFQ_KIND_HIDDEN || head) && L->acc_bound < IFQ_INT32_LIMIT;
+    return (L->kind == IFQ_KIND_HIDDEN || L->kind == IFQ_KIND_FIXED || head) && L->acc_bound < IFQ_INT32_LIMIT;
 }
 
 /* Accumulator columns of a position: the outputs rounded up to whole tiles (codes_pad for a
@@ -277,7 +277,7 @@ static int8_t binary_weight(const ifq_layer *L, int o, size_t i)
 
 /* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the weight of output
  * 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte % in_ch): a
- * binary layer's +-1, a head's int8; 0 past the window row and for padding outputs. */
+ * binary layer's +-1, a fixed layer's or a head's int8; 0 past the window row and for padding outputs. */
 static void amx_weights(const ifq_layer *L, int8_t *tiles)
 {
     const int k = L->k, C = L->in_ch, nch = amx_chunks(L);
@@ -290,8 +290,8 @@ static void amx_weights(const ifq_layer *L, int8_t *tiles)
                             const int j = ch * IFQ_TILE_BYTES + 4 * q + b, kx = j / C, c = j % C;
                             const int out = t * IFQ_TILE_ROWS + o;
                             int8_t v = 0;
-                            if (kx < k && out < L->out_ch && L->kind == IFQ_KIND_HEAD)
-                                v = L->w_head[(size_t)out * L->in_pad + c];
+                            if (kx < k && out < L->out_ch && L->kind != IFQ_KIND_HIDDEN)
+                                v = L->w_head[(size_t)out * L->in_pad + ((size_t)ky * k + kx) * C + c];
                             else if (kx < k && out < L->out_ch)
                                 v = binary_weight(L, out, ((size_t)ky * k + kx) * C + c);
                             tiles[q * IFQ_TILE_BYTES + 4 * o + b] = v;

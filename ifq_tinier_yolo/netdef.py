@@ -71,6 +71,8 @@ KINDS: dict[str, LayerKind] = {k.name: k for k in (
     LayerKind('head', HWGQ_LEVELS, HWGQ_STEP, FIXED_WEIGHT_BITS, True,        # int8 weights on codes + int32 bias
               is_head=True),
     LayerKind('upsample', HWGQ_LEVELS, HWGQ_STEP, 0, False, upsamples=True),  # nearest-neighbour 2x of codes
+    LayerKind('fixed', HWGQ_LEVELS, HWGQ_STEP, FIXED_WEIGHT_BITS, True,       # int8 weights on codes
+              threshold_bytes=(4,)),
 )}
 UPSAMPLE = 2                      # an upsample layer repeats each input value UPSAMPLE x UPSAMPLE times
 
@@ -145,7 +147,14 @@ LAYERS_V3: tuple[LayerSpec, ...] = (
     LayerSpec('conv8', 'hidden', 64, 3, 1),                         # 52
     LAYERS_V2[10],                                                  # head8
 )
-NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2, 'v3': LAYERS_V3}
+# v4: v3 with conv8 in int8 weights (a 'fixed' layer): binarising costs v3 twice what it costs v2,
+# and conv8, the layer v3 adds, holds 37 K of its 699 K weights (weights/README.md, run v4a).
+LAYERS_V4: tuple[LayerSpec, ...] = (
+    *LAYERS_V3[:10],
+    replace(LAYERS_V3[10], kind='fixed'),                           # conv8, 52
+    LAYERS_V3[11],                                                  # head8
+)
+NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2, 'v3': LAYERS_V3, 'v4': LAYERS_V4}
 IN_CHANNELS = 3                   # BGR image
 
 

@@ -161,10 +161,17 @@ def _narrowed_state(src: TinierYolo, dst: TinierYolo) -> tuple[dict[str, dict[st
     return state, narrowed
 
 
+def _same_role(a: netdef.LayerSpec, b: netdef.LayerSpec) -> bool:
+    """Same kind, or two blocks on codes that differ only in weight precision (binary, int8): the
+    latent float weights of one initialise the other."""
+    both_on_codes = all(l.info.has_thresholds and not l.info.reads_image for l in (a, b))
+    return a.kind == b.kind or both_on_codes
+
+
 def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
     """Grow (or reshape) a trained network into another table, layer by layer name.
 
-    A layer of both tables with the same kind and inputs keeps its trained weights: all of them,
+    A layer of both tables with the same role (`_same_role`) and inputs keeps its trained weights: all of them,
     or, where dst makes a block narrower, the channels of largest |BatchNorm scale| (the layers
     reading it drop the matching input channels). A head with other anchors takes the channels of
     every anchor an old head at the same stride had (a head may keep some of its anchors and hand
@@ -183,7 +190,7 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
         to = prefix[layer.name]
         mine = {k[len(to):]: v for k, v in new.items() if k.startswith(to + '.')}
         same = src_layers.get(layer.name, (None, None))
-        if same[0] is not None and same[0].kind == layer.kind and same[1] == tuple(dst.layers[j].name for j in sources):
+        if same[0] is not None and _same_role(same[0], layer) and same[1] == tuple(dst.layers[j].name for j in sources):
             rows = theirs[layer.name]
             if all(rows[k].shape == v.shape for k, v in mine.items()):
                 out.update({to + k: v for k, v in rows.items()})

@@ -36,12 +36,14 @@ TABLE = (LayerSpec('c1', 'first', 8, 3, 1, pool=2), LayerSpec('c2', 'hidden', 12
          LayerSpec('c3', 'hidden', 16, 3, 2), LayerSpec('c4', 'hidden', 8, 1, 1),
          LayerSpec('head', 'head', 10, 1, 1))
 # every kind of a layer graph: a lateral 1x1 reading a named layer, an upsample, a concatenation of
-# two inputs, two heads of different strides and anchor counts (stride 8 first, then stride 4)
+# two inputs, an int8 layer on codes, two heads of different strides and anchor counts (stride 8
+# first, then stride 4)
 TWO_HEADS = (LayerSpec('c1', 'first', 6, 3, 1, pool=2), LayerSpec('c2', 'hidden', 8, 3, 1, pool=2),
              LayerSpec('c3', 'hidden', 12, 3, 2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'head8'),
              LayerSpec('lat', 'hidden', 6, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 6),
-             LayerSpec('c4', 'hidden', 8, 3, 1, inputs=('up', 'c2')), head_layer(((0.5, 0.75),), 'head4'))
-ACC_SPREAD = {'first': 40000, 'hidden': 12}   # threshold spread that gives every code on random data
+             LayerSpec('c4', 'hidden', 8, 3, 1, inputs=('up', 'c2')), LayerSpec('c5', 'fixed', 8, 3, 1),
+             head_layer(((0.5, 0.75),), 'head4'))
+ACC_SPREAD = {'first': 40000, 'hidden': 12, 'fixed': 1200}   # threshold spread: every code on random data
 
 
 def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int = 5000) -> IntegerModel:
@@ -63,9 +65,10 @@ def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int 
             layers.append(IntLayer(replace(s, anchors=()), in_ch, w, bias=bias, anchors_q16=anchors,
                                    out_multiplier=1 << 30, out_shift=40))
             continue
-        w = (rng.integers(-127, 128, shape) if s.kind == 'first' else rng.choice([-1, 1], shape)).astype(np.int8)
+        binary = s.weight_bits == netdef.BINARY_WEIGHT_BITS
+        w = (rng.choice([-1, 1], shape) if binary else rng.integers(-127, 128, shape)).astype(np.int8)
         t = np.sort(rng.normal(0, ACC_SPREAD[s.kind], (s.out_ch, 3)).round(), axis=1)
-        t = t.astype(np.int32 if s.kind == 'first' else np.int16)
+        t = t.astype(np.int16 if binary else np.int32)
         signs = rng.choice([-1, 1], s.out_ch).astype(np.int8)
         layers.append(IntLayer(s, in_ch, w, t, signs))
     model = IntegerModel(tuple(layers), 32)

@@ -104,6 +104,14 @@ def test_version_1_files_are_read():
     assert struct.unpack_from('<H', fmt.to_bytes(v1), 8)[0] == 2
 
 
+def test_written_version_is_the_lowest_that_holds_the_kinds():
+    """Version 2 unless a 'fixed' layer needs version 3, so that older readers load what they can."""
+    versions = {name: struct.unpack_from('<H', fmt.to_bytes(placeholder_model(t)), 8)[0]
+                for name, t in netdef.NETWORKS.items()}
+    assert versions == {name: 3 if any(s.kind == 'fixed' for s in t) else 2 for name, t in netdef.NETWORKS.items()}
+    assert versions['v2'] == 2 and versions['v4'] == 3
+
+
 def test_layout_matches_the_spec(model, data):
     """The header and trailer as docs/MODEL_FORMAT.md describes them."""
     magic, version, flags, payload = struct.unpack_from('<8sHHI', data)

@@ -20,7 +20,7 @@ from test_two_heads import SMALL
 
 CONF, NMS = 0.05, 0.45                        # a low threshold: many boxes of both heads reach NMS
 SMALL_CONF = 0.0                              # the converted SMALL network scores low: every candidate
-ACC_SPREAD = {'first': 40000, 'hidden': 4}    # threshold spread per sqrt(fan-in): every code on random data
+ACC_SPREAD = {'first': 40000, 'hidden': 4, 'fixed': 130}   # threshold spread per sqrt(fan-in): every code
 HEAD_SHIFTS = (40, 38)                        # different output scales, so the heads rank on one key
 V2_SIZES = (64, 96)                           # small canvases keep the numpy reference quick
 SMALL_SIZES = (32, 48)
@@ -52,10 +52,10 @@ def random_graph_model(table: tuple[netdef.LayerSpec, ...], seed: int, size: int
                                    out_shift=HEAD_SHIFTS[heads % len(HEAD_SHIFTS)]))
             heads += 1
             continue
-        first = s.kind == 'first'
-        w = (rng.integers(-127, 128, shape) if first else rng.choice([-1, 1], shape)).astype(np.int8)
+        first, binary = s.kind == 'first', s.weight_bits == netdef.BINARY_WEIGHT_BITS
+        w = (rng.choice([-1, 1], shape) if binary else rng.integers(-127, 128, shape)).astype(np.int8)
         spread = ACC_SPREAD[s.kind] * (1 if first else np.sqrt(in_ch * s.kernel ** 2))
-        t = np.sort(rng.normal(0, spread, (s.out_ch, 3)).round(), axis=1).astype(np.int32 if first else np.int16)
+        t = np.sort(rng.normal(0, spread, (s.out_ch, 3)).round(), axis=1).astype(np.int16 if binary else np.int32)
         layers.append(IntLayer(s, in_ch, w, t, rng.choice([-1, 1], s.out_ch).astype(np.int8)))
     model = IntegerModel(tuple(layers), size)
     model.check()
@@ -75,13 +75,20 @@ def small_graph_bytes() -> bytes:
 
 @functools.cache
 def v2_bytes() -> bytes:
-    """A random integer model of the two-scale table that will ship (netdef.LAYERS_V2)."""
+    """A random integer model of the two-scale table that ships (netdef.LAYERS_V2)."""
     return fmt.to_bytes(random_graph_model(netdef.LAYERS_V2, seed=11, size=V2_SIZES[0]))
+
+
+@functools.cache
+def v4_bytes() -> bytes:
+    """A random integer model of netdef.LAYERS_V4: a 'fixed' layer (int8 weights on codes), format version 3."""
+    return fmt.to_bytes(random_graph_model(netdef.LAYERS_V4, seed=12, size=V2_SIZES[0]))
 
 
 def cases() -> list[tuple[str, bytes, tuple[int, ...], float]]:
     """(name, .ifq bytes, input sizes, score threshold) of each graph model tested."""
-    return [('small', small_graph_bytes(), SMALL_SIZES, SMALL_CONF), ('v2', v2_bytes(), V2_SIZES, CONF)]
+    return [('small', small_graph_bytes(), SMALL_SIZES, SMALL_CONF), ('v2', v2_bytes(), V2_SIZES, CONF),
+            ('v4', v4_bytes(), V2_SIZES, CONF)]
 
 
 @pytest.fixture(scope='module')

@@ -133,6 +133,15 @@ def test_valid_files_load(random_ifq: Path, tiny_ifq_bytes: bytes):
         assert c_verdict(data) is None
 
 
+def test_fixed_layer_in_a_version_2_file_is_refused_alike():
+    """The 'fixed' kind (code 4) came with format version 3: a version-2 header makes its row malformed."""
+    data = small_graph_bytes()
+    assert struct.unpack_from('<H', data, 8)[0] == 3
+    downgraded = with_fresh_crc(data[:8] + struct.pack('<H', 2) + data[10:-fmt.CRC.size])
+    want, got = python_verdict(downgraded), c_verdict(downgraded)
+    assert want == got and want.startswith('layer c5: malformed table row (kind 4')
+
+
 @pytest.mark.parametrize('seed', ['chain', 'graph'])
 def test_same_refusals_on_mutated_files(tiny_ifq_bytes: bytes, seed: str):
     base = tiny_ifq_bytes if seed == 'chain' else small_graph_bytes()

@@ -158,7 +158,7 @@ CASES: list[Case] = [
     *model_cases('model file with a wrong magic', model_file(lambda d: b'NOTAMODL' + d[8:]),
                  '{t}/m.ifq: not an .ifq model file (wrong magic bytes)'),
     *model_cases('model file of a newer format version', model_file(newer_version),
-                 '{t}/m.ifq: format version 3 is newer than this program reads (1, 2)'),
+                 '{t}/m.ifq: format version 4 is newer than this program reads (1, 2, 3)'),
     *model_cases('model file of zero bytes', model_file(lambda d: b''), '{t}/m.ifq: empty file (0 bytes)'),
     *model_cases('model file with a valid CRC but a bad layer table', model_file(bad_kind_with_valid_crc),
                  '{t}/m.ifq: layer conv1: malformed table row (kind 9'),

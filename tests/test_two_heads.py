@@ -26,11 +26,13 @@ CHAIN = Path(__file__).resolve().parents[1] / 'weights' / 'v1.ifq'   # a one-hea
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 V2 = netdef.LAYERS_V2
-# a small graph of every kind: a chain, a lateral 1x1, an upsample, a concatenation, two heads
+# a small graph of every kind: a chain, a lateral 1x1, an upsample, a concatenation, an int8 layer
+# on codes, two heads
 SMALL = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
          LayerSpec('c3', 'hidden', 8, 3, 1, pool=2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'h8'),
          LayerSpec('lat', 'hidden', 4, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 4),
-         LayerSpec('c4', 'hidden', 5, 3, 1, inputs=('up', 'c2')), head_layer(((0.5, 0.75),), 'h4'))
+         LayerSpec('c4', 'hidden', 5, 3, 1, inputs=('up', 'c2')), LayerSpec('c5', 'fixed', 5, 3, 1),
+         head_layer(((0.5, 0.75),), 'h4'))
 
 
 def test_v2_table_shapes():

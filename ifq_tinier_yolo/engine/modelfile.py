@@ -7,9 +7,11 @@ all integers little-endian:
     payload P  B   description, layer table, one section per layer, metadata (JSON)
     crc     4 B    u32 CRC-32 (zlib / IEEE 802.3) of header + payload
 
-Version 2 (written) holds a layer graph: rows name their inputs, heads carry their anchors and
-output scale in their sections. Version 1 (a chain with one head, whose anchors and scale sit
-in the description) is still read.
+Version 2 holds a layer graph: rows name their inputs, heads carry their anchors and output scale
+in their sections. Version 3 is version 2 plus one layer kind, 'fixed' (int8 weights on codes,
+with thresholds). A model is written in the lowest of the two that holds its kinds, so that older
+readers still load it where they can. Version 1 (a chain with one head, whose anchors and scale
+sit in the description) is still read.
 
 Every length and shape is checked on reading; any defect raises ModelFileError with a
 one-line message naming the file.
@@ -30,8 +32,8 @@ from .decode import MAX_ANCHOR_CELLS, MAX_STRIDE
 from .model import ANCHOR_FRAC_BITS, N_THRESHOLDS, IntegerModel, IntLayer
 
 MAGIC = b'IFQTYOLO'
-VERSION = 2
-READ_VERSIONS = (1, 2)
+VERSION = 3                           # the newest version written and read
+READ_VERSIONS = (1, 2, 3)
 FLAG_SEPARATED = 1                    # bit 0: made by the separated conversion
 KNOWN_FLAGS = FLAG_SEPARATED
 HEADER = struct.Struct('<8sHHI')      # magic, version, flags, payload length
@@ -43,7 +45,8 @@ MAX_INPUTS = 4
 SECTION = struct.Struct('<IBBH')      # section bytes after this field, weight bits, threshold bytes, 0
 HEAD_SCALE = struct.Struct('<iB3x')   # head sections: out_multiplier, out_shift
 CRC = struct.Struct('<I')
-KINDS = ('first', 'hidden', 'head', 'upsample')   # kind code = index; version 1 has the first three
+KINDS = ('first', 'hidden', 'head', 'upsample', 'fixed')   # kind code = index
+VERSION_KINDS = {1: 3, 2: 4, 3: 5}    # version -> how many of KINDS (from the first) it allows
 NAME_BYTES = 16                       # layer names: ASCII, at most 15 characters, NUL padded
 MAX_LAYERS, MAX_ANCHORS, MAX_CHANNELS = 64, 64, 1 << 15
 MAX_INPUT_SIZE = 4096                 # default input side in pixels (the canvas alone is 48 MiB)
@@ -86,13 +89,19 @@ def _section(layer: IntLayer) -> bytes:
     return SECTION.pack(SECTION.size - 4 + len(body), *head, 0) + body
 
 
+def written_version(specs: tuple[LayerSpec, ...]) -> int:
+    """The format version a model of this table is written in: 2, or 3 where it has a 'fixed' layer."""
+    need = max(KINDS.index(s.kind) for s in specs) + 1
+    return min(v for v, n in VERSION_KINDS.items() if v > 1 and n >= need)
+
+
 def section_bytes(layer: IntLayer) -> int:
     """Size in the file of one layer's section (length field, header, arrays, padding)."""
     return len(_section(layer))
 
 
 def to_bytes(model: IntegerModel) -> bytes:
-    """Serialise a checked model (ValueError if it is not valid), as format version 2."""
+    """Serialise a checked model (ValueError if it is not valid), as format version 2 or 3."""
     model.check()
     index = {layer.spec.name: i for i, layer in enumerate(model.layers)}
     parts = [DESCRIPTION.pack(model.input_size, len(model.layers), ANCHOR_FRAC_BITS, 0)]
@@ -111,7 +120,7 @@ def to_bytes(model: IntegerModel) -> bytes:
         raise ValueError(f'metadata must be a JSON object of at most {MAX_METADATA} bytes')
     parts += [struct.pack('<I', len(meta)), meta, bytes(_padding(len(meta)))]
     payload = b''.join(parts)
-    header = HEADER.pack(MAGIC, VERSION, FLAG_SEPARATED if model.separated else 0, len(payload))
+    header = HEADER.pack(MAGIC, written_version(model.specs), FLAG_SEPARATED if model.separated else 0, len(payload))
     return header + payload + CRC.pack(zlib.crc32(header + payload))
 
 
@@ -153,10 +162,10 @@ def _read_table(r: _Reader, n_layers: int, version: int) -> list[tuple[LayerSpec
     for i in range(n_layers):
         if version == 1:
             raw, kind, kernel, stride, pool, in_ch, out_ch = r.unpack(LAYER_ROW_V1, f'layer table row {i}')
-            n_in, inputs, kinds = 0, b'', KINDS[:3]
+            n_in, inputs = 0, b''
         else:
             raw, kind, kernel, stride, pool, in_ch, out_ch, n_in, inputs = r.unpack(LAYER_ROW, f'layer table row {i}')
-            kinds = KINDS
+        kinds = KINDS[:VERSION_KINDS[version]]
         name = raw.rstrip(b'\0')
         if b'\0' in name or not name or not name.isascii() or not name.decode().isprintable():
             raise r.fail(f'layer table row {i}: malformed name {raw!r}')

@@ -2,7 +2,7 @@
 
     image   uint8 (N, H, W, 3) BGR letterboxed canvas, H and W multiples of the total stride
       -> Cast float32 -> Transpose NCHW
-      -> per first/hidden layer: [Concat of its inputs] -> Conv (integer weights, signs folded)
+      -> per first/hidden/fixed layer: [Concat of its inputs] -> Conv (integer weights, signs folded)
          [-> MaxPool 2x2 -> Mul signs] -> Greater(acc, tau_k) for k = 0, 1, 2 -> Cast float32 -> Sum = code 0..3
       -> per upsample layer: Resize nearest 2x (asymmetric, floor): each code repeated 2x2
       -> per head: Conv -> Cast int32 -> Add int32 bias
@@ -40,7 +40,7 @@ def _threshold(g: GraphBuilder, acc: str, prefix: str, thresholds: np.ndarray) -
 
 
 def _hidden(g: GraphBuilder, x: str, layer: IntLayer) -> str:
-    """A first or hidden layer: float codes (or pixels) (N, I, H, W) -> float codes (N, O, H', W')."""
+    """A first, hidden or fixed layer: float codes (or pixels) (N, I, H, W) -> float codes (N, O, H', W')."""
     prefix = layer.spec.name
     weights, post_signs = signed_weights(layer)
     acc = g.conv(x, prefix, layer, weights)
@@ -66,7 +66,7 @@ def _upsample(g: GraphBuilder, x: str, layer: IntLayer) -> str:
     return g.upsample(x, layer.spec.name)
 
 
-EMIT = {'first': _hidden, 'hidden': _hidden, 'upsample': _upsample, 'head': _head}
+EMIT = {'first': _hidden, 'hidden': _hidden, 'fixed': _hidden, 'upsample': _upsample, 'head': _head}
 
 
 def build(model: IntegerModel) -> onnx.ModelProto:

@@ -1,7 +1,7 @@
 """The QONNX export: the integer network in the dialect the FINN compiler reads.
 
     global_in   float32 (1, 3, S, S) NCHW, annotated UINT8: the BGR canvas (FINN takes float containers)
-      -> per first/hidden layer: [Concat of its inputs, UINT2] -> Conv (INT8 / BIPOLAR weights,
+      -> per first/hidden/fixed layer: [Concat of its inputs, UINT2] -> Conv (INT8 / BIPOLAR weights,
          signs folded) [-> MaxPool 2x2 -> Mul signs] -> MultiThreshold (C, 3) thresholds tau + 1, out_dtype UINT2
       -> per upsample layer: Resize nearest 2x (asymmetric, floor), UINT2
       -> per head: Conv (INT8 weights) -> Add bias (INT32)
@@ -52,7 +52,7 @@ class _QonnxBuilder(GraphBuilder):
 
 
 def _hidden(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
-    """A first or hidden layer ending in one MultiThreshold node."""
+    """A first, hidden or fixed layer ending in one MultiThreshold node."""
     s, prefix = layer.spec, layer.spec.name
     weights, post_signs = signed_weights(layer)
     acc = g.conv(x, prefix, layer, weights)
@@ -90,7 +90,7 @@ def _upsample(g: _QonnxBuilder, x: str, layer: IntLayer) -> str:
     return out
 
 
-EMIT = {'first': _hidden, 'hidden': _hidden, 'upsample': _upsample, 'head': _head}
+EMIT = {'first': _hidden, 'hidden': _hidden, 'fixed': _hidden, 'upsample': _upsample, 'head': _head}
 
 
 def build(model: IntegerModel, img_size: int | None = None) -> onnx.ModelProto:
