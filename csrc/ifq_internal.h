@@ -54,17 +54,17 @@ typedef struct {
                                INT32_MAX for the padding outputs (their codes are 0) */
     int32_t *neg_lanes;     /* first / hidden / fixed: (codes_pad,) -1 where the channel compares -acc, else 0 */
     int codes_pad;          /* first / hidden / fixed: O rounded up to IFQ_CODE_LANES */
-    int row_len;            /* first: one window row, k * I bytes (kx, c), padded to a multiple of 4 */
-    int16_t *w_pairs;       /* first: (k * row_len / 2, out_pad, 2): weights of padded window values
+    int row_len;            /* first, fixed: one window row, k * I bytes (kx, c), padded to a multiple of 4 */
+    int16_t *w_pairs;       /* first, fixed: (k * row_len / 2, out_pad, 2): weights of padded window values
                                2j, 2j+1 (window row major; zero on the padding) */
-    int8_t *w_quads;        /* first: (k * row_len / 4, out_pad, 4): the same, four values a group */
-    int out_pad;            /* first: O rounded up to IFQ_OUT_ALIGN */
+    int8_t *w_quads;        /* first, fixed: (k * row_len / 4, out_pad, 4): the same, four values a group */
+    int out_pad;            /* first, fixed: O rounded up to IFQ_OUT_ALIGN */
     uint64_t *w_bits;       /* hidden: (groups, w_words, 8): word i of the weight bits of outputs 8g..8g+7,
                                bit j of output o's bits = weight of window value j (1: +1, 0: -1) */
     int w_words;            /* hidden: ceil(k * k * I / 64), window values ordered (ky, kx, channel) */
     int groups;             /* hidden: ceil(O / 8); the padding outputs have zero weights */
-    int8_t *w_head;         /* head, fixed: (O, in_pad) int8, window values ordered (ky, kx, channel), zero padded */
-    int in_pad;             /* head, fixed: k * k * I rounded up to IFQ_HEAD_IN_ALIGN */
+    int8_t *w_head;         /* head: (O, in_pad) int8, zero padded */
+    int in_pad;             /* head: I rounded up to IFQ_HEAD_IN_ALIGN */
     int32_t *bias;          /* head: (O,) */
     int n_anchors;          /* head: O / 5 */
     int32_t *anchors;       /* head: (n_anchors, 2): w, h in 2^-16 grid cells of this head */

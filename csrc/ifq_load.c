@@ -292,7 +292,7 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
     for (uint64_t i = 0; i < n_w && L->kind != IFQ_KIND_HIDDEN; i++)
         if (w[i] == 0x80)   /* -128 */
             return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]", L->name);
-    if (L->kind == IFQ_KIND_FIRST) {
+    if (L->kind != IFQ_KIND_HIDDEN) {   /* first, fixed: int8 weights for first_dot */
         L->row_len = (k * I + 3) / 4 * 4;
         L->out_pad = (O + IFQ_OUT_ALIGN - 1) / IFQ_OUT_ALIGN * IFQ_OUT_ALIGN;
         L->w_pairs = alloc_array((size_t)k * L->row_len * L->out_pad, sizeof(int16_t));
@@ -307,17 +307,6 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
                     size_t at = (size_t)(j / k) * L->row_len + (size_t)(j % k) * I + c;   /* (ky, kx, c) */
                     L->w_pairs[((at / 2) * L->out_pad + o) * 2 + at % 2] = (int16_t)v;
                     L->w_quads[((at / 4) * L->out_pad + o) * 4 + at % 4] = (int8_t)v;
-                }
-    } else if (L->kind == IFQ_KIND_FIXED) {   /* as a head's: (O, in_pad), window values (ky, kx, c) */
-        L->in_pad = (kk * I + IFQ_HEAD_IN_ALIGN - 1) / IFQ_HEAD_IN_ALIGN * IFQ_HEAD_IN_ALIGN;
-        L->w_head = alloc_array((size_t)O * L->in_pad, 1);
-        if (!L->w_head)
-            return fail(r->err, IFQ_ERR_NOMEM, "layer %s: out of memory", L->name);
-        for (int o = 0; o < O; o++)
-            for (int c = 0; c < I; c++)
-                for (int j = 0; j < kk; j++) {
-                    int b = w[((size_t)o * I + c) * kk + j];
-                    L->w_head[(size_t)o * L->in_pad + (size_t)j * I + c] = (int8_t)(b < 128 ? b : b - 256);
                 }
     } else {
         L->w_words = (kk * I + IFQ_WORD_BITS - 1) / IFQ_WORD_BITS;

@@ -225,35 +225,35 @@ static int64_t gather_bits(ifq_runner *r, const ifq_layer *L, const ifq_stage *i
     return sum;
 }
 
-/* Fixed layer: the window at conv position (top, xc) as one byte per code into r->codes, values
- * ordered (ky, kx, channel), zeros for the padding. A tap's unpacked words run past its channels
- * into the next tap's bytes, which that tap then writes; past the window they meet zero weights. */
-static void gather_codes(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
+/* Fixed layer: the window at conv position (top, xc) as one byte per code, a first layer's window
+ * rows (k rows of row_len bytes (kx, c) in r->patch, zeros for the padding), for first_dot. A
+ * tap's unpacked words run past its channels into the next tap's bytes, which that tap then
+ * writes; past a row's k taps they meet zero weights, or the next row, written next. */
+static const uint8_t *const *gather_codes(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc)
 {
     const int k = L->k, C = L->in_ch, nw = in->words;
-    for (int ky = 0, t = 0; ky < k; ky++)
-        for (int kx = 0; kx < k; kx++, t++) {
+    for (int ky = 0; ky < k; ky++) {
+        uint8_t *row = r->patch + (size_t)ky * L->row_len;
+        for (int kx = 0; kx < k; kx++) {
             const int xi = xc * L->stride + kx - k / 2;
             if (xi < 0 || xi >= in->w)
-                memset(r->codes + (size_t)t * C, 0, (size_t)C);
+                memset(row + (size_t)kx * C, 0, (size_t)C);
             else
-                unpack_codes((const uint64_t *)r->window[top + ky] + (size_t)xi * 2 * nw, nw, r->codes + (size_t)t * C);
+                unpack_codes((const uint64_t *)r->window[top + ky] + (size_t)xi * 2 * nw, nw, row + (size_t)kx * C);
         }
+        r->first_rows[ky] = row;
+    }
+    return r->first_rows;
 }
 
 /* acc[o] of a layer whose accumulators fit int32 (every real one), by the kernel set. */
 static void conv_acc32(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int32_t *acc)
 {
-    if (L->kind == IFQ_KIND_FIXED) {
-        gather_codes(r, L, in, top, xc);
-        head_dot(r->codes, L->w_head, L->in_pad, L->out_ch, acc);
-        return;
-    }
-    if (L->kind == IFQ_KIND_FIRST) {
-        size_t at;
-        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w, &at);
-        first_dot(rows, at, L->k, L->row_len, L->w_pairs, L->w_quads,
-                         L->out_pad, acc);
+    if (L->kind != IFQ_KIND_HIDDEN) {   /* first, fixed: bytes times int8 weights */
+        size_t at = 0;
+        const uint8_t *const *rows = L->kind == IFQ_KIND_FIRST ? window_rows_first(r, L, top, xc, in->w, &at)
+                                                                : gather_codes(r, L, in, top, xc);
+        first_dot(rows, at, L->k, L->row_len, L->w_pairs, L->w_quads, L->out_pad, acc);
         return;
     }
     int32_t sum = (int32_t)gather_bits(r, L, in, top, xc);
@@ -271,19 +271,10 @@ static int popcount_slow(uint64_t x)
 /* acc[o] in int64 for layers too wide for int32 (huge kernels): plain C, never fast. */
 static void conv_acc64(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int64_t *acc)
 {
-    if (L->kind == IFQ_KIND_FIXED) {
-        gather_codes(r, L, in, top, xc);
-        for (int o = 0; o < L->out_ch; o++) {
-            int64_t a = 0;
-            for (int j = 0; j < L->in_pad; j++)
-                a += (int64_t)r->codes[j] * L->w_head[(size_t)o * L->in_pad + j];
-            acc[o] = a;
-        }
-        return;
-    }
-    if (L->kind == IFQ_KIND_FIRST) {
-        size_t at;
-        const uint8_t *const *rows = window_rows_first(r, L, top, xc, in->w, &at);
+    if (L->kind != IFQ_KIND_HIDDEN) {
+        size_t at = 0;
+        const uint8_t *const *rows = L->kind == IFQ_KIND_FIRST ? window_rows_first(r, L, top, xc, in->w, &at)
+                                                                : gather_codes(r, L, in, top, xc);
         for (int o = 0; o < L->out_ch; o++) {
             int64_t a = 0;
             for (int ky = 0; ky < L->k; ky++)

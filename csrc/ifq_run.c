@@ -284,12 +284,11 @@ static ifq_status create(ifq_runner *r)
         max_window = (size_t)window_rows(L) > max_window ? (size_t)window_rows(L) : max_window;
         max_out = (size_t)L->out_ch + IFQ_CODE_LANES > max_out ? (size_t)L->out_ch + IFQ_CODE_LANES : max_out;
         max_words = (size_t)L->w_words > max_words ? (size_t)L->w_words : max_words;
-        size_t patch = (size_t)L->k * L->row_len;
-        max_patch = patch > max_patch ? patch : max_patch;
         /* a fixed layer's gather writes a tap's unpacked words past its channels (ifq_rows.h) */
         const size_t spill = L->kind == IFQ_KIND_FIXED ? (size_t)IFQ_WORD_BITS * r->st[r->in_stage[i]].words : 0;
-        const size_t codes = (size_t)L->in_pad + spill;
-        in_pad = codes > in_pad ? codes : in_pad;
+        const size_t patch = (size_t)L->k * L->row_len + spill;
+        max_patch = patch > max_patch ? patch : max_patch;
+        in_pad = (size_t)L->in_pad > in_pad ? (size_t)L->in_pad : in_pad;
     }
     for (int i = 0; i < m->n_layers; i++)   /* the blank pixel of each layer conv_row makes */
         if (m->layers[i].kind != IFQ_KIND_HEAD && m->layers[i].kind != IFQ_KIND_UPSAMPLE &&

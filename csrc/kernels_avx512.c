@@ -29,24 +29,29 @@ static inline void code_bits(__m512i acc, __m512i neg, __m512i t0, __m512i t1, _
 }
 
 /* Four window bytes times four int8 weights per lane (u8 x s8, exact int32 sums), sixteen
- * outputs per register, read straight from the line buffers. */
+ * outputs per register, up to 64 outputs a pass (one broadcast serves four registers, four
+ * independent chains), read straight from the rows. */
 static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w_pairs, const int8_t *w,
                       int out_pad, int32_t *acc)
 {
     (void)w_pairs;
-    for (int g = 0; g < out_pad; g += 16) {
-        __m512i even = _mm512_setzero_si512(), odd = _mm512_setzero_si512();   /* two chains: latency */
+    for (int g = 0; g < out_pad; g += 64) {
+        const int n = out_pad - g >= 64 ? 4 : (out_pad - g) / 16;
+        __m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                          _mm512_setzero_si512()};
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
                 memcpy(&quad, rows[ky] + at + j, sizeof quad);
-                __m512i wv = _mm512_loadu_si512(w + ((size_t)ky * row_len + j) * out_pad + 4 * g);
-                if (j & 4)
-                    odd = _mm512_dpbusd_epi32(odd, _mm512_set1_epi32(quad), wv);
-                else
-                    even = _mm512_dpbusd_epi32(even, _mm512_set1_epi32(quad), wv);
+                const __m512i q = _mm512_set1_epi32(quad);
+                const int8_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 4 * g;
+                IFQ_UNROLL
+                for (int i = 0; i < 4; i++)
+                    if (i < n)
+                        sum[i] = _mm512_dpbusd_epi32(sum[i], q, _mm512_loadu_si512(wj + 64 * i));
             }
-        _mm512_storeu_si512(acc + g, _mm512_add_epi32(even, odd));
+        for (int i = 0; i < n; i++)
+            _mm512_storeu_si512(acc + g + 16 * i, sum[i]);
     }
 }
 
@@ -275,6 +280,18 @@ static int8_t binary_weight(const ifq_layer *L, int o, size_t i)
     return (word >> (i % IFQ_WORD_BITS)) & 1 ? 1 : -1;
 }
 
+/* The weight of output o on tap (ky, kx), channel c, from the layer's own layout. */
+static int8_t tap_weight(const ifq_layer *L, int o, int ky, int kx, int c)
+{
+    if (L->kind == IFQ_KIND_HEAD)
+        return L->w_head[(size_t)o * L->in_pad + c];
+    if (L->kind == IFQ_KIND_FIXED) {   /* first_dot's: window rows of row_len bytes (kx, c), in quads */
+        const size_t at = (size_t)ky * L->row_len + (size_t)kx * L->in_ch + c;
+        return L->w_quads[((at / 4) * L->out_pad + o) * 4 + at % 4];
+    }
+    return binary_weight(L, o, ((size_t)ky * L->k + kx) * L->in_ch + c);
+}
+
 /* Weights as B tiles, [output tile][ky][chunk]: row q, column 4 o + b holds the weight of output
  * 16 t + o on window-row byte 64 chunk + 4 q + b (kx = byte / in_ch, channel = byte % in_ch): a
  * binary layer's +-1, a fixed layer's or a head's int8; 0 past the window row and for padding outputs. */
@@ -289,12 +306,8 @@ static void amx_weights(const ifq_layer *L, int8_t *tiles)
                         for (int b = 0; b < 4; b++) {
                             const int j = ch * IFQ_TILE_BYTES + 4 * q + b, kx = j / C, c = j % C;
                             const int out = t * IFQ_TILE_ROWS + o;
-                            int8_t v = 0;
-                            if (kx < k && out < L->out_ch && L->kind != IFQ_KIND_HIDDEN)
-                                v = L->w_head[(size_t)out * L->in_pad + ((size_t)ky * k + kx) * C + c];
-                            else if (kx < k && out < L->out_ch)
-                                v = binary_weight(L, out, ((size_t)ky * k + kx) * C + c);
-                            tiles[q * IFQ_TILE_BYTES + 4 * o + b] = v;
+                            tiles[q * IFQ_TILE_BYTES + 4 * o + b] =
+                                kx < k && out < L->out_ch ? tap_weight(L, out, ky, kx, c) : 0;
                         }
 }
 
