@@ -225,13 +225,16 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
 def load_teacher(cfg: TrainConfig, layers: tuple[netdef.LayerSpec, ...], device: torch.device,
                  log) -> TinierYolo | None:
     """The frozen network of cfg.teacher (eval mode, its own quantization), which must have the
-    trained network's layer table and anchors; None without a teacher."""
+    trained network's heads (strides and anchors; the layers before them may differ, e.g. in
+    weight precision); None without a teacher."""
     if not cfg.teacher:
         return None
     path = Path(cfg.teacher)
     teacher = model_from_checkpoint(load_checkpoint(path), None, path)
-    if teacher.layers != layers:
-        raise ConfigError(f'--teacher {path}: its layer table or anchors differ from the trained network\'s')
+    def heads(table: tuple[netdef.LayerSpec, ...]) -> tuple:
+        return netdef.head_strides(table), netdef.anchors_of(table)
+    if heads(teacher.layers) != heads(layers):
+        raise ConfigError(f'--teacher {path}: its heads (strides or anchors) differ from the trained network\'s')
     log(f'distilling from {path} ({teacher.quant}), weight {cfg.distill}')
     return teacher.requires_grad_(False).to(device).eval()
 

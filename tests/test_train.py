@@ -309,8 +309,23 @@ def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_pa
                            epochs=1))
     assert code != 0
     lines = stderr_lines(capsys)
-    assert lines[-1].startswith('error:') and 'layer table' in lines[-1]
+    assert lines[-1].startswith('error:') and 'heads (strides or anchors) differ' in lines[-1]
     assert not (tmp_path / 'v2').exists()   # refused before the run folder is made
+
+
+def test_a_teacher_needs_the_same_heads_only(tmp_path: Path):
+    """The float v3 teaches v4 (the same heads; conv8 binary there, int8 here); v1's one head cannot."""
+    from ifq_tinier_yolo import netdef
+    from ifq_tinier_yolo.errors import ConfigError
+    from ifq_tinier_yolo.train_config import TrainConfig
+    for net in ('v3', 'v1'):
+        save_checkpoint(tmp_path / f'{net}.pt', TinierYolo(netdef.NETWORKS[net], quant='float'), 64, {})
+    cfg = TrainConfig(teacher=str(tmp_path / 'v3.pt'))
+    teacher = train_mod.load_teacher(cfg, netdef.LAYERS_V4, torch.device('cpu'), lambda m: None)
+    assert teacher.layers == netdef.LAYERS_V3 and not teacher.training
+    with pytest.raises(ConfigError, match='heads'):
+        train_mod.load_teacher(TrainConfig(teacher=str(tmp_path / 'v1.pt')), netdef.LAYERS_V4, torch.device('cpu'),
+                               lambda m: None)
 
 
 def test_rotate_reaches_the_training_views(fixture_wider: Path):
