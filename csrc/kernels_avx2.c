@@ -24,7 +24,8 @@ static int32_t hsum_epi32(__m256i v)
 }
 
 /* Four window bytes at a time: broadcast, spread into two int16 pairs (vpshufb), times pairs of
- * weights (vpmaddwd); eight outputs per register. */
+ * weights (vpmaddwd); eight outputs per register, up to 32 a pass (one broadcast serves four
+ * registers, eight independent chains). */
 static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len, const int16_t *w, const int8_t *w_quads,
                       int out_pad, int32_t *acc)
 {
@@ -33,20 +34,30 @@ static void first_dot(const uint8_t *const *rows, size_t at, int k, int row_len,
     const __m256i hi = _mm256_setr_epi8(2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1,
                                         2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1, 2, -1, 3, -1);
     (void)w_quads;
-    for (int g = 0; g < out_pad; g += 8) {
-        __m256i sum01 = _mm256_setzero_si256(), sum23 = _mm256_setzero_si256();   /* two chains: latency */
+    for (int g = 0; g < out_pad; g += 32) {
+        const int n = out_pad - g >= 32 ? 4 : (out_pad - g) / 8;
+        __m256i sum01[4], sum23[4];
+        IFQ_UNROLL
+        for (int i = 0; i < 4; i++)
+            sum01[i] = sum23[i] = _mm256_setzero_si256();
         for (int ky = 0; ky < k; ky++)
             for (int j = 0; j < row_len; j += 4) {
                 int32_t quad;
                 memcpy(&quad, rows[ky] + at + j, sizeof quad);
-                __m256i q = _mm256_set1_epi32(quad);
+                const __m256i q = _mm256_set1_epi32(quad);
+                const __m256i q01 = _mm256_shuffle_epi8(q, lo), q23 = _mm256_shuffle_epi8(q, hi);
                 const int16_t *wj = w + ((size_t)ky * row_len + j) * out_pad + 2 * g;
-                __m256i w01 = _mm256_loadu_si256((const __m256i *)wj);
-                __m256i w23 = _mm256_loadu_si256((const __m256i *)(wj + 2 * out_pad));
-                sum01 = _mm256_add_epi32(sum01, _mm256_madd_epi16(_mm256_shuffle_epi8(q, lo), w01));
-                sum23 = _mm256_add_epi32(sum23, _mm256_madd_epi16(_mm256_shuffle_epi8(q, hi), w23));
+                IFQ_UNROLL
+                for (int i = 0; i < 4; i++)
+                    if (i < n) {
+                        const __m256i w01 = _mm256_loadu_si256((const __m256i *)(wj + 16 * i));
+                        const __m256i w23 = _mm256_loadu_si256((const __m256i *)(wj + 2 * out_pad + 16 * i));
+                        sum01[i] = _mm256_add_epi32(sum01[i], _mm256_madd_epi16(q01, w01));
+                        sum23[i] = _mm256_add_epi32(sum23[i], _mm256_madd_epi16(q23, w23));
+                    }
             }
-        _mm256_storeu_si256((__m256i *)(acc + g), _mm256_add_epi32(sum01, sum23));
+        for (int i = 0; i < n; i++)
+            _mm256_storeu_si256((__m256i *)(acc + g + 8 * i), _mm256_add_epi32(sum01[i], sum23[i]));
     }
 }
 
@@ -168,12 +179,27 @@ static void max_into(int32_t *best, const int32_t *acc, int n)
     }
 }
 
+/* 32 codes a register: each byte takes the plane byte holding its bit (vpshufb), tests that bit,
+ * and becomes 1 (plane 0) plus 2 (plane 1). */
+static __m256i spread_bits(uint32_t bits)
+{
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread), bit);
+    return _mm256_cmpeq_epi8(b, bit);
+}
+
 static void unpack_codes(const uint64_t *px, int nw, uint8_t *out)
 {
-    for (int c = 0; c < nw * IFQ_WORD_BITS; c++) {
-        int w = c / IFQ_WORD_BITS, b = c % IFQ_WORD_BITS;
-        out[c] = (uint8_t)(((px[w] >> b) & 1u) | ((px[nw + w] >> b) & 1u) << 1);
-    }
+    const __m256i one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2);
+    for (int w = 0; w < nw; w++)
+        for (int half = 0; half < 2; half++) {
+            const __m256i p0 = spread_bits((uint32_t)(px[w] >> (32 * half)));
+            const __m256i p1 = spread_bits((uint32_t)(px[nw + w] >> (32 * half)));
+            _mm256_storeu_si256((__m256i *)(out + w * IFQ_WORD_BITS + 32 * half),
+                                _mm256_add_epi8(_mm256_and_si256(p0, one), _mm256_and_si256(p1, two)));
+        }
 }
 
 /* Codes (u8, 0..3) times int8 weights (vpmaddubsw: |pair| <= 762, no saturation), widened to int32. */
