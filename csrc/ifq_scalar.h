@@ -74,12 +74,23 @@ static void max_into(int32_t *best, const int32_t *acc, int n)
         best[o] = acc[o] > best[o] ? acc[o] : best[o];
 }
 
+/* The 8 bits of b as 8 bytes of 0 or 1, byte i (least significant first) = bit i. */
+static uint64_t spread8(uint64_t b)
+{
+    b = (b | b << 28) & 0x0000000F0000000Fu;
+    b = (b | b << 14) & 0x0003000300030003u;
+    return (b | b << 7) & 0x0101010101010101u;
+}
+
+/* Eight codes at a time: the bytes of plane 0 plus twice those of plane 1. */
 static void unpack_codes(const uint64_t *px, int nw, uint8_t *out)
 {
-    for (int c = 0; c < nw * IFQ_WORD_BITS; c++) {
-        int w = c / IFQ_WORD_BITS, b = c % IFQ_WORD_BITS;
-        out[c] = (uint8_t)(((px[w] >> b) & 1u) | ((px[nw + w] >> b) & 1u) << 1);
-    }
+    for (int w = 0; w < nw; w++)
+        for (int j = 0; j < IFQ_WORD_BITS; j += 8) {
+            const uint64_t v = spread8((px[w] >> j) & 0xFFu) | spread8((px[nw + w] >> j) & 0xFFu) << 1;
+            for (int i = 0; i < 8; i++)
+                out[w * IFQ_WORD_BITS + j + i] = (uint8_t)(v >> (8 * i));
+        }
 }
 
 static void head_dot(const uint8_t *codes_in, const int8_t *w, int in_pad, int n_out, int32_t *acc)
