@@ -231,9 +231,7 @@ def load_teacher(cfg: TrainConfig, layers: tuple[netdef.LayerSpec, ...], device:
         return None
     path = Path(cfg.teacher)
     teacher = model_from_checkpoint(load_checkpoint(path), None, path)
-    def heads(table: tuple[netdef.LayerSpec, ...]) -> tuple:
-        return netdef.head_strides(table), netdef.anchors_of(table)
-    if heads(teacher.layers) != heads(layers):
+    if any(f(teacher.layers) != f(layers) for f in (netdef.head_strides, netdef.anchors_of)):
         raise ConfigError(f'--teacher {path}: its heads (strides or anchors) differ from the trained network\'s')
     log(f'distilling from {path} ({teacher.quant}), weight {cfg.distill}')
     return teacher.requires_grad_(False).to(device).eval()

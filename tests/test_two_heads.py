@@ -196,6 +196,21 @@ def test_v2_grows_into_v3_keeping_what_it_computes():
             assert torch.allclose(old, new, rtol=1e-4, atol=1e-4)
 
 
+def test_transplant_keeps_a_layer_that_only_changes_weight_precision():
+    """v3 -> v4 (conv8 binary -> int8) and v2 -> v5 (conv2, conv3): every tensor is copied, the
+    latent float weights of a binary layer becoming those of the int8 one, and back."""
+    from ifq_tinier_yolo.train import transplant
+    torch.manual_seed(0)
+    for old, new in ((netdef.LAYERS_V3, netdef.LAYERS_V4), (netdef.LAYERS_V2, netdef.LAYERS_V5),
+                     (netdef.LAYERS_V5, netdef.LAYERS_V2)):
+        src, logged = TinierYolo(old, quant='hwgq').eval(), []
+        dst = transplant(src, TinierYolo(new, quant='hwgq'), logged.append)
+        n = len(src.state_dict())
+        assert logged[0].startswith(f'--init into another table: {n} of {n} tensors copied')
+        assert all(torch.equal(v, dst.state_dict()[k]) for k, v in src.state_dict().items())
+    assert [b.spec.kind for b in dst.blocks if b.spec.name in ('conv2', 'conv3')] == ['hidden', 'hidden']
+
+
 def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_path):
     """Detector: the first level asks for the boxes of every head, the smaller levels for those
     of the coarsest head only (netdef.coarsest_heads); the merge sees exactly those runs."""
