@@ -250,6 +250,15 @@ static void *alloc_array(size_t count, size_t size)
     return count && count <= SIZE_MAX / size ? calloc(count, size) : NULL;
 }
 
+/* int8 weights as the file holds them (first, fixed and head layers) lie in [-127, 127]: no -128. */
+static ifq_status check_int8_weights(reader *r, const uint8_t *w, uint64_t n, const char *layer)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (w[i] == 0x80)
+            return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]", layer);
+    return IFQ_OK;
+}
+
 /* Thresholds, weights and signs of a first, hidden or fixed layer (modelfile._read_section + checks). */
 static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
 {
@@ -289,10 +298,9 @@ static ifq_status read_conv(reader *r, ifq_layer *L, int t_bytes)
     }
 
     const int kk = k * k;
-    for (uint64_t i = 0; i < n_w && L->kind != IFQ_KIND_HIDDEN; i++)
-        if (w[i] == 0x80)   /* -128 */
-            return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]", L->name);
     if (L->kind != IFQ_KIND_HIDDEN) {   /* first, fixed: int8 weights for first_dot */
+        if (check_int8_weights(r, w, n_w, L->name) != IFQ_OK)
+            return IFQ_ERR_INVALID;
         L->row_len = (k * I + 3) / 4 * 4;
         L->out_pad = (O + IFQ_OUT_ALIGN - 1) / IFQ_OUT_ALIGN * IFQ_OUT_ALIGN;
         L->w_pairs = alloc_array((size_t)k * L->row_len * L->out_pad, sizeof(int16_t));
@@ -357,7 +365,7 @@ static ifq_status read_head(reader *r, ifq_model *m, ifq_layer *L)
     if (!b)
         return IFQ_ERR_INVALID;
     const uint8_t *w = take(r, (uint64_t)O * I, " weights", L->name);
-    if (!w)
+    if (!w || check_int8_weights(r, w, (uint64_t)O * I, L->name) != IFQ_OK)
         return IFQ_ERR_INVALID;
     L->in_pad = (I + IFQ_HEAD_IN_ALIGN - 1) / IFQ_HEAD_IN_ALIGN * IFQ_HEAD_IN_ALIGN;
     L->bias = alloc_array((size_t)O, sizeof(int32_t));
@@ -371,8 +379,6 @@ static ifq_status read_head(reader *r, ifq_model *m, ifq_layer *L)
         max_bias = a > max_bias ? a : max_bias;
         for (int c = 0; c < I; c++) {
             int v = w[(size_t)o * I + c] < 128 ? w[(size_t)o * I + c] : w[(size_t)o * I + c] - 256;
-            if (v < -FIXED_WEIGHT_MAX)
-                return fail(r->err, IFQ_ERR_INVALID, "invalid model: layer %s: weights outside [-127, 127]", L->name);
             L->w_head[(size_t)o * L->in_pad + c] = (int8_t)v;
         }
     }

@@ -246,13 +246,21 @@ static const uint8_t *const *gather_codes(ifq_runner *r, const ifq_layer *L, con
     return r->first_rows;
 }
 
+/* A first or fixed layer's window at conv position (top, xc) as byte rows for first_dot, from
+ * byte *at of each: the canvas rows (first layer) or the gathered codes (fixed). */
+static const uint8_t *const *byte_window(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc,
+                                         size_t *at)
+{
+    *at = 0;
+    return L->kind == IFQ_KIND_FIRST ? window_rows_first(r, L, top, xc, in->w, at) : gather_codes(r, L, in, top, xc);
+}
+
 /* acc[o] of a layer whose accumulators fit int32 (every real one), by the kernel set. */
 static void conv_acc32(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int32_t *acc)
 {
     if (L->kind != IFQ_KIND_HIDDEN) {   /* first, fixed: bytes times int8 weights */
-        size_t at = 0;
-        const uint8_t *const *rows = L->kind == IFQ_KIND_FIRST ? window_rows_first(r, L, top, xc, in->w, &at)
-                                                                : gather_codes(r, L, in, top, xc);
+        size_t at;
+        const uint8_t *const *rows = byte_window(r, L, in, top, xc, &at);
         first_dot(rows, at, L->k, L->row_len, L->w_pairs, L->w_quads, L->out_pad, acc);
         return;
     }
@@ -272,9 +280,8 @@ static int popcount_slow(uint64_t x)
 static void conv_acc64(ifq_runner *r, const ifq_layer *L, const ifq_stage *in, int top, int xc, int64_t *acc)
 {
     if (L->kind != IFQ_KIND_HIDDEN) {
-        size_t at = 0;
-        const uint8_t *const *rows = L->kind == IFQ_KIND_FIRST ? window_rows_first(r, L, top, xc, in->w, &at)
-                                                                : gather_codes(r, L, in, top, xc);
+        size_t at;
+        const uint8_t *const *rows = byte_window(r, L, in, top, xc, &at);
         for (int o = 0; o < L->out_ch; o++) {
             int64_t a = 0;
             for (int ky = 0; ky < L->k; ky++)
