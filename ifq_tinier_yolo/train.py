@@ -55,6 +55,8 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(f'net must be one of {", ".join(netdef.NETWORKS)}, not {cfg.net!r}')
     if cfg.quant not in QUANT_MODES:
         raise ConfigError(f'quant must be one of {", ".join(QUANT_MODES)}, not {cfg.quant!r}')
+    if not 0 <= cfg.mosaic <= 1:
+        raise ConfigError(f'mosaic is a probability in [0, 1], not {cfg.mosaic}')
     if cfg.epochs < 1 or cfg.batch < 1:
         raise ConfigError('epochs and batch must be >= 1')
     return cfg
@@ -264,7 +266,7 @@ def build_data(wider_root: Path, cfg: TrainConfig, rank: int, world: int) -> Dat
     if cfg.max_images:
         items = items[:cfg.max_images]
     dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed,
-                            config=AugmentConfig(max_angle=cfg.rotate))
+                            config=AugmentConfig(max_angle=cfg.rotate, mosaic_p=cfg.mosaic))
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:

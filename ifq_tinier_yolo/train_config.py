@@ -42,6 +42,8 @@ class TrainConfig:
     bf16: bool = _field(False, 'bfloat16 autocast (CPU with AMX/AVX512-BF16, or GPU)')
     grad_clip: float = _field(10.0, 'max gradient norm')
     rotate: float = _field(0.0, 'rotate 3 in 10 training views by up to +- this many degrees (0: none)')
+    mosaic: float = _field(0.0, 'make this fraction of training views a 2x2 mosaic of four half-size views '
+                                '(more, smaller faces per step; 0: none)')
     ema: float = _field(0.0, 'weight EMA decay per step (0: off); validation and best.pt use the average')
     coord_scale: float = _field(1.0, 'region loss weight of the box terms (model.loss.LossConfig)')
     obj_scale: float = _field(5.0, 'region loss weight of objectness where a face is')

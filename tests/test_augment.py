@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ifq_tinier_yolo.datasets.augment import (AugmentConfig, Augmenter, crop_window, letterbox_sample,
-                                              map_boxes, rotate_sample, sample_rng)
+                                              map_boxes, mosaic, rotate_sample, sample_rng)
 from ifq_tinier_yolo.datasets.wider import read_wider
 from ifq_tinier_yolo.engine.preprocess import letterbox
 from ifq_tinier_yolo.imageio import read_image
@@ -190,3 +190,18 @@ def test_rotation_only_when_asked_and_deterministic():
         np.testing.assert_array_equal(x, y)
         np.testing.assert_array_equal(z, w)
     assert not np.array_equal(plain[0], a[0])
+
+
+def test_mosaic_tiles_four_views_in_reading_order():
+    rng = np.random.default_rng(0)
+    views = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.float32([[1, 2, 11, 12]] * k).reshape(-1, 4))
+             for k in range(4)]   # 0, 1, 2, 3 faces
+    canvas, boxes = mosaic(views)
+    assert canvas.shape == (64, 64, 3) and boxes.dtype == np.float32
+    for k, (view, _) in enumerate(views):
+        y, x = 32 * (k // 2), 32 * (k % 2)
+        np.testing.assert_array_equal(canvas[y:y + 32, x:x + 32], view)
+    np.testing.assert_array_equal(boxes, [[33, 2, 43, 12], [1, 34, 11, 44], [1, 34, 11, 44],
+                                          [33, 34, 43, 44], [33, 34, 43, 44], [33, 34, 43, 44]])
+    with pytest.raises(ValueError, match='4 views'):
+        mosaic(views[:3])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ifq_tinier_yolo.datasets.augment import letterbox_sample
+from ifq_tinier_yolo.datasets.augment import AugmentConfig, Augmenter, letterbox_sample, sample_rng
 from ifq_tinier_yolo.datasets.loader import WiderTrainSet, collate
 from ifq_tinier_yolo.datasets.wider import WiderImage, read_wider
 from ifq_tinier_yolo.errors import ImageError
@@ -56,6 +56,32 @@ def test_epochs_and_seeds(items):
     b.set_epoch(5)
     assert not torch.equal(a[0][0], b[0][0])
     assert not torch.equal(a[0][0], WiderTrainSet(items, SIZE, seed=4).__getitem__(0)[0])
+
+
+def test_mosaic_views(items):
+    """mosaic_p 1: every view tiles four half-size views (the first of its own image, as the augmenter makes
+    it from the same draws); mosaic_p 0 draws nothing extra, so the views of earlier runs repeat."""
+    plain, tiled = WiderTrainSet(items, SIZE, seed=5), WiderTrainSet(items, SIZE, seed=5,
+                                                                     config=AugmentConfig(mosaic_p=1.0))
+    for i in range(len(items)):
+        rng = sample_rng(5, 0, i)
+        canvas, boxes, _ = Augmenter()(read_image(items[i].path), items[i].boxes, SIZE, rng)
+        image, targets = plain[i]
+        assert torch.equal(image, torch.from_numpy(canvas).permute(2, 0, 1))
+        rng = sample_rng(5, 0, i)
+        assert rng.random() < 1.0
+        rng.integers(len(items), size=3)
+        quarter, _, _ = Augmenter()(read_image(items[i].path), items[i].boxes, SIZE // 2, rng)
+        image, targets = tiled[i]
+        assert image.shape == (3, SIZE, SIZE)
+        assert torch.equal(image[:, :SIZE // 2, :SIZE // 2], torch.from_numpy(quarter).permute(2, 0, 1))
+        # no box crosses a seam: each lies inside one quadrant
+        x1, x2 = targets[:, 0] - targets[:, 2] / 2, targets[:, 0] + targets[:, 2] / 2
+        y1, y2 = targets[:, 1] - targets[:, 3] / 2, targets[:, 1] + targets[:, 3] / 2
+        assert bool((((x2 <= 0.5 + 1e-6) | (x1 >= 0.5 - 1e-6)) & ((y2 <= 0.5 + 1e-6) | (y1 >= 0.5 - 1e-6))).all())
+    a = [tiled[i][1].shape[0] for i in range(len(items))]
+    b = [plain[i][1].shape[0] for i in range(len(items))]
+    assert sum(a) > sum(b)   # four images' faces per view
 
 
 def test_two_workers_give_the_same_samples(items):

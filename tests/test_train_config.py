@@ -107,6 +107,7 @@ def test_repeated_set_flags_all_apply():
     (['--set', 'optimizer=adam'], ['adamw or sgd', "'adam'"]),
     (['--set', 'epochs=0'], ['epochs']),
     (['--batch', '0'], ['batch']),
+    (['--mosaic', '1.5'], ['mosaic is a probability', '1.5']),
 ])
 def test_config_checks(argv: list[str], words: list[str]):
     with pytest.raises(ConfigError) as e:

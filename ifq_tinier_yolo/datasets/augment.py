@@ -1,5 +1,5 @@
 """Training augmentation: a face-keeping square crop (zoom in or out), letterbox, colour, blur, flip,
-rotation (optional).
+rotation (optional), and a 2x2 mosaic of four such views (optional).
 
 Geometry is done here with explicit arithmetic on the boxes (the crop window, then the shared
 `engine.preprocess.letterbox`, then a horizontal flip, then an optional rotation); the
@@ -41,6 +41,7 @@ class AugmentConfig:
     gray_p: float = 0.02                  # probability of a grey image
     max_angle: float = 0.0                # rotate views by up to +- this many degrees (0: never; tilted heads)
     rotate_p: float = 0.3                 # probability of a rotation when max_angle > 0
+    mosaic_p: float = 0.0                 # probability of a 2x2 mosaic of four half-size views (more, smaller faces)
     min_visible: float = 0.5              # keep a face if this fraction of its area stays visible
     min_box_px: float = 2.0               # drop faces narrower or shorter than this in network pixels
 
@@ -201,3 +202,16 @@ class Augmenter:
             canvas, out, rotated = rotate_sample(canvas, out, rng.uniform(-cfg.max_angle, cfg.max_angle), cfg)
             kept = kept[rotated]
         return canvas, out.astype(np.float32).reshape(-1, 4), kept
+
+
+def mosaic(views: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Four views [(uint8 (s, s, 3) canvas, float (N, 4) x1 y1 x2 y2)] -> their 2x2 tiling (uint8 (2s, 2s, 3),
+    in reading order) and float32 (M, 4) boxes moved with their views. With s a multiple of the network's
+    total stride the seams fall on cell borders."""
+    if len(views) != 4:
+        raise ValueError(f'a mosaic takes 4 views, not {len(views)}')
+    s = views[0][0].shape[0]
+    rows = [np.concatenate([views[r][0], views[r + 1][0]], axis=1) for r in (0, 2)]
+    boxes = [np.asarray(b, np.float32).reshape(-1, 4) + np.float32([(k % 2) * s, (k // 2) * s] * 2)
+             for k, (_, b) in enumerate(views)]
+    return np.concatenate(rows, axis=0), np.concatenate(boxes, axis=0)

@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 
 from ..errors import IfqError
 from ..imageio import read_image
-from .augment import AugmentConfig, Augmenter, letterbox_sample, sample_rng
+from .augment import AugmentConfig, Augmenter, letterbox_sample, mosaic, sample_rng
 from .wider import WiderImage
 
 
@@ -43,20 +43,29 @@ class WiderTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def view(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The augmented view of image i: (uint8 (S, S, 3), float32 (N, 4) x1 y1 x2 y2 canvas px); with
+        probability mosaic_p a 2x2 mosaic of half-size views of image i and three random others."""
+        # no draw without mosaics: the views of runs made before mosaics repeat
+        if self.config.mosaic_p > 0 and rng.random() < self.config.mosaic_p:
+            picks = [i, *rng.integers(len(self.items), size=3)]
+            return mosaic([self.augmenter(read_image(self.items[k].path), self.items[k].boxes,
+                                          self.img_size // 2, rng)[:2] for k in picks])
+        item = self.items[i]
+        return self.augmenter(read_image(item.path), item.boxes, self.img_size, rng)[:2]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | IfqError:
         """(uint8 (3, S, S) BGR, float32 (N, 4) cx cy w h normalised), or the ImageError of an unreadable
         image as the sample: a DataLoader worker would re-raise it with its traceback as the message,
         so the error object itself travels to the main process, where `collate`'s caller raises it."""
-        item = self.items[i]
         try:
-            image = read_image(item.path)
+            if self.augmenter is None:
+                item = self.items[i]
+                canvas, boxes, _ = letterbox_sample(read_image(item.path), item.boxes, self.img_size, self.config)
+            else:
+                canvas, boxes = self.view(i, sample_rng(self.seed, self.epoch, i))
         except IfqError as e:
             return e
-        if self.augmenter is not None:
-            rng = sample_rng(self.seed, self.epoch, i)
-            canvas, boxes, _ = self.augmenter(image, item.boxes, self.img_size, rng)
-        else:
-            canvas, boxes, _ = letterbox_sample(image, item.boxes, self.img_size, self.config)
         chw = torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))   # (3, S, S)
         return chw, torch.from_numpy(xyxy_to_cxcywh(boxes, self.img_size))
 
