@@ -158,8 +158,17 @@ LAYERS_V4: tuple[LayerSpec, ...] = (
 # 23 K of the 777 K weights) are where binarising the float network costs most (weights/README.md).
 LAYERS_V5: tuple[LayerSpec, ...] = tuple(replace(l, kind='fixed') if l.name in ('conv2', 'conv3') else l
                                          for l in LAYERS_V2)
+# v6: v2 whose heads also read the layer below their own input (head16: conv6 + conv5, 448 codes;
+# head8: conv7 + conv3, 128 codes). A head is the only int8 layer on the last codes: twice the 2-bit
+# features under each box for a few KB and under 1% more multiply-adds (weights/README.md, run v6a).
+HEAD_INPUTS_V6 = {'head16': ('conv6', 'conv5'), 'head8': ('conv7', 'conv3')}
+LAYERS_V6: tuple[LayerSpec, ...] = tuple(replace(l, inputs=HEAD_INPUTS_V6.get(l.name, l.inputs)) for l in LAYERS_V2)
+# v7: v2 with 32 first-layer channels: the image reaches the network through conv1's 2-bit codes, and 16
+# channels of 2 bits per 2x2 pixels is where quantizing the float network costs most after conv2's
+# weights (weights/README.md, the sensitivity table and run v7a).
+LAYERS_V7: tuple[LayerSpec, ...] = (replace(LAYERS_V2[0], out_ch=32), *LAYERS_V2[1:])
 NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2, 'v3': LAYERS_V3, 'v4': LAYERS_V4,
-                                              'v5': LAYERS_V5}
+                                              'v5': LAYERS_V5, 'v6': LAYERS_V6, 'v7': LAYERS_V7}
 IN_CHANNELS = 3                   # BGR image
 
 

@@ -163,6 +163,39 @@ def _narrowed_state(src: TinierYolo, dst: TinierYolo) -> tuple[dict[str, dict[st
     return state, narrowed
 
 
+def _widened(rows: dict[str, torch.Tensor], mine: dict[str, torch.Tensor], old_widths: list[int],
+             new_widths: list[int], zero_new_inputs: bool) -> dict[str, torch.Tensor] | None:
+    """A layer's old tensors `rows` placed in its new ones `mine` (suffix -> tensor): the old output
+    channels first, each old input (widths `old_widths`, concatenated) at the start of its new
+    input (`new_widths`, which may append inputs); the rest keeps `mine`'s values, except new input
+    channels, which are zeroed if `zero_new_inputs`. None where an old tensor does not fit."""
+    out = {}
+    for k, v in mine.items():
+        r = rows.get(k)
+        if r is None or r.dim() != v.dim() or any(a > b for a, b in zip(r.shape, v.shape)):
+            return None
+        if r.shape == v.shape:
+            out[k] = r
+            continue
+        t = v.clone()
+        if k == '.conv.weight':
+            starts = [sum(new_widths[:i]) for i in range(len(new_widths))]
+            # the first layer reads the image: no named inputs, the same channels
+            old_in = torch.cat([torch.arange(w) + s for w, s in zip(old_widths, starts)]) if old_widths \
+                else torch.arange(r.shape[1])
+            if len(old_in) != r.shape[1]:
+                return None
+            if zero_new_inputs:
+                new_in = torch.ones(v.shape[1], dtype=torch.bool)
+                new_in[old_in] = False
+                t[:, new_in] = 0
+            t[:r.shape[0], old_in] = r
+        else:
+            t[:r.shape[0]] = r
+        out[k] = t
+    return out
+
+
 def _same_role(a: netdef.LayerSpec, b: netdef.LayerSpec) -> bool:
     """Same kind, or two blocks on codes that differ only in weight precision (binary, int8): the
     latent float weights of one initialise the other."""
@@ -175,7 +208,9 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
 
     A layer of both tables with the same role (`_same_role`) and inputs keeps its trained weights: all of them,
     or, where dst makes a block narrower, the channels of largest |BatchNorm scale| (the layers
-    reading it drop the matching input channels). A head with other anchors takes the channels of
+    reading it drop the matching input channels); where dst makes a block wider or appends inputs,
+    the old channels keep their weights and the new input channels get zero weights where the
+    weights are float or int8 (a head then computes what it did; `_widened`). A head with other anchors takes the channels of
     every anchor an old head at the same stride had (a head may keep some of its anchors and hand
     others to a new head). In float mode a new block with as many outputs as inputs starts as the
     identity (its kernel's centre tap; Net2DeeperNet), so the deeper network begins close to where
@@ -185,17 +220,27 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
     theirs, narrowed = _narrowed_state(src, dst)
     src_layers = {l.name: (l, tuple(src.layers[j].name for j in s)) for l, s in zip(src.layers, src.sources)}
     src_heads = [(l.name, st, l.anchors) for l, st in zip(src.layers, netdef.strides(src.layers)) if l.info.is_head]
-    per, out, moved, grown = netdef.VALUES_PER_ANCHOR, {}, 0, []
+    per, out, moved, grown, extended, widened = netdef.VALUES_PER_ANCHOR, {}, 0, [], [], []
+    width = {l.name: l.out_ch for l in dst.layers}
+    src_width = {l.name: l.out_ch for l in src.layers}
     for layer, stride, sources in zip(dst.layers, netdef.strides(dst.layers), dst.sources):
         if layer.name not in prefix:
             continue                                                # no parameters (upsample)
         to = prefix[layer.name]
         mine = {k[len(to):]: v for k, v in new.items() if k.startswith(to + '.')}
         same = src_layers.get(layer.name, (None, None))
-        if same[0] is not None and _same_role(same[0], layer) and same[1] == tuple(dst.layers[j].name for j in sources):
-            rows = theirs[layer.name]
-            if all(rows[k].shape == v.shape for k, v in mine.items()):
+        names = tuple(dst.layers[j].name for j in sources)
+        if same[0] is not None and _same_role(same[0], layer) and names[:len(same[1])] == same[1]:
+            # a binary weight has no zero: new input channels of a binary layer keep their fresh weights
+            zero = dst.quant == 'float' or layer.weight_bits > netdef.BINARY_WEIGHT_BITS
+            rows = _widened(theirs[layer.name], mine, [min(src_width[n], width[n]) for n in same[1]],
+                            [width[n] for n in names], zero)
+            if rows is not None:
                 out.update({to + k: v for k, v in rows.items()})
+                if len(names) > len(same[1]):
+                    extended.append(layer.name)
+                if layer.out_ch > src_width[layer.name]:
+                    widened.append(layer.name)
                 continue
         if layer.info.is_head:                                      # anchors an old head at this stride had
             rows, took = {k: v.clone() for k, v in mine.items()}, 0
@@ -219,7 +264,8 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
             grown.append(layer.name)
     dst.load_state_dict({**new, **out})
     log(f'--init into another table: {len(out)} of {len(new)} tensors copied ({moved} anchors into heads of other '
-        f'anchors or inputs; narrowed: {", ".join(narrowed) or "none"}; identity: {", ".join(grown) or "none"}), '
+        f'anchors or inputs; narrowed: {", ".join(narrowed) or "none"}; identity: {", ".join(grown) or "none"}; '
+        f'more inputs: {", ".join(extended) or "none"}; wider: {", ".join(widened) or "none"}), '
         f'new: {", ".join(sorted({k.rsplit(".", 2)[0] for k in new if k not in out}))}')
     return dst.eval()
 

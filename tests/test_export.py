@@ -14,10 +14,12 @@ import pytest
 
 from ifq_tinier_yolo import netdef
 from ifq_tinier_yolo.engine import modelfile, runtime
-from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
+from ifq_tinier_yolo.engine.model import IntegerModel
 from ifq_tinier_yolo.errors import ConfigError, ConversionError, ImageError, ModelFileError, OutputError
 from ifq_tinier_yolo.imageio import read_image
 from ifq_tinier_yolo.netdef import LayerSpec, head_layer
+
+from int_models import random_integer_model
 
 onnx = pytest.importorskip('onnx', reason='the export extra (pip install .[export]) is not installed')
 ort = pytest.importorskip('onnxruntime', reason='the export extra (pip install .[export]) is not installed')
@@ -37,45 +39,12 @@ TABLE = (LayerSpec('c1', 'first', 8, 3, 1, pool=2), LayerSpec('c2', 'hidden', 12
          LayerSpec('head', 'head', 10, 1, 1))
 # every kind of a layer graph: a lateral 1x1 reading a named layer, an upsample, a concatenation of
 # two inputs, an int8 layer on codes, two heads of different strides and anchor counts (stride 8
-# first, then stride 4)
+# first, then stride 4, on a concatenation)
 TWO_HEADS = (LayerSpec('c1', 'first', 6, 3, 1, pool=2), LayerSpec('c2', 'hidden', 8, 3, 1, pool=2),
              LayerSpec('c3', 'hidden', 12, 3, 2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'head8'),
              LayerSpec('lat', 'hidden', 6, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 6),
              LayerSpec('c4', 'hidden', 8, 3, 1, inputs=('up', 'c2')), LayerSpec('c5', 'fixed', 8, 3, 1),
-             head_layer(((0.5, 0.75),), 'head4'))
-ACC_SPREAD = {'first': 40000, 'hidden': 12, 'fixed': 1200}   # threshold spread: every code on random data
-
-
-def random_model(seed: int, table: tuple[LayerSpec, ...] = TABLE, bias_max: int = 5000) -> IntegerModel:
-    """A valid integer model of `table` (a chain or a graph) with random weights, thresholds and
-    signs (about half negative); heads take their spec's anchors, or two fixed ones."""
-    rng = np.random.default_rng(seed)
-    layers = []
-    for s, in_ch in zip(table, netdef.in_channels(table)):
-        shape = (s.out_ch, in_ch, s.kernel, s.kernel)
-        if s.kind == 'upsample':
-            layers.append(IntLayer(s, in_ch, None))
-            continue
-        if s.kind == 'head':
-            w = rng.integers(-127, 128, shape, dtype=np.int8)
-            bias = rng.integers(-bias_max, bias_max + 1, s.out_ch, dtype=np.int32)
-            anchors = np.array([[65536, 98304], [131072, 65536]], dtype=np.int64)[:s.out_ch // 5]
-            if s.anchors:
-                anchors = np.round(np.array(s.anchors) * 65536).astype(np.int64)
-            layers.append(IntLayer(replace(s, anchors=()), in_ch, w, bias=bias, anchors_q16=anchors,
-                                   out_multiplier=1 << 30, out_shift=40))
-            continue
-        binary = s.weight_bits == netdef.BINARY_WEIGHT_BITS
-        w = (rng.choice([-1, 1], shape) if binary else rng.integers(-127, 128, shape)).astype(np.int8)
-        t = np.sort(rng.normal(0, ACC_SPREAD[s.kind], (s.out_ch, 3)).round(), axis=1)
-        t = t.astype(np.int16 if binary else np.int32)
-        signs = rng.choice([-1, 1], s.out_ch).astype(np.int8)
-        layers.append(IntLayer(s, in_ch, w, t, signs))
-    model = IntegerModel(tuple(layers), 32)
-    model.check()
-    return model
-
-
+             head_layer(((0.5, 0.75),), 'head4', inputs=('c5', 'c4')))
 def ort_session(proto: onnx.ModelProto):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -103,7 +72,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_onnx_equals_engine_on_random_models(seed: int):
-    model = random_model(seed)
+    model = random_integer_model(TABLE, seed)
     session = ort_session(xo.build(model))
     rng = np.random.default_rng(100 + seed)
     for h, w in ((32, 32), (48, 80)):                                  # batch of 2, non-square too
@@ -137,7 +106,7 @@ def same_decoders(got, want) -> bool:
 
 @pytest.fixture(scope='module')
 def two_heads() -> IntegerModel:
-    return random_model(5, TWO_HEADS)
+    return random_integer_model(TWO_HEADS, 5)
 
 
 def test_onnx_two_heads_equal_engine_on_every_head(two_heads: IntegerModel):
@@ -160,7 +129,8 @@ def test_two_head_graph_structure(two_heads: IntegerModel):
     assert attrs == {'mode': b'nearest', 'coordinate_transformation_mode': b'asymmetric', 'nearest_mode': b'floor'}
     assert nodes['c4.in'].op_type == 'Concat' and list(nodes['c4.in'].input) == ['up.up', 'c2.code']
     assert list(nodes['lat.acc'].input)[0] == 'c3.code'                 # one named input: no Concat
-    assert [n.name for n in nodes.values() if n.op_type == 'Concat'] == ['c4.in']
+    assert list(nodes['head4.in'].input) == ['c5.code', 'c4.code']   # a head on two inputs
+    assert [n.name for n in nodes.values() if n.op_type == 'Concat'] == ['c4.in', 'head4.in']
 
 
 def test_backend_on_two_heads_equals_engine(two_heads: IntegerModel, tmp_path: Path):
@@ -238,13 +208,13 @@ def test_backend_reads_version_1_exports(shipped: IntegerModel, shipped_onnx: Pa
 
 
 def test_pooled_negative_signs_become_a_mul():
-    proto = xo.build(random_model(0))
+    proto = xo.build(random_integer_model(TABLE, 0))
     muls = [n.name for n in proto.graph.node if n.op_type == 'Mul']
     assert muls == ['c1.signed', 'c2.signed']                          # only the pooled layers
 
 
 def test_head_bias_beyond_float32_is_exact_in_onnx_refused_in_qonnx():
-    model = random_model(3, bias_max=1 << 29)
+    model = random_integer_model(TABLE, 3, bias_max=1 << 29)
     session = ort_session(xo.build(model))
     x = np.random.default_rng(3).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
     assert np.array_equal(session.run(None, {meta.INPUT: x})[0], runtime.run_batch(model, x))
@@ -255,7 +225,7 @@ def test_head_bias_beyond_float32_is_exact_in_onnx_refused_in_qonnx():
 def test_accumulator_beyond_float32_is_refused():
     table = (LayerSpec('big', 'first', 4, 15, 1), LayerSpec('head', 'head', 10, 1, 1))   # 3*225*255*127 > 2**24
     with pytest.raises(ConversionError, match='layer big: worst-case accumulator 21859875 ') as e:
-        xo.build(random_model(0, table))
+        xo.build(random_integer_model(table, 0))
     assert '\n' not in str(e.value)
 
 
@@ -283,7 +253,7 @@ def test_qonnx_executes_equal_to_engine_on_random_models(seed: int):
     from qonnx.core.onnx_exec import execute_onnx
     from qonnx.util.cleanup import cleanup_model
 
-    model = random_model(seed)
+    model = random_integer_model(TABLE, seed)
     wrapped = cleanup_model(ModelWrapper(xq.build(model, 48)))
     x = np.random.default_rng(seed).integers(0, 256, (1, 48, 48, 3), dtype=np.uint8)
     x_nchw = x.transpose(0, 3, 1, 2).astype(np.float32)                # (1, 3, H, W)

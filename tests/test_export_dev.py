@@ -18,7 +18,7 @@ pytest.importorskip('onnxruntime', reason='the export extra (pip install .[expor
 from ifq_tinier_yolo.export import backend   # noqa: E402  (needs onnxruntime)
 from ifq_tinier_yolo.export.cli import export_model   # noqa: E402
 from ifq_tinier_yolo.export.onnx import build as build_onnx   # noqa: E402
-from test_export import random_model                  # noqa: E402  (a test module: skips without onnx)
+from int_models import random_integer_model                  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'weights' / 'ifq_tinier_yolo.ifq'
@@ -117,7 +117,7 @@ def test_qonnx_execute_bit_exact_on_dev_images(model, exported, dev_images, caps
 def test_v2_table_onnx_bit_exact_on_dev_images(dev_images, tmp_path, capsys):
     """The v2 table (stride-16 and stride-8 heads, upsample, concatenation) with random integer
     parameters: every head and the detections equal the engine's at the shipped input size."""
-    model = random_model(0, netdef.LAYERS_V2)
+    model = random_integer_model(netdef.LAYERS_V2, 0)
     path = tmp_path / 'v2.onnx'
     path.write_bytes(build_onnx(model).SerializeToString())
     b = backend.load(path, threads=1)

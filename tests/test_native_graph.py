@@ -4,7 +4,6 @@ every box equal to the numpy engine's, on every kernel set this CPU runs, at two
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,16 +11,14 @@ import pytest
 from ifq_tinier_yolo import native, netdef
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.engine import runtime
-from ifq_tinier_yolo.engine.model import IntegerModel, IntLayer
 from ifq_tinier_yolo.native import binding
 from ifq_tinier_yolo.native.backend import NativeBackend
 
+from int_models import random_integer_model
 from test_two_heads import SMALL
 
 CONF, NMS = 0.05, 0.45                        # a low threshold: many boxes of both heads reach NMS
 SMALL_CONF = 0.0                              # the converted SMALL network scores low: every candidate
-ACC_SPREAD = {'first': 40000, 'hidden': 4, 'fixed': 130}   # threshold spread per sqrt(fan-in): every code
-HEAD_SHIFTS = (40, 38)                        # different output scales, so the heads rank on one key
 V2_SIZES = (64, 96)                           # small canvases keep the numpy reference quick
 SMALL_SIZES = (32, 48)
 FEATURE_RATIO_GOAL = 18                       # the paper's feature-memory ratio (issue 15)
@@ -32,34 +29,6 @@ def native_built() -> None:
     reason = native.unavailable_reason()
     if reason:
         pytest.skip(f'native library unavailable: {reason}')
-
-
-def random_graph_model(table: tuple[netdef.LayerSpec, ...], seed: int, size: int) -> IntegerModel:
-    """A valid integer model of `table` with random weights, thresholds (spread for every code),
-    signs (about half negative), biases, and each head its own output scale."""
-    rng = np.random.default_rng(seed)
-    layers, heads = [], 0
-    for s, in_ch in zip(table, netdef.in_channels(table)):
-        shape = (s.out_ch, in_ch, s.kernel, s.kernel)                 # (O, I, k, k)
-        if s.kind == 'upsample':
-            layers.append(IntLayer(s, in_ch, None))
-            continue
-        if s.kind == 'head':
-            anchors = np.round(np.array(s.anchors) * 65536).astype(np.int64)   # (A, 2), 2^-16 cells
-            layers.append(IntLayer(replace(s, anchors=()), in_ch, rng.integers(-127, 128, shape, dtype=np.int8),
-                                   bias=rng.integers(-5000, 5001, s.out_ch, dtype=np.int32), anchors_q16=anchors,
-                                   out_multiplier=(1 << 30) + heads * 12345,
-                                   out_shift=HEAD_SHIFTS[heads % len(HEAD_SHIFTS)]))
-            heads += 1
-            continue
-        first, binary = s.kind == 'first', s.weight_bits == netdef.BINARY_WEIGHT_BITS
-        w = (rng.choice([-1, 1], shape) if binary else rng.integers(-127, 128, shape)).astype(np.int8)
-        spread = ACC_SPREAD[s.kind] * (1 if first else np.sqrt(in_ch * s.kernel ** 2))
-        t = np.sort(rng.normal(0, spread, (s.out_ch, 3)).round(), axis=1).astype(np.int16 if binary else np.int32)
-        layers.append(IntLayer(s, in_ch, w, t, rng.choice([-1, 1], s.out_ch).astype(np.int8)))
-    model = IntegerModel(tuple(layers), size)
-    model.check()
-    return model
 
 
 @functools.cache
@@ -76,13 +45,13 @@ def small_graph_bytes() -> bytes:
 @functools.cache
 def v2_bytes() -> bytes:
     """A random integer model of the two-scale table that ships (netdef.LAYERS_V2)."""
-    return fmt.to_bytes(random_graph_model(netdef.LAYERS_V2, seed=11, size=V2_SIZES[0]))
+    return fmt.to_bytes(random_integer_model(netdef.LAYERS_V2, seed=11, size=V2_SIZES[0]))
 
 
 @functools.cache
 def v4_bytes() -> bytes:
     """A random integer model of netdef.LAYERS_V4: a 'fixed' layer (int8 weights on codes), format version 3."""
-    return fmt.to_bytes(random_graph_model(netdef.LAYERS_V4, seed=12, size=V2_SIZES[0]))
+    return fmt.to_bytes(random_integer_model(netdef.LAYERS_V4, seed=12, size=V2_SIZES[0]))
 
 
 def cases() -> list[tuple[str, bytes, tuple[int, ...], float]]:
@@ -187,7 +156,7 @@ def test_graph_backend_contract():
 
 def test_graph_chain_still_one_head():
     """A single-head model keeps run() and decode_head(); run_heads gives the one head in a list."""
-    model = random_graph_model(netdef.LAYERS, seed=3, size=64)
+    model = random_integer_model(netdef.LAYERS, seed=3, size=64)
     backend = NativeBackend(fmt.to_bytes(model), 'v1')
     canvas = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     head = backend.run(canvas)
@@ -199,7 +168,7 @@ def test_graph_chain_still_one_head():
 def test_graph_feature_memory(capsys):
     """v2 at 576 px streams too: line buffers of every map (conv3 kept only for the rows conv7
     has still to read) plus both int32 heads, against the float network's peak."""
-    data = fmt.to_bytes(random_graph_model(netdef.LAYERS_V2, seed=1, size=576))
+    data = fmt.to_bytes(random_integer_model(netdef.LAYERS_V2, seed=1, size=576))
     mem = native.feature_memory(data, 576)
     with capsys.disabled():
         print(f'\nnative v2 feature memory at 576: {mem.native_bytes} bytes, float {mem.float_bytes}, '
@@ -292,7 +261,7 @@ def test_narrow_inputs_on_odd_widths(kernels):
         pytest.skip(f'{kernels} does not run on this CPU')
     table = (netdef.LayerSpec('c1', 'first', 16, 3, 1), netdef.LayerSpec('c2', 'hidden', 32, 3, 1, pool=2),
              netdef.LayerSpec('c3', 'hidden', 8, 3, 1), netdef.head_layer(((1.0, 1.5),), 'h'))
-    model = random_graph_model(table, seed=5, size=34)
+    model = random_integer_model(table, seed=5, size=34)
     backend = NativeBackend(fmt.to_bytes(model), 'narrow', kernels)
     rng = np.random.default_rng(5)
     for h, w in ((34, 34), (12, 30), (8, 38)):   # c2 reads 34 / 30 / 38 pixels a row, c3 17 / 15 / 19

@@ -27,12 +27,12 @@ pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 V2 = netdef.LAYERS_V2
 # a small graph of every kind: a chain, a lateral 1x1, an upsample, a concatenation, an int8 layer
-# on codes, two heads
+# on codes, two heads, one of them on a concatenation
 SMALL = (LayerSpec('c1', 'first', 4, 3, 2), LayerSpec('c2', 'hidden', 6, 3, 1, pool=2),
          LayerSpec('c3', 'hidden', 8, 3, 1, pool=2), head_layer(((1.0, 1.5), (2.0, 2.5)), 'h8'),
          LayerSpec('lat', 'hidden', 4, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 4),
          LayerSpec('c4', 'hidden', 5, 3, 1, inputs=('up', 'c2')), LayerSpec('c5', 'fixed', 5, 3, 1),
-         head_layer(((0.5, 0.75),), 'h4'))
+         head_layer(((0.5, 0.75),), 'h4', inputs=('c5', 'c4')))
 
 
 def test_v2_table_shapes():
@@ -209,6 +209,47 @@ def test_transplant_keeps_a_layer_that_only_changes_weight_precision():
         assert logged[0].startswith(f'--init into another table: {n} of {n} tensors copied')
         assert all(torch.equal(v, dst.state_dict()[k]) for k, v in src.state_dict().items())
     assert [b.spec.kind for b in dst.blocks if b.spec.name in ('conv2', 'conv3')] == ['hidden', 'hidden']
+
+
+def test_v2_grows_into_v6_computing_the_same_heads():
+    """--init of a binary v2 into v6 (each head also reads an earlier layer): every tensor is copied,
+    the heads' new input channels start at zero weight, so the head integers stay v2's; the new
+    weights then train."""
+    from ifq_tinier_yolo.train import transplant
+    v2 = random_quant_network(V2, seed=4, calib_size=32)
+    logged = []
+    v6 = transplant(v2, TinierYolo(netdef.LAYERS_V6, quant='hwgq'), logged.append)
+    assert logged[0].startswith('--init into another table: 52 of 52 tensors copied')
+    assert 'more inputs: head16, head8' in logged[0]
+    w = v6.state_dict()['heads.1.conv.weight']                 # head8: conv7's 64 codes, then conv3's 64
+    assert w.shape[1] == 128 and torch.equal(w[:, :64], v2.state_dict()['heads.1.conv.weight'])
+    assert not w[:, 64:].any()
+    x = to_input([np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)])
+    assert all(torch.equal(a, b) for a, b in zip(v2.head_integers(x), v6.head_integers(x)))
+
+
+def test_v2_grows_into_the_wider_v7():
+    """--init of v2 into v7 (32 first-layer channels instead of 16): conv1 keeps its 16 channels
+    first, conv2 its weights on them. In float the new inputs start at zero weight, so the network
+    computes what v2 did; in hwgq they keep fresh binary weights (a binary weight has no zero)."""
+    from ifq_tinier_yolo.train import transplant
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 96) * 255
+    for quant in ('float', 'hwgq'):
+        v2 = TinierYolo(V2, quant=quant).eval()
+        logged = []
+        v7 = transplant(v2, TinierYolo(netdef.LAYERS_V7, quant=quant), logged.append)
+        assert 'wider: conv1' in logged[0] and 'new: ' in logged[0]
+        old, new = v2.state_dict(), v7.state_dict()
+        assert torch.equal(new['blocks.0.conv.weight'][:16], old['blocks.0.conv.weight'])
+        assert torch.equal(new['blocks.0.bn.running_var'][:16], old['blocks.0.bn.running_var'])
+        assert torch.equal(new['blocks.1.conv.weight'][:, :16], old['blocks.1.conv.weight'])
+        assert (new['blocks.1.conv.weight'][:, 16:] == 0).all() == (quant == 'float')
+        assert all(torch.equal(new[k], v) for k, v in old.items() if not k.startswith(('blocks.0.', 'blocks.1.conv')))
+    with torch.no_grad():
+        v2, v7 = TinierYolo(V2, quant='float').eval(), None
+        v7 = transplant(v2, TinierYolo(netdef.LAYERS_V7, quant='float'), lambda m: None)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(v2(x), v7(x)))
 
 
 def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_path):
