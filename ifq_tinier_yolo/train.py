@@ -55,6 +55,8 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(f'net must be one of {", ".join(netdef.NETWORKS)}, not {cfg.net!r}')
     if cfg.quant not in QUANT_MODES:
         raise ConfigError(f'quant must be one of {", ".join(QUANT_MODES)}, not {cfg.quant!r}')
+    if cfg.tiny_faces < 0:
+        raise ConfigError(f'tiny_faces is a size in pixels, >= 0, not {cfg.tiny_faces}')
     if not 0 <= cfg.mosaic <= 1:
         raise ConfigError(f'mosaic is a probability in [0, 1], not {cfg.mosaic}')
     if cfg.epochs < 1 or cfg.batch < 1:
@@ -504,7 +506,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
         avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average
     n = len(data.loader)
     loss_cfg = LossConfig(cfg.coord_scale, cfg.obj_scale, cfg.noobj_scale, cfg.ignore_iou, cfg.box_loss, cfg.rescore,
-                          cfg.anchor_iou, cfg.obj_loss)
+                          cfg.anchor_iou, cfg.obj_loss, cfg.tiny_faces / cfg.img_size)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
                 teacher,

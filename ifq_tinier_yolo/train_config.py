@@ -57,6 +57,8 @@ class TrainConfig:
     obj_loss: str = _field('mse', "objectness term: 'mse' (darknet's squared error) or 'qfocal' (quality focal "
                                   'loss: cross-entropy weighted by the squared error, which keeps pulling on '
                                   'confident false positives)', choices=('mse', 'qfocal'))
+    tiny_faces: float = _field(0.0, 'faces whose longer side in the training view is under this many pixels '
+                                    'train nothing and make their cells don\'t-care (0: every face trains)')
     teacher: str = _field('', 'checkpoint of a float network of the same table whose heads this one learns to '
                               'match (knowledge distillation); empty: none')
     distill: float = _field(1.0, 'weight of the distillation loss (model.loss.distill_loss) when --teacher is given')

@@ -321,3 +321,27 @@ def test_region_loss_with_focal_objectness_sums_the_focal_terms():
     want = objectness_loss(logit[neg], torch.zeros(8), 'qfocal').sum()
     assert focal['noobj'] == pytest.approx(float(want))
     assert focal['obj'] == pytest.approx(5 * float(objectness_loss(logit[4:5], torch.ones(1), 'qfocal')))
+
+
+def test_tiny_faces_are_dont_care_on_every_head():
+    """cfg.tiny: a face under that fraction of the input side trains no anchor, and its cell has no
+    objectness loss on any anchor of any head; larger faces train as before."""
+    from ifq_tinier_yolo.model.loss import detection_loss
+    anchors = [torch.tensor([[1.0, 1.2], [2.0, 2.5]]), torch.tensor([[1.0, 1.2]])]   # 8x8 and 16x16 grids
+    big = torch.tensor([[0, 0.5, 0.5, 0.25, 0.3]])
+    tiny = torch.tensor([[0, 0.2, 0.8, 0.03, 0.04]])                  # longer side 0.04 of the input
+    outs = [torch.zeros(1, 10, 8, 8, requires_grad=True), torch.zeros(1, 5, 16, 16, requires_grad=True)]
+    cfg = LossConfig(tiny=0.05)
+    loss, parts = detection_loss(outs, torch.cat([big, tiny]), anchors, cfg)
+    loss.backward()
+    assert parts['faces'] == 1                                        # only the big face trains an anchor
+    for out, g in zip(outs, (8, 16)):
+        obj = out.grad.view(out.shape[0], -1, VALUES_PER_ANCHOR, g, g)[0, :, OBJECTNESS_FIELD]
+        cj, ci = int(0.8 * g), int(0.2 * g)
+        assert (obj[:, cj, ci] == 0).all()                            # the tiny face's cell: don't care
+        assert (obj[:, 0, 0] != 0).all()                              # background elsewhere still trains
+    # without the tiny face its cell would train as background; with tiny=0 it trains an anchor
+    plain, p0 = detection_loss([o.detach() for o in outs], torch.cat([big, tiny]), anchors, LossConfig())
+    assert p0['faces'] == 2
+    alone, _ = detection_loss([o.detach() for o in outs], big, anchors, cfg)
+    assert loss.item() < alone.item()                                 # the don't-care cell's noobj terms are gone

@@ -108,6 +108,7 @@ def test_repeated_set_flags_all_apply():
     (['--set', 'epochs=0'], ['epochs']),
     (['--batch', '0'], ['batch']),
     (['--mosaic', '1.5'], ['mosaic is a probability', '1.5']),
+    (['--tiny-faces', '-1'], ['tiny_faces is a size in pixels', '-1']),
 ])
 def test_config_checks(argv: list[str], words: list[str]):
     with pytest.raises(ConfigError) as e:

@@ -31,6 +31,8 @@ class LossConfig:
                                # shape IoU with it exceeds this; 1: the best only (darknet)
     obj_loss: str = 'mse'      # 'mse': darknet's squared error of sigmoid(objectness); 'qfocal': quality focal
                                # loss (Li et al. 2020), cross-entropy weighted by (target - sigmoid)^2
+    tiny: float = 0.0          # faces whose longer side is under this fraction of the input side train no
+                               # anchor, and the cell of each trains no objectness on any anchor (0: none)
 
 
 def objectness_loss(logit: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -73,13 +75,14 @@ def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 
 def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
-                cfg: LossConfig = LossConfig(), assign: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+                cfg: LossConfig = LossConfig(), assign: torch.Tensor | None = None,
+                dont_care: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """out: (B, A*5, H, W) raw head; targets: (M, 5) [batch_index, cx, cy, w, h] in [0, 1];
     anchors: (A, 2) in grid cells. Returns (loss, parts) with parts summed per term, / B.
 
     assign: (M,) the anchor of this head responsible for each face, -1 where another head is;
     None: the anchor of best shape IoU. Every face counts for the ignore mask either way.
+    dont_care: (K, 5) faces as targets whose cells train no objectness on any anchor.
     """
     bsz, _, gh, gw = out.shape
     na = anchors.shape[0]
@@ -102,6 +105,10 @@ def region_loss(out: torch.Tensor, targets: torch.Tensor, anchors: torch.Tensor,
             if len(faces):
                 best = box_iou_cxcywh(pred[b].reshape(-1, 4), faces).amax(1).view(na, gh, gw)
                 noobj[b][best > cfg.ignore_iou] = 0
+        if dont_care is not None and len(dont_care):
+            ci = (dont_care[:, 1] * gw).long().clamp(0, gw - 1)
+            cj = (dont_care[:, 2] * gh).long().clamp(0, gh - 1)
+            noobj[dont_care[:, 0].long(), :, cj, ci] = 0
 
         # responsible (image, anchor, row, col); where two faces collide the last one wins
         ga = shape_iou(gt[:, 2:], anchors).argmax(1) if assign is None else assign
@@ -167,13 +174,16 @@ def detection_loss(outs: list[torch.Tensor], targets: torch.Tensor, head_anchors
                    cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, float]]:
     """The region loss summed over heads, each face trained on the anchors `assign_heads` gives it
     (by default the one anchor, of any head, of best shape IoU). A single head with the default
-    `anchor_iou` gives exactly `region_loss`."""
+    `anchor_iou` gives exactly `region_loss`. Faces under `cfg.tiny` of the input side are don't-care
+    regions on every head (a face of a few pixels teaches the network to fire on blobs)."""
+    tiny = targets[:, 3:5].amax(1) < cfg.tiny
+    targets, dont_care = targets[~tiny], targets[tiny]
     if len(outs) == 1 and cfg.anchor_iou >= 1:
-        return region_loss(outs[0], targets, head_anchors[0], cfg)
+        return region_loss(outs[0], targets, head_anchors[0], cfg, dont_care=dont_care)
     targets, assigns = assign_heads(targets, head_anchors, [o.shape[-1] for o in outs], cfg.anchor_iou)
     total, parts = 0.0, {}
     for out, anchors, assign in zip(outs, head_anchors, assigns):
-        loss, p = region_loss(out, targets, anchors, cfg, assign)
+        loss, p = region_loss(out, targets, anchors, cfg, assign, dont_care)
         total = total + loss
         for k, v in p.items():
             parts[k] = parts.get(k, 0.0) + v
