@@ -212,11 +212,11 @@ def transplant(src: TinierYolo, dst: TinierYolo, log) -> TinierYolo:
     or, where dst makes a block narrower, the channels of largest |BatchNorm scale| (the layers
     reading it drop the matching input channels); where dst makes a block wider or appends inputs,
     the old channels keep their weights and the new input channels get zero weights where the
-    weights are float or int8 (a head then computes what it did; `_widened`). A head with other anchors takes the channels of
-    every anchor an old head at the same stride had (a head may keep some of its anchors and hand
-    others to a new head). In float mode a new block with as many outputs as inputs starts as the
-    identity (its kernel's centre tap; Net2DeeperNet), so the deeper network begins close to where
-    the old one was. The rest keeps its initialisation.
+    weights are float or int8 (a head then computes what it did; `_widened`). A head with other
+    anchors takes the channels of every anchor an old head at the same stride had (a head may keep
+    some of its anchors and hand others to a new head). In float mode a new block with as many
+    outputs as inputs starts as the identity (its kernel's centre tap; Net2DeeperNet), so the
+    deeper network begins close to where the old one was. The rest keeps its initialisation.
     """
     new, prefix = dst.state_dict(), _param_prefixes(dst)
     theirs, narrowed = _narrowed_state(src, dst)

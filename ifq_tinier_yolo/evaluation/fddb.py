@@ -212,13 +212,20 @@ def score_detections(annotations: Sequence[np.ndarray], detections: Sequence[np.
                         f'{len(detections)} detections and {len(image_sizes)} sizes')
     if len(annotations) == 0:
         raise DataError('expected at least one image to evaluate, found none')
-    results = []
-    faces = 0
+    results, faces = per_image_results(annotations, detections, image_sizes)
+    return merge_results(results, sum(faces))
+
+
+def per_image_results(annotations: Sequence[np.ndarray], detections: Sequence[np.ndarray],
+                      image_sizes: Sequence[tuple[int, int]]) -> tuple[list[ImageResult], list[int]]:
+    """Each image's `image_results` and face count (inputs as `score_detections`): `merge_results` of
+    any selection of them is the ROC of those images."""
+    results, faces = [], []
     for k, (ann, det, size) in enumerate(zip(annotations, detections, image_sizes)):
         ann, det = _image_arrays(k, ann, det)
         results.append(image_results(ann, det, size))
-        faces += len(ann)
-    return merge_results(results, faces)
+        faces.append(len(ann))
+    return results, faces
 
 
 def _image_sizes(entries: Sequence[ListEntry], images: Path, ext: str) -> list[tuple[int, int]]:
@@ -236,6 +243,13 @@ def _image_sizes(entries: Sequence[ListEntry], images: Path, ext: str) -> list[t
 def evaluate_fddb(annotation_paths: Sequence[Path], detection_paths: Sequence[Path], list_paths: Sequence[Path],
                   images: Path, ellipse: bool = False, ext: str = '.jpg') -> Roc:
     """The FDDB ROC of detection files against ellipse files; files of each kind are concatenated in order."""
+    return score_detections(*read_fddb(annotation_paths, detection_paths, list_paths, images, ellipse, ext))
+
+
+def read_fddb(annotation_paths: Sequence[Path], detection_paths: Sequence[Path], list_paths: Sequence[Path],
+              images: Path, ellipse: bool = False, ext: str = '.jpg'
+              ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
+    """(annotations, detections, image sizes) per listed image, as `score_detections` takes them."""
     entries = [e for p in list_paths for e in list_entries(p)]
     if not entries:
         raise DataError(f'{", ".join(map(str, list_paths))}: no image names in the list')
@@ -244,7 +258,7 @@ def evaluate_fddb(annotation_paths: Sequence[Path], detection_paths: Sequence[Pa
     det_blocks = itertools.chain.from_iterable(iter_blocks(p, detection_columns(ellipse)) for p in detection_paths)
     annotations = align_blocks(entries, ann_blocks, 'annotations', annotation_paths)
     detections = align_blocks(entries, det_blocks, 'detections', detection_paths, suffix=ext)
-    return score_detections(annotations, detections, _image_sizes(entries, Path(images), ext))
+    return annotations, detections, _image_sizes(entries, Path(images), ext)
 
 
 def tpr_at_fp(curve: np.ndarray, fp: float) -> float:
