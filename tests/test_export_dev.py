@@ -128,5 +128,5 @@ def test_v2_table_onnx_bit_exact_on_dev_images(dev_images, tmp_path, capsys):
     report(capsys, f'v2 onnx bit-exact {same}/{HANDFUL}')
     assert same == HANDFUL
     image = read_image(dev_images[0])
-    got = b.detect(image, 0.999, 0.45, size)
-    assert len(got) and np.array_equal(got, runtime.detect(model, image, 0.999, 0.45, size))
+    got = b.detect(image, 0.99, 0.45, size)                       # a threshold that keeps a few boxes
+    assert len(got) and np.array_equal(got, runtime.detect(model, image, 0.99, 0.45, size))

@@ -246,9 +246,9 @@ def test_v2_grows_into_the_wider_v7():
         assert torch.equal(new['blocks.1.conv.weight'][:, :16], old['blocks.1.conv.weight'])
         assert (new['blocks.1.conv.weight'][:, 16:] == 0).all() == (quant == 'float')
         assert all(torch.equal(new[k], v) for k, v in old.items() if not k.startswith(('blocks.0.', 'blocks.1.conv')))
+    v2 = TinierYolo(V2, quant='float').eval()
+    v7 = transplant(v2, TinierYolo(netdef.LAYERS_V7, quant='float'), lambda m: None)
     with torch.no_grad():
-        v2, v7 = TinierYolo(V2, quant='float').eval(), None
-        v7 = transplant(v2, TinierYolo(netdef.LAYERS_V7, quant='float'), lambda m: None)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(v2(x), v7(x)))
 
 
