@@ -45,6 +45,8 @@ TWO_HEADS = (LayerSpec('c1', 'first', 6, 3, 1, pool=2), LayerSpec('c2', 'hidden'
              LayerSpec('lat', 'hidden', 6, 1, 1, inputs=('c3',)), LayerSpec('up', 'upsample', 6),
              LayerSpec('c4', 'hidden', 8, 3, 1, inputs=('up', 'c2')), LayerSpec('c5', 'fixed', 8, 3, 1),
              head_layer(((0.5, 0.75),), 'head4', inputs=('c5', 'c4')))
+
+
 def ort_session(proto: onnx.ModelProto):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
