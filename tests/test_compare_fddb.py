@@ -1,7 +1,6 @@
 """scripts/compare_fddb.py: the paired bootstrap of two detectors' TPR on the same images, and its CLI."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,15 @@ import pytest
 
 from ifq_tinier_yolo.evaluation.fddb import per_image_results, score_detections, tpr_at_fp
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'compare_fddb.py'
+from script_modules import SCRIPTS, load_script
+
+SCRIPT = SCRIPTS / 'compare_fddb.py'
 UPRIGHT = np.pi / 2
 
 
 @pytest.fixture(scope='module')
 def cf():
-    spec = importlib.util.spec_from_file_location('compare_fddb', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('compare_fddb')
 
 
 def images(n: int, seed: int):

@@ -1,26 +1,20 @@
 """scripts/quant_sensitivity.py: its changes do to a float network what hwgq mode would do to that layer."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from ifq_tinier_yolo import netdef
 from ifq_tinier_yolo.model.tinier_yolo import TinierYolo
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'scripts' / 'quant_sensitivity.py'
+from script_modules import load_script
 
 pytestmark = pytest.mark.usefixtures('torch_one_thread')
 
 
 @pytest.fixture(scope='module')
 def qs():
-    spec = importlib.util.spec_from_file_location('quant_sensitivity', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('quant_sensitivity')
 
 
 def test_binarise_changes_only_the_named_layer_to_alpha_sign(qs):
