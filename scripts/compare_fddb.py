@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ifq_tinier_yolo.errors import IfqError
-from ifq_tinier_yolo.evaluation.fddb import merge_results, per_image_results, read_fddb, tpr_at_fp
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ifq_tinier_yolo.errors import IfqError                                                        # noqa: E402
+from ifq_tinier_yolo.evaluation.fddb import merge_results, per_image_results, read_fddb, tpr_at_fp   # noqa: E402
 
 
 def paired_bootstrap(a: list, b: list, faces: list[int], fp: float, resamples: int,
