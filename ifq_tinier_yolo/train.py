@@ -12,6 +12,7 @@ last completed epoch continues exactly.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -532,6 +533,11 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             log(f'stopped after epoch {epoch + 1} of {cfg.epochs}; continue with --resume')
             break
     if world > 1:
+        # DDP's reducer holds the group: drop it, and let every process finish its last collective,
+        # before the group shuts down (a rank shutting down mid-exchange aborted the other in CI)
+        del t
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
     return row
 
