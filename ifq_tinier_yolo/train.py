@@ -58,6 +58,8 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(f'quant must be one of {", ".join(QUANT_MODES)}, not {cfg.quant!r}')
     if cfg.tiny_faces < 0:
         raise ConfigError(f'tiny_faces is a size in pixels, >= 0, not {cfg.tiny_faces}')
+    if not 0 < cfg.crop_min <= cfg.crop_max:
+        raise ConfigError(f'crop_min and crop_max need 0 < crop_min <= crop_max, not {cfg.crop_min}, {cfg.crop_max}')
     if not 0 <= cfg.mosaic <= 1:
         raise ConfigError(f'mosaic is a probability in [0, 1], not {cfg.mosaic}')
     if cfg.epochs < 1 or cfg.batch < 1:
@@ -315,7 +317,8 @@ def build_data(wider_root: Path, cfg: TrainConfig, rank: int, world: int) -> Dat
     if cfg.max_images:
         items = items[:cfg.max_images]
     dataset = WiderTrainSet(items, cfg.img_size, augment=True, seed=cfg.seed,
-                            config=AugmentConfig(max_angle=cfg.rotate, mosaic_p=cfg.mosaic))
+                            config=AugmentConfig(window_range=(cfg.crop_min, cfg.crop_max),
+                                                 max_angle=cfg.rotate, mosaic_p=cfg.mosaic))
     if world > 1:
         sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True)
     else:

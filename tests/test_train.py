@@ -339,3 +339,18 @@ def test_rotate_reaches_the_training_views(fixture_wider: Path):
     assert turned.config.max_angle == 15.0 and plain.config.max_angle == 0.0
     # some sample of the first epoch differs once rotated (3 in 10 views turn)
     assert any(not torch.equal(turned[i][0], plain[i][0]) for i in range(len(plain)))
+
+
+def test_crop_range_reaches_the_training_views(fixture_wider: Path):
+    """--crop-min / --crop-max set the augmentation's window range; the defaults are the augmenter's own."""
+    from dataclasses import replace
+
+    from ifq_tinier_yolo.datasets.augment import AugmentConfig
+    from ifq_tinier_yolo.train_config import TrainConfig
+    cfg = TrainConfig(img_size=64, batch=1, workers=0)
+    plain = train_mod.build_data(fixture_wider, cfg, 0, 1).dataset
+    assert plain.config.window_range == AugmentConfig().window_range
+    wide = train_mod.build_data(fixture_wider, replace(cfg, crop_min=1.5, crop_max=2.0), 0, 1).dataset
+    assert wide.config.window_range == (1.5, 2.0)
+    # every window now zooms out, so each view differs from the default's
+    assert any(not torch.equal(wide[i][0], plain[i][0]) for i in range(len(plain)))

@@ -109,6 +109,8 @@ def test_repeated_set_flags_all_apply():
     (['--batch', '0'], ['batch']),
     (['--mosaic', '1.5'], ['mosaic is a probability', '1.5']),
     (['--tiny-faces', '-1'], ['tiny_faces is a size in pixels', '-1']),
+    (['--crop-min', '0'], ['0 < crop_min <= crop_max', '0.0, 1.25']),
+    (['--crop-min', '0.5', '--crop-max', '0.4'], ['0 < crop_min <= crop_max', '0.5, 0.4']),
 ])
 def test_config_checks(argv: list[str], words: list[str]):
     with pytest.raises(ConfigError) as e:
