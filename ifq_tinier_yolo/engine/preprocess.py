@@ -29,8 +29,9 @@ def letterbox(image: np.ndarray, size: int, multiple: int | None = None) -> tupl
 
     The longer side becomes `size`; the canvas is square (multiple None: what training batches
     need) or the resized image padded to multiples of `multiple` (the detectors: a 4:3 image costs
-    3/4 of the square's pixels). Network pixel = original pixel * scale + pad. Bilinear resize;
-    padding is LETTERBOX_FILL.
+    3/4 of the square's pixels). Network pixel = original pixel * scale + pad. Bilinear resize
+    (area averaging when shrinking scored the shipped model lower: weights/README.md); padding
+    is LETTERBOX_FILL.
     """
     h, w = image.shape[:2]
     scale, new_w, new_h, pad_x, pad_y, canvas_w, canvas_h = letterbox_geometry(w, h, size, multiple)
