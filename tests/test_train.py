@@ -352,5 +352,5 @@ def test_crop_range_reaches_the_training_views(fixture_wider: Path):
     assert plain.config.window_range == AugmentConfig().window_range
     wide = train_mod.build_data(fixture_wider, replace(cfg, crop_min=1.5, crop_max=2.0), 0, 1).dataset
     assert wide.config.window_range == (1.5, 2.0)
-    # every window now zooms out, so each view differs from the default's
+    # every cropped window now zooms out, so the views differ from the default's
     assert any(not torch.equal(wide[i][0], plain[i][0]) for i in range(len(plain)))
