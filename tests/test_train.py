@@ -328,29 +328,22 @@ def test_a_teacher_needs_the_same_heads_only(tmp_path: Path):
                                lambda m: None)
 
 
-def test_rotate_reaches_the_training_views(fixture_wider: Path):
-    """--rotate sets the augmentation's largest angle; 0 (the default) leaves views unrotated."""
-    from dataclasses import replace
-
-    from ifq_tinier_yolo.train_config import TrainConfig
-    cfg = TrainConfig(img_size=64, batch=1, workers=0)
-    turned = train_mod.build_data(fixture_wider, replace(cfg, rotate=15.0), 0, 1).dataset
-    plain = train_mod.build_data(fixture_wider, cfg, 0, 1).dataset
-    assert turned.config.max_angle == 15.0 and plain.config.max_angle == 0.0
-    # some sample of the first epoch differs once rotated (3 in 10 views turn)
-    assert any(not torch.equal(turned[i][0], plain[i][0]) for i in range(len(plain)))
-
-
-def test_crop_range_reaches_the_training_views(fixture_wider: Path):
-    """--crop-min / --crop-max set the augmentation's window range; the defaults are the augmenter's own."""
+@pytest.mark.parametrize('changes, field, default, changed', [
+    # 3 in 10 views turn, so some sample of the first epoch differs once rotated
+    (dict(rotate=15.0), 'max_angle', 0.0, 15.0),
+    # every cropped window zooms out, so the views differ from the default's
+    (dict(crop_min=1.5, crop_max=2.0), 'window_range', (0.25, 1.25), (1.5, 2.0)),
+])
+def test_augment_flags_reach_the_training_views(fixture_wider: Path, changes: dict, field: str, default, changed):
+    """--rotate (largest angle; 0, the default, leaves views unrotated) and --crop-min / --crop-max
+    (the crop window's range) set the augmentation; their defaults are the augmenter's own."""
     from dataclasses import replace
 
     from ifq_tinier_yolo.datasets.augment import AugmentConfig
     from ifq_tinier_yolo.train_config import TrainConfig
     cfg = TrainConfig(img_size=64, batch=1, workers=0)
     plain = train_mod.build_data(fixture_wider, cfg, 0, 1).dataset
-    assert plain.config.window_range == AugmentConfig().window_range
-    wide = train_mod.build_data(fixture_wider, replace(cfg, crop_min=1.5, crop_max=2.0), 0, 1).dataset
-    assert wide.config.window_range == (1.5, 2.0)
-    # every cropped window now zooms out, so the views differ from the default's
-    assert any(not torch.equal(wide[i][0], plain[i][0]) for i in range(len(plain)))
+    varied = train_mod.build_data(fixture_wider, replace(cfg, **changes), 0, 1).dataset
+    assert getattr(plain.config, field) == default == getattr(AugmentConfig(), field)
+    assert getattr(varied.config, field) == changed
+    assert any(not torch.equal(varied[i][0], plain[i][0]) for i in range(len(plain)))
