@@ -286,6 +286,14 @@ PYRAMID_MIN_CELLS = 2             # smallest box side (longer side, grid cells) 
 # larger ones, seen better at full size, are not repeated with the larger input's false positives.
 UPSCALE = 4 / 3
 UPSCALE_MAX_CELLS = 3             # largest box side (longer side, grid cells) kept by the upscaled level
+# Upscale modes: 'off', 'on', and the default 'auto', which adds the upscaled level only to crowd
+# scenes: images whose other levels find at least AUTO_UPSCALE_FACES boxes scoring
+# AUTO_UPSCALE_SCORE or more with sides of at most UPSCALE_MAX_CELLS cells (small faces). On
+# crowds the level finds a third more faces at 100 false positives; on portraits it adds mostly
+# false positives and time (weights/README.md, session 16).
+UPSCALE_MODES = ('off', 'auto', 'on')
+AUTO_UPSCALE_FACES = 8
+AUTO_UPSCALE_SCORE = 0.4
 
 
 def pyramid_sizes(img_size: int, levels: int = PYRAMID_LEVELS,

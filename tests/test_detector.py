@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo import Detector, Face
+from ifq_tinier_yolo import Detector, Face, netdef
 from ifq_tinier_yolo.apps import backends
 from ifq_tinier_yolo.apps.detector import LEVEL_NMS, scale_boxes
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
@@ -123,7 +123,8 @@ def test_model_file_errors(tmp_path: Path, random_checkpoint: Path):
 
 
 @pytest.mark.parametrize('kwargs, match', [({'conf': 1.5}, 'conf'), ({'nms': 0.0}, 'nms'),
-                                           ({'img_size': 100}, 'multiple of 16'), ({'img_size': -32}, 'img_size')])
+                                           ({'img_size': 100}, 'multiple of 16'), ({'img_size': -32}, 'img_size'),
+                                           ({'upscale': True}, 'upscale')])
 def test_bad_settings(random_checkpoint: Path, kwargs: dict, match: str):
     with pytest.raises(ConfigError, match=match):
         Detector.load(random_checkpoint, **kwargs)
@@ -198,7 +199,7 @@ def test_merge_levels_keeps_big_boxes_from_coarse_levels():
 def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, request: pytest.FixtureRequest):
     from ifq_tinier_yolo.apps.detector import merge_levels
     one = request.getfixturevalue(backend_fixture)
-    pyramid = Detector.load(one.path, conf=0.0, img_size=IMG_SIZE, levels=3)
+    pyramid = Detector.load(one.path, conf=0.0, img_size=IMG_SIZE, levels=3, upscale='off')
     assert pyramid.sizes == [64, 32, 16] and one.sizes == [64, 32]
     image = noise((48, 80, 3))
     # each level's candidates, none suppressed: the merge's one voted NMS sees them all
@@ -224,7 +225,7 @@ def test_merge_levels_keeps_small_boxes_from_the_upscaled_level():
 def test_upscale_detector_merges_its_single_level_runs(backend_fixture: str, request: pytest.FixtureRequest):
     from ifq_tinier_yolo.apps.detector import merge_levels
     one = request.getfixturevalue(backend_fixture)
-    up = Detector.load(one.path, conf=0.0, img_size=48, levels=2, upscale=True)
+    up = Detector.load(one.path, one.backend, conf=0.0, img_size=48, levels=2, upscale='on')
     assert up.sizes == [48, 32] and up.up_size == 64
     image = noise((48, 80, 3))
     # each level's raw network output (decoded candidates, before the pyramid merge's NMS)
@@ -233,6 +234,31 @@ def test_upscale_detector_merges_its_single_level_runs(backend_fixture: str, req
     got = up.detect_array(image)
     assert len(got) > len(merge_levels([runs[48], runs[32]], [48, 32], 80, 16, up.nms))   # the extra level adds boxes
     np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+
+
+def test_is_crowd_counts_confident_small_boxes():
+    from ifq_tinier_yolo.apps.detector import is_crowd
+    # a 1024 px image seen at input 576, stride 16: 3 cells = 48 input px = 85.3 image px
+    small = np.array([[90.0 * i, 0, 80, 60, 0.5] for i in range(netdef.AUTO_UPSCALE_FACES)])
+    assert is_crowd(small, 576, 1024, 16)
+    assert not is_crowd(small[1:], 576, 1024, 16)   # one face short
+    low, big = small.copy(), small.copy()
+    low[0, 4] = netdef.AUTO_UPSCALE_SCORE - 0.01
+    big[0, 2] = 90.0                                  # 3.16 cells: a face the full-size pass sees well
+    assert not is_crowd(low, 576, 1024, 16) and not is_crowd(big, 576, 1024, 16)
+
+
+@pytest.mark.parametrize('backend_fixture', ['detector', 'detector_int'])
+@pytest.mark.parametrize('faces, like', [(0, 'on'), (10**9, 'off')], ids=['crowd', 'no-crowd'])
+def test_auto_upscale_follows_is_crowd(backend_fixture: str, faces: int, like: str, request: pytest.FixtureRequest,
+                                       monkeypatch: pytest.MonkeyPatch):
+    one = request.getfixturevalue(backend_fixture)
+    auto, on, off = (Detector.load(one.path, one.backend, conf=0.0, img_size=48, upscale=mode)
+                     for mode in ('auto', 'on', 'off'))
+    image = noise((48, 80, 3))
+    assert len(on.detect_array(image)) > len(off.detect_array(image))   # the modes differ on this image
+    monkeypatch.setattr(netdef, 'AUTO_UPSCALE_FACES', faces)   # 0: every image is a crowd; 10**9: none is
+    np.testing.assert_array_equal(auto.detect_array(image), {'on': on, 'off': off}[like].detect_array(image))
 
 
 @pytest.mark.parametrize('levels', [0, 5, 1.5])

@@ -62,3 +62,15 @@ def test_shipped_files_agree_bit_for_bit(torch_one_thread):
 
 def test_shipped_model_fits_the_paper_budget():
     assert DEFAULT_MODEL.stat().st_size <= 246_000
+
+
+def test_auto_upscale_runs_on_a_crowd_and_not_on_a_portrait(shared_wider: Path):
+    from ifq_tinier_yolo import Detector
+    crowd = read_image(shared_wider / 'WIDER_train' / 'images' / '0--Parade' / '0_Parade_Parade_0_52.jpg')  # 214 faces
+    portrait = read_image(SAMPLES / 'grace_hopper.jpg')
+    auto, on, off = (Detector.load(conf=0.01, upscale=mode) for mode in ('auto', 'on', 'off'))
+    for image, like, unlike in ((crowd, on, off), (portrait, off, on)):
+        got = auto.detect_array(image)
+        np.testing.assert_array_equal(got, like.detect_array(image))
+        assert not np.array_equal(got, unlike.detect_array(image))   # the two modes differ on this image
+

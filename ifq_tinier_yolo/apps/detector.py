@@ -57,6 +57,21 @@ def scale_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[in
     return boxes * np.array([sx, sy, sx, sy, 1.0])
 
 
+def box_cells(dets: np.ndarray, size: int, long_side: int, stride: int) -> np.ndarray:
+    """Longer side of each box (N, 5) of an image of longer side `long_side`, in grid cells of a
+    pass at input `size`."""
+    return np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
+
+
+def is_crowd(dets: np.ndarray, size: int, long_side: int, stride: int) -> bool:
+    """Whether a pass at input `size` found a crowd of small faces: the test of the 'auto' upscale mode
+    (netdef.AUTO_UPSCALE_FACES boxes scoring netdef.AUTO_UPSCALE_SCORE or more, at most
+    netdef.UPSCALE_MAX_CELLS cells long)."""
+    small = (dets[:, 4] >= netdef.AUTO_UPSCALE_SCORE) & (box_cells(dets, size, long_side, stride)
+                                                         <= netdef.UPSCALE_MAX_CELLS)
+    return int(np.count_nonzero(small)) >= netdef.AUTO_UPSCALE_FACES
+
+
 def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
                  nms: float, upscaled: np.ndarray | None = None, up_size: int = 0) -> np.ndarray:
     """Detections (N, 5) of each pyramid level in original pixels -> one set, best first.
@@ -68,13 +83,11 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
     score-weighted mean of those it suppressed; and it removes boxes lying inside a better one
     (CONTAIN), since those are parts of a face.
     """
-    def cells(dets: np.ndarray, size: int) -> np.ndarray:
-        return np.maximum(dets[:, 2], dets[:, 3]) * (size / long_side / stride)
     parts = [levels[0]]
     for dets, size in zip(levels[1:], sizes[1:]):
-        parts.append(dets[cells(dets, size) >= netdef.PYRAMID_MIN_CELLS])
+        parts.append(dets[box_cells(dets, size, long_side, stride) >= netdef.PYRAMID_MIN_CELLS])
     if upscaled is not None:
-        parts.append(upscaled[cells(upscaled, up_size) <= netdef.UPSCALE_MAX_CELLS])
+        parts.append(upscaled[box_cells(upscaled, up_size, long_side, stride) <= netdef.UPSCALE_MAX_CELLS])
     dets = np.concatenate(parts)
     keep, voted = nms_vote_at(corners(dets), dets[:, 4], dets[:, 4], nms, CONTAIN)
     return detection_rows(voted, dets[keep, 4])
@@ -107,7 +120,7 @@ class Detector:
     """A loaded face detector with fixed thresholds; build it with `Detector.load`."""
 
     def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
-                 stride: int, flip: bool = False, up_size: int = 0, notice: str | None = None,
+                 stride: int, flip: bool = False, upscale: str = 'off', up_size: int = 0, notice: str | None = None,
                  coarse_heads: tuple[int, ...] | None = None):
         self._run = run
         self.path = path              # the model file
@@ -118,7 +131,8 @@ class Detector:
         self.sizes = sizes            # network input side of each pyramid level, pixels
         self.stride = stride          # input pixels per grid cell
         self.flip = flip              # also run the mirror image and fuse (fuse_mirrored)
-        self.up_size = up_size        # input side of the upscaled level, 0: none
+        self.upscale = upscale        # when the upscaled level runs: a mode of netdef.UPSCALE_MODES
+        self.up_size = up_size        # input side of the upscaled level
         self.coarse_heads = coarse_heads   # the heads levels after the first run (netdef.coarsest_heads); None: all
 
     @property
@@ -129,14 +143,15 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str | None = None, conf: float = DEFAULT_CONF,
              nms: float = DEFAULT_NMS, img_size: int | None = None,
-             levels: int = netdef.PYRAMID_LEVELS, flip: bool = False, upscale: bool = False) -> Detector:
+             levels: int = netdef.PYRAMID_LEVELS, flip: bool = False, upscale: str = 'auto') -> Detector:
         """Load a model: .ifq -> native (else numpy) engine, .pt -> torch, .onnx -> onnxruntime;
         path None -> weights/ifq_tinier_yolo.ifq.
 
         img_size None runs the model at its own input size; `levels` > 1 adds pyramid levels at
         half, quarter... that size for faces larger than the network's receptive field; `upscale`
-        adds a level at netdef.UPSCALE times that size for small faces; `flip` also runs the
-        mirror image (twice the time, fewer false positives).
+        says when a level at netdef.UPSCALE times that size runs, for small faces: 'on' always,
+        'off' never, 'auto' on crowd scenes (`is_crowd`); `flip` also runs the mirror image (twice
+        the time, fewer false positives).
         """
         if not 0.0 <= conf <= 1.0:
             raise ConfigError(f'conf {conf} must lie in [0, 1]')
@@ -146,12 +161,14 @@ class Detector:
             raise ConfigError(f'img_size {img_size} must be a positive number of pixels')
         if not isinstance(levels, int) or not 1 <= levels <= 4:
             raise ConfigError(f'levels {levels} must be an integer from 1 to 4')
+        if upscale not in netdef.UPSCALE_MODES:
+            raise ConfigError(f'upscale {upscale!r} must be one of {", ".join(netdef.UPSCALE_MODES)}')
         path, m = load(path, backend)
         size = img_size or m.input_size
         netdef.check_input_size(size, m.specs)
         coarse = netdef.coarsest_heads(m.specs)   # None when that is every head: one runner per shape, not two
         return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
-                   netdef.total_stride(m.specs), bool(flip), netdef.upscale_size(size, m.specs) if upscale else 0,
+                   netdef.total_stride(m.specs), bool(flip), upscale, netdef.upscale_size(size, m.specs),
                    m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
@@ -159,9 +176,13 @@ class Detector:
         def run(size: int, heads: tuple[int, ...] | None = None) -> np.ndarray:
             dets = self._run(bgr, conf, LEVEL_NMS, size, heads)
             return np.asarray(dets, dtype=np.float64).reshape(-1, len(COLUMNS))
-        upscaled = run(self.up_size) if self.up_size else None
+        long_side = max(bgr.shape[:2])
         levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
-        return merge_levels(levels, self.sizes, max(bgr.shape[:2]), self.stride, self.nms, upscaled, self.up_size)
+        if self.upscale != 'on':
+            boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms)
+            if self.upscale == 'off' or not is_crowd(boxes, self.sizes[0], long_side, self.stride):
+                return boxes
+        return merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size), self.up_size)
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
@@ -186,4 +207,5 @@ class Detector:
 
     def __repr__(self) -> str:
         return (f'Detector(path={str(self.path)!r}, backend={self.backend!r}, conf={self.conf}, '
-                f'nms={self.nms}, sizes={self.sizes}, up_size={self.up_size}, flip={self.flip})')
+                f'nms={self.nms}, sizes={self.sizes}, upscale={self.upscale!r}, up_size={self.up_size}, '
+                f'flip={self.flip})')
