@@ -292,7 +292,7 @@ UPSCALE_MAX_CELLS = 3             # largest box side (longer side, grid cells) k
 # crowds the level finds a third more faces at 100 false positives; on portraits it adds mostly
 # false positives and time (weights/README.md, session 16).
 UPSCALE_MODES = ('off', 'auto', 'on')
-AUTO_UPSCALE_FACES = 8
+AUTO_UPSCALE_FACES = 10
 AUTO_UPSCALE_SCORE = 0.4
 
 

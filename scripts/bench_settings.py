@@ -1,10 +1,10 @@
 """Time per image of detector settings on the dev images, side by side in one run.
 
-    .venv/bin/python scripts/bench_settings.py MODEL[:SIZE[:LEVELS[:up]]] ...
+    .venv/bin/python scripts/bench_settings.py MODEL[:SIZE[:LEVELS[:UPSCALE]]] ...
 
 Each argument is one Detector: a model file, optionally its input side, pyramid levels and
-`up` for the upscaled level (default: the model's size, the default levels, no upscale), e.g.
-`weights/ifq_tinier_yolo.ifq weights/ifq_tinier_yolo.ifq:576:1 weights/v1.ifq`. The images are
+upscale mode, off / auto / on (default: the model's size, the default levels, auto), e.g.
+`weights/ifq_tinier_yolo.ifq weights/ifq_tinier_yolo.ifq:576:1:off weights/v1.ifq`. The images are
 decoded once; every round runs each image through every Detector in turn, so all see the same
 machine load; prints the median and mean milliseconds per image. Used to choose the default
 detector settings (README, Results): a new default must be no slower than the old one.
@@ -30,16 +30,16 @@ IMAGES = ROOT.parent / 'shared' / 'data' / 'wider' / 'WIDER_val' / 'images'
 
 
 def detector(spec: str) -> Detector:
-    """MODEL[:SIZE[:LEVELS[:up]]] -> a Detector with those settings."""
+    """MODEL[:SIZE[:LEVELS[:UPSCALE]]] -> a Detector with those settings."""
     model, *rest = spec.split(':')
     size = int(rest[0]) if rest and rest[0] else None
-    levels = int(rest[1]) if len(rest) > 1 else PYRAMID_LEVELS
-    return Detector.load(model, img_size=size, levels=levels, upscale=len(rest) > 2 and rest[2] == 'up')
+    levels = int(rest[1]) if len(rest) > 1 and rest[1] else PYRAMID_LEVELS
+    return Detector.load(model, img_size=size, levels=levels, upscale=rest[2] if len(rest) > 2 else 'auto')
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('settings', nargs='+', help='MODEL[:SIZE[:LEVELS[:up]]]')
+    p.add_argument('settings', nargs='+', help='MODEL[:SIZE[:LEVELS[:UPSCALE]]]')
     p.add_argument('--images', type=Path, default=IMAGES, help='folder of .jpg images (searched recursively)')
     p.add_argument('--count', type=int, default=40, help='images used (the first in name order)')
     p.add_argument('--rounds', type=int, default=3, help='passes over the images')
