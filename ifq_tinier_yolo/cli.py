@@ -43,11 +43,14 @@ def _detection_flags(p: argparse.ArgumentParser, conf: float) -> None:
     p.add_argument('--levels', type=int, default=PYRAMID_LEVELS,
                    help='image pyramid levels: 1 runs the network once; each further level runs it again '
                         'at half the input side for faces larger than its receptive field')
+    # neither flag: the 'auto' mode; SUPPRESS keeps argparse from printing a default for each flag
+    p.set_defaults(upscale='auto')
     up = p.add_mutually_exclusive_group()
-    up.add_argument('--upscale', dest='upscale', action='store_const', const='on', default='auto',
-                    help='always add a pass at 4/3 of the input side for small faces (about twice the time; '
-                         'by default it runs only on crowd scenes, where the other passes find many small faces)')
-    up.add_argument('--no-upscale', dest='upscale', action='store_const', const='off',
+    up.add_argument('--upscale', dest='upscale', action='store_const', const='on', default=argparse.SUPPRESS,
+                    help='always add a pass at 4/3 of the input side for small faces, about twice the time '
+                         '(without this flag it runs only on crowd scenes, where the other passes find many '
+                         'small faces)')
+    up.add_argument('--no-upscale', dest='upscale', action='store_const', const='off', default=argparse.SUPPRESS,
                     help='never add the 4/3 pass, not even on crowd scenes')
     p.add_argument('--flip', action='store_true',
                    help='also run the mirror image and fuse the two (twice the time, fewer false positives)')

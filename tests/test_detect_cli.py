@@ -237,3 +237,21 @@ def test_module_entry_point_has_no_traceback(tmp_path: Path, random_ifq: Path):
     assert 'Traceback' not in proc.stderr
     assert [r['image'] for r in records(proc.stdout)] == [str(folder / 'good.jpg')]
     assert len(proc.stderr.strip().splitlines()) == 3   # two bad files + the summary
+
+
+@pytest.mark.parametrize('flags, mode', [([], 'auto'), (['--upscale'], 'on'), (['--no-upscale'], 'off')])
+@pytest.mark.parametrize('command', [['detect', 'x.jpg'], ['webcam'],
+                                     ['fddb', 'detect', '--folds-dir', 'F', '--images', 'I', '--out', 'O'],
+                                     ['wider', 'predict', '--wider-root', 'W', '--out', 'O']])
+def test_upscale_flags_set_the_detectors_mode(command: list[str], flags: list[str], mode: str, random_ifq: Path):
+    from ifq_tinier_yolo.apps.detect import detector_from_args
+    from ifq_tinier_yolo.cli import build_parser
+    args = build_parser().parse_args([*command, '--model', str(random_ifq), *flags])
+    assert detector_from_args(args).upscale == mode
+
+
+def test_upscale_and_no_upscale_exclude_each_other(capsys):
+    from ifq_tinier_yolo.cli import build_parser
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(['detect', 'x.jpg', '--upscale', '--no-upscale'])
+    assert stop.value.code == 2 and 'not allowed with argument --upscale' in capsys.readouterr().err
