@@ -117,7 +117,8 @@ def main() -> int:
             aps = ' | '.join(f'{v:.3f}' for v in evaluate_wider(dict(zip(keys, dets)), gt).values())
         print(f'| {name} | {tpr:.3f} | {aps} | {nbytes:,} | {ms:.1f} |', flush=True)
     bins = [k for k in by_size[0][1] if k.startswith('recall_')]
-    print('\nrecall by face height (px) at each detector\'s own 100-FP threshold, and the median IoU of the faces found')
+    print('\nrecall by face height (px) at each detector\'s own 100-FP threshold, '
+          'and the median IoU of the faces found')
     print('| detector | ' + ' | '.join(k.removeprefix('recall_') for k in bins) + ' | median IoU |')
     print('| --- |' + ' --- |' * (len(bins) + 1))
     for name, row in by_size:
