@@ -73,4 +73,3 @@ def test_auto_upscale_runs_on_a_crowd_and_not_on_a_portrait(shared_wider: Path):
         got = auto.detect_array(image)
         np.testing.assert_array_equal(got, like.detect_array(image))
         assert not np.array_equal(got, unlike.detect_array(image))   # the two modes differ on this image
-

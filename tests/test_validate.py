@@ -53,16 +53,13 @@ def test_recall_by_face_size_iou_and_confident_boxes(bench: DevBenchmark):
     assert row['boxes@0.5'] == pytest.approx(np.mean([(f[:, 3] >= 32).sum() + 1 for f in bench.boxes]), abs=0.01)
 
 
-def test_crowd_items_are_crowd_scenes_of_the_events_dev_lacks():
+def test_crowd_items_are_crowd_scenes_of_the_events_dev_lacks(shared_wider: Path):
     from ifq_tinier_yolo.validate import CROWD_MIN_FACES, crowd_items
-    root = SHARED / 'data' / 'wider'
-    if not (root / 'WIDER_train').is_dir():
-        pytest.skip(f'WIDER train split not found under {root}')
-    items = crowd_items(root, 20)
+    items = crowd_items(shared_wider, 20)
     names = [it.name for it in items]
     assert len(items) == 20 and names == sorted(names)
     assert all(len(it.boxes) >= CROWD_MIN_FACES for it in items)
     assert not {n.split('/')[0] for n in names} & {'13--Interview', '19--Couple'}   # the val subset's events
-    few = DevBenchmark(root, crowd=5)   # a seeded draw: a smaller one is part of a larger one
+    few = DevBenchmark(shared_wider, crowd=5)   # a seeded draw: a smaller one is part of a larger one
     assert len(few.images) == 5 and set(few.names) <= set(names)
     assert sum(len(e) for e in few.ellipses) >= 5 * CROWD_MIN_FACES
