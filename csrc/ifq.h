@@ -1,9 +1,10 @@
 /* ifq.h: the native IFQ-Tinier-YOLO runtime (C99, libc only).
  *
- * Load an .ifq model (docs/MODEL_FORMAT.md, versions 1 and 2: a chain of layers with one head, or
+ * Load an .ifq model (docs/MODEL_FORMAT.md, versions 1 to 3: a chain of layers with one head, or
  * a layer graph with several) from bytes, run the integer network on a letterboxed BGR canvas,
  * decode the heads in fixed point and run one integer NMS over all of them. Bit-exact with the
- * numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes.
+ * numpy engine (ifq_tinier_yolo/engine): the same head integers, the same boxes. Outside the
+ * network, ifq_nms_vote merges boxes of several input sizes (in double, as engine/nms.py does).
  *
  * The canvas may be any width and height that are multiples of the model's stride (a letterboxed
  * image need not be square). The head buffer holds every head, one after the other in table
@@ -133,6 +134,21 @@ ifq_status ifq_run_band(ifq_runner *runner, const uint8_t *canvas, int32_t *head
 ifq_status ifq_decode(ifq_runner *runner, const int32_t *head, int32_t conf_q16, int32_t iou_num,
                       int32_t den, int32_t contain_num, ifq_box *boxes, size_t max_boxes,
                       size_t *n_boxes);
+
+/* Greedy NMS with box voting on n double boxes (x1, y1, x2, y2 each; any units), as
+ * engine/nms.py nms_vote does on float boxes: candidates by rank descending (ties: lower index
+ * first; a NaN rank is IFQ_ERR_ARGUMENT), a candidate suppressed by the first kept box it overlaps
+ * with IoU > iou_num / den or, if contain_num >= 0, with more than contain_num / den of its own
+ * area inside it (tested as inter * den > iou_num * union and inter * den > contain_num * area).
+ * Each kept box becomes the weighted mean of itself and the boxes it suppressed by IoU, summed in
+ * candidate order (unchanged where its weights sum to 0 or less). Writes the kept candidates'
+ * indices, best first, to keep[0..*n_keep) and their voted boxes to voted[0..4 * *n_keep); `work`
+ * holds ifq_nms_vote_work_bytes(n) bytes, aligned for double. The Python Detector merges its
+ * pyramid levels with it. */
+size_t ifq_nms_vote_work_bytes(size_t n);   /* 0 if n is over the candidate limit (2^23) */
+ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *weights, size_t n,
+                        int32_t iou_num, int32_t den, int32_t contain_num, void *work, int64_t *keep,
+                        double *voted, size_t *n_keep);
 
 #ifdef __cplusplus
 }

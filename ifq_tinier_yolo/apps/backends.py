@@ -15,11 +15,15 @@ import numpy as np
 
 from .. import netdef
 from ..defaults import DEFAULT_CHECKPOINT, DEFAULT_MODEL
+from ..engine.nms import nms_vote_at
 from ..errors import ConfigError, ModelFileError
 
 # (uint8 (H, W, 3) BGR image, conf, nms IoU, input side, heads) -> float64 (N, 5) x, y, w, h, score in its
 # pixels; heads: the numbers (table order) of the heads whose boxes to give, None: all
 RunFn = Callable[[np.ndarray, float, float, int, 'tuple[int, ...] | None'], np.ndarray]
+# (boxes (N, 4), ranks (N,), weights (N,), IoU, containment or None) -> (kept indices, voted boxes):
+# nms.nms_vote_at, or the same in C on the native backend
+VoteFn = Callable[[np.ndarray, np.ndarray, np.ndarray, float, 'float | None'], 'tuple[np.ndarray, np.ndarray]']
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Loaded:
     specs: tuple[netdef.LayerSpec, ...]     # its layer table
     backend: str                            # the backend that runs it
     notice: str | None = None               # one line for the user when it is not the requested one
+    vote: VoteFn = nms_vote_at              # the NMS with box voting that merges its pyramid levels
 
 
 def _load_int(path: Path) -> Loaded:
@@ -51,7 +56,7 @@ def _load_native(path: Path, fallback: bool = False) -> Loaded:
         return Loaded(loaded.run, loaded.input_size, loaded.specs, 'int',
                       f'notice: numpy engine runs ({str(e).splitlines()[0]})')
     return Loaded(lambda image, conf, nms, size, heads=None: backend.detect(image, conf, nms, size, heads),
-                  backend.input_size, backend.specs, 'native')
+                  backend.input_size, backend.specs, 'native', vote=backend.nms_vote_at)
 
 
 def _load_torch(path: Path) -> Loaded:

@@ -18,10 +18,10 @@ import numpy as np
 from .. import netdef
 from ..defaults import DEFAULT_CONF, DEFAULT_NMS
 from ..boxes import corners, detection_rows
-from ..engine.nms import iou_matrix, nms_at, nms_vote_at
+from ..engine.nms import iou_matrix, nms_vote_at
 from ..errors import ConfigError, ImageError
 from ..imageio import to_bgr8
-from .backends import RunFn, load
+from .backends import RunFn, VoteFn, load
 
 COLUMNS = ('x', 'y', 'w', 'h', 'score')   # columns of every (N, 5) detection array
 # A box lying this much (fraction of its area) inside a better one is a part of that face: a
@@ -73,7 +73,8 @@ def is_crowd(dets: np.ndarray, size: int, long_side: int, stride: int) -> bool:
 
 
 def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
-                 nms: float, upscaled: np.ndarray | None = None, up_size: int = 0) -> np.ndarray:
+                 nms: float, upscaled: np.ndarray | None = None, up_size: int = 0,
+                 vote: VoteFn = nms_vote_at) -> np.ndarray:
     """Detections (N, 5) of each pyramid level in original pixels -> one set, best first.
 
     Levels after the first keep only boxes of at least netdef.PYRAMID_MIN_CELLS grid cells at
@@ -81,7 +82,7 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
     most netdef.UPSCALE_MAX_CELLS. One NMS with box voting (nms.nms_vote) then removes the
     overlapping boxes of one face, within a level and across levels, each kept box becoming the
     score-weighted mean of those it suppressed; and it removes boxes lying inside a better one
-    (CONTAIN), since those are parts of a face.
+    (CONTAIN), since those are parts of a face. `vote` runs that NMS (the backend's: C on native).
     """
     parts = [levels[0]]
     for dets, size in zip(levels[1:], sizes[1:]):
@@ -89,11 +90,11 @@ def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, str
     if upscaled is not None:
         parts.append(upscaled[box_cells(upscaled, up_size, long_side, stride) <= netdef.UPSCALE_MAX_CELLS])
     dets = np.concatenate(parts)
-    keep, voted = nms_vote_at(corners(dets), dets[:, 4], dets[:, 4], nms, CONTAIN)
+    keep, voted = vote(corners(dets), dets[:, 4], dets[:, 4], nms, CONTAIN)
     return detection_rows(voted, dets[keep, 4])
 
 
-def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.ndarray:
+def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float, vote: VoteFn = nms_vote_at) -> np.ndarray:
     """Detections (N, 5) of the image and (M, 5) of its mirror image (mapped back) -> one set, best first.
 
     Test-time augmentation: NMS picks the boxes; a box the other pass also found (IoU >=
@@ -102,7 +103,7 @@ def fuse_mirrored(plain: np.ndarray, mirrored: np.ndarray, nms: float) -> np.nda
     image, background texture much less so, so the vote lowers false positives more than faces.
     """
     dets = np.concatenate([plain, mirrored])
-    keep = nms_at(corners(dets), dets[:, 4], nms, CONTAIN)
+    keep, _ = vote(corners(dets), dets[:, 4], dets[:, 4], nms, CONTAIN)   # the boxes NMS keeps; not voted
     fused = dets[keep].copy()
     from_plain = keep < len(plain)
     for rows, other in ((from_plain, mirrored), (~from_plain, plain)):   # each kept box against the other pass
@@ -121,8 +122,9 @@ class Detector:
 
     def __init__(self, run: RunFn, path: Path, backend: str, conf: float, nms: float, sizes: list[int],
                  stride: int, flip: bool = False, upscale: str = 'off', up_size: int = 0, notice: str | None = None,
-                 coarse_heads: tuple[int, ...] | None = None):
+                 coarse_heads: tuple[int, ...] | None = None, vote: VoteFn = nms_vote_at):
         self._run = run
+        self._vote = vote             # the NMS with voting that merges the levels (merge_levels)
         self.path = path              # the model file
         self.backend = backend        # the backend that runs it: a name of apps.backends.BACKENDS
         self.notice = notice          # one line when it is not the backend asked for (native unavailable)
@@ -169,7 +171,7 @@ class Detector:
         coarse = netdef.coarsest_heads(m.specs)   # None when that is every head: one runner per shape, not two
         return cls(m.run, path, m.backend, conf, nms, netdef.pyramid_sizes(size, levels, m.specs),
                    netdef.total_stride(m.specs), bool(flip), upscale, netdef.upscale_size(size, m.specs),
-                   m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None)
+                   m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None, m.vote)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
@@ -179,10 +181,11 @@ class Detector:
         long_side = max(bgr.shape[:2])
         levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
         if self.upscale != 'on':
-            boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms)
+            boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms, vote=self._vote)
             if self.upscale == 'off' or not is_crowd(boxes, self.sizes[0], long_side, self.stride):
                 return boxes
-        return merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size), self.up_size)
+        return merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size), self.up_size,
+                            self._vote)
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
@@ -197,7 +200,7 @@ class Detector:
             plain = self._pyramid(bgr, self.conf / 2)
             mirrored = self._pyramid(np.ascontiguousarray(bgr[:, ::-1]), self.conf / 2)
             mirrored[:, 0] = bgr.shape[1] - mirrored[:, 0] - mirrored[:, 2]
-            boxes = fuse_mirrored(plain, mirrored, self.nms)
+            boxes = fuse_mirrored(plain, mirrored, self.nms, self._vote)
             boxes = boxes[boxes[:, 4] >= self.conf]
         return scale_boxes(boxes, (bgr.shape[1], bgr.shape[0]), (image.shape[1], image.shape[0]))
 

@@ -82,16 +82,17 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 IOU_DEN = 1000   # a user's IoU threshold becomes the integer ratio round(iou * IOU_DEN) / IOU_DEN
 
 
-def _ratio(v: float | None) -> int | None:
+def iou_ratio(v: float | None) -> int | None:
+    """A user threshold in [0, 1] -> its numerator over IOU_DEN (None stays None)."""
     return None if v is None else round(v * IOU_DEN)
 
 
 def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float | None = None) -> np.ndarray:
     """`nms` with a user IoU threshold (and containment threshold) in [0, 1], turned into integer ratios."""
-    return nms(boxes, scores, _ratio(iou), IOU_DEN, _ratio(contain))
+    return nms(boxes, scores, iou_ratio(iou), IOU_DEN, iou_ratio(contain))
 
 
 def nms_vote_at(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou: float,
                 contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`nms_vote` with user thresholds in [0, 1], turned into integer ratios."""
-    return nms_vote(boxes, ranks, weights, _ratio(iou), IOU_DEN, _ratio(contain))
+    return nms_vote(boxes, ranks, weights, iou_ratio(iou), IOU_DEN, iou_ratio(contain))

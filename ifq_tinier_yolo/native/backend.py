@@ -21,7 +21,7 @@ import numpy as np
 from .. import netdef
 from ..engine import modelfile
 from ..engine.decode import BOX_FRAC_BITS, SCORE_FRAC_BITS, score_threshold_q
-from ..engine.nms import IOU_DEN
+from ..engine.nms import IOU_DEN, iou_ratio
 from ..engine.runtime import detect_with
 from ..errors import ConfigError, ImageError, ModelFileError
 from ..fileio import read_bytes
@@ -160,9 +160,9 @@ class NativeBackend:
     def _decode(self, runner: binding.Runner, flat: np.ndarray, conf: float, nms_iou: float,
                 contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """decode_heads of the heads back to back (runner.join's layout)."""
-        contain_num = -1 if contain is None else round(contain * IOU_DEN)
+        contain_num = -1 if contain is None else iou_ratio(contain)
         with self._lock:
-            boxes = runner.decode(flat, score_threshold_q(conf), round(nms_iou * IOU_DEN), IOU_DEN, contain_num)
+            boxes = runner.decode(flat, score_threshold_q(conf), iou_ratio(nms_iou), IOU_DEN, contain_num)
         return (boxes[:, :4].astype(np.float64) / (1 << BOX_FRAC_BITS),
                 boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
 
@@ -172,6 +172,12 @@ class NativeBackend:
         (the contract and the output of engine.runtime.detect, `heads` included)."""
         return detect_with(lambda canvas, c, n: self._decode(*self._run(canvas, heads), c, n), self.specs,
                            bgr_image, conf, nms_iou, img_size or self.input_size)
+
+    @staticmethod
+    def nms_vote_at(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou: float,
+                    contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """nms.nms_vote_at on float boxes in C: the same result, bit for bit (the Detector's level merge)."""
+        return binding.nms_vote(boxes, ranks, weights, iou_ratio(iou), IOU_DEN, iou_ratio(contain))
 
     def feature_memory(self, size: int | None = None) -> FeatureMemory:
         """Measured peak feature memory of the native runner on a size x size canvas vs the float network's."""

@@ -27,6 +27,7 @@ _LIB: C.CDLL | None = None
 def _declare(lib: C.CDLL) -> C.CDLL:
     vp, i32p, sz = C.c_void_p, np.ctypeslib.ndpointer(np.int32, flags='C_CONTIGUOUS'), C.c_size_t
     u8p = np.ctypeslib.ndpointer(np.uint8, flags='C_CONTIGUOUS')
+    f64p = np.ctypeslib.ndpointer(np.float64, flags='C_CONTIGUOUS')
     sigs = {
         'ifq_model_load': (C.c_int, [C.c_char_p, sz, C.POINTER(vp), C.POINTER(Error)]),
         'ifq_model_free': (None, [vp]),
@@ -52,6 +53,9 @@ def _declare(lib: C.CDLL) -> C.CDLL:
         'ifq_run_band': (C.c_int, [vp, u8p, i32p, C.c_int, C.c_int]),
         'ifq_decode': (C.c_int, [vp, i32p, C.c_int32, C.c_int32, C.c_int32, C.c_int32,
                                  np.ctypeslib.ndpointer(np.int32, flags='C_CONTIGUOUS'), sz, C.POINTER(sz)]),
+        'ifq_nms_vote_work_bytes': (sz, [sz]),
+        'ifq_nms_vote': (C.c_int, [f64p, f64p, f64p, sz, C.c_int32, C.c_int32, C.c_int32, f64p,
+                                   np.ctypeslib.ndpointer(np.int64, flags='C_CONTIGUOUS'), f64p, C.POINTER(sz)]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -167,3 +171,22 @@ class Runner:
         if status:
             raise RuntimeError(f'ifq_decode failed ({status})')
         return self._boxes[:n.value].copy()
+
+
+def nms_vote(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou_num: int, iou_den: int,
+             contain_num: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """engine.nms.nms_vote on float boxes, in C (ifq_nms_vote): the same kept indices and the
+    same float64 voted boxes, bit for bit. boxes (N, 4) x1, y1, x2, y2; ranks, weights (N,)."""
+    lib = library()
+    b = np.ascontiguousarray(boxes, dtype=np.float64).reshape(-1, 4)
+    r, w = (np.ascontiguousarray(v, dtype=np.float64).reshape(-1) for v in (ranks, weights))
+    if not len(r) == len(w) == len(b):
+        raise ValueError(f'{len(b)} boxes, {len(r)} ranks and {len(w)} weights: expected one of each per box')
+    n = len(b)
+    work = np.empty(lib.ifq_nms_vote_work_bytes(n) // 8 + 1, dtype=np.float64)   # aligned for double
+    keep, voted, kept = np.empty(n, dtype=np.int64), np.empty((n, 4), dtype=np.float64), C.c_size_t()
+    status = lib.ifq_nms_vote(b, r, w, n, iou_num, iou_den, -1 if contain_num is None else contain_num,
+                              work, keep, voted, C.byref(kept))
+    if status:
+        raise ValueError(f'ifq_nms_vote refused its arguments ({n} boxes, IoU {iou_num}/{iou_den}, NaN ranks?)')
+    return keep[:kept.value].copy(), voted[:kept.value].copy()
