@@ -11,7 +11,7 @@ import pytest
 
 from ifq_tinier_yolo import Detector, Face, netdef
 from ifq_tinier_yolo.apps import backends
-from ifq_tinier_yolo.apps.detector import LEVEL_NMS, scale_boxes
+from ifq_tinier_yolo.apps.detector import LEVEL_NMS, discount_small, scale_boxes
 from ifq_tinier_yolo.errors import ConfigError, ImageError, ModelFileError
 
 IMG_SIZE = 64   # small network input keeps each forward pass to milliseconds
@@ -204,9 +204,8 @@ def test_pyramid_detector_merges_its_single_level_runs(backend_fixture: str, req
     image = noise((48, 80, 3))
     # each level's candidates, none suppressed: the merge's one voted NMS sees them all
     levels = [np.asarray(one._run(image, 0.0, LEVEL_NMS, s), dtype=np.float64) for s in pyramid.sizes]
-    want = merge_levels(levels, pyramid.sizes, 80, 16, pyramid.nms)
-    got = pyramid.detect_array(image)
-    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+    want = discount_small(merge_levels(levels, pyramid.sizes, 80, 16, pyramid.nms), 64, 80, 16)
+    np.testing.assert_array_equal(pyramid.detect_array(image), want)
 
 
 def test_merge_levels_keeps_small_boxes_from_the_upscaled_level():
@@ -233,7 +232,18 @@ def test_upscale_detector_merges_its_single_level_runs(backend_fixture: str, req
     want = merge_levels([runs[48], runs[32]], [48, 32], 80, 16, up.nms, upscaled=runs[64], up_size=64)
     got = up.detect_array(image)
     assert len(got) > len(merge_levels([runs[48], runs[32]], [48, 32], 80, 16, up.nms))   # the extra level adds boxes
-    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+    np.testing.assert_array_equal(got, discount_small(want, 48, 80, 16))
+
+
+def test_discount_small_lowers_boxes_under_two_cells_and_reorders():
+    # a 1024 px image seen at input 576, stride 16: 2 cells = 32 input px = 56.9 image px
+    boxes = np.array([[0.0, 0, 14.2, 10, 0.8],      # a quarter of 2 cells: 0.8 * 0.25 ** 0.1
+                      [50, 50, 60, 60, 0.7],        # over 2 cells: as it was
+                      [100, 100, 20, 40, 0.79]])    # the longer side counts: 0.79 * 0.703 ** 0.1
+    got = discount_small(boxes, 576, 1024, 16)
+    np.testing.assert_allclose(got[:, 4], [0.79 * (40 / 56.889) ** 0.1, 0.7, 0.8 * (14.2 / 56.889) ** 0.1], rtol=1e-5)
+    np.testing.assert_array_equal(got[:, :4], boxes[[2, 1, 0], :4])   # best first again
+    assert netdef.SMALL_BOX_CELLS == 2 and netdef.SMALL_BOX_POWER == 0.1   # the figures above assume them
 
 
 def test_is_crowd_counts_confident_small_boxes():

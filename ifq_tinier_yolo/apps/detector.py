@@ -72,6 +72,15 @@ def is_crowd(dets: np.ndarray, size: int, long_side: int, stride: int) -> bool:
     return int(np.count_nonzero(small)) >= netdef.AUTO_UPSCALE_FACES
 
 
+def discount_small(dets: np.ndarray, size: int, long_side: int, stride: int) -> np.ndarray:
+    """Boxes (N, 5) with the scores of those shorter than netdef.SMALL_BOX_CELLS cells at input `size`
+    times (cells / SMALL_BOX_CELLS) ** SMALL_BOX_POWER, best first again (stable)."""
+    cells = box_cells(dets, size, long_side, stride)
+    out = dets.copy()
+    out[:, 4] *= np.minimum(cells / netdef.SMALL_BOX_CELLS, 1.0) ** netdef.SMALL_BOX_POWER
+    return out[np.argsort(-out[:, 4], kind='stable')]
+
+
 def merge_levels(levels: list[np.ndarray], sizes: list[int], long_side: int, stride: int,
                  nms: float, upscaled: np.ndarray | None = None, up_size: int = 0,
                  vote: VoteFn = nms_vote_at) -> np.ndarray:
@@ -174,18 +183,20 @@ class Detector:
                    m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None, m.vote)
 
     def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
-        """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, best first."""
+        """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, small boxes
+        discounted (discount_small), scoring at least `conf`, best first."""
         def run(size: int, heads: tuple[int, ...] | None = None) -> np.ndarray:
             dets = self._run(bgr, conf, LEVEL_NMS, size, heads)
             return np.asarray(dets, dtype=np.float64).reshape(-1, len(COLUMNS))
         long_side = max(bgr.shape[:2])
         levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
-        if self.upscale != 'on':
-            boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms, vote=self._vote)
-            if self.upscale == 'off' or not is_crowd(boxes, self.sizes[0], long_side, self.stride):
-                return boxes
-        return merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size), self.up_size,
-                            self._vote)
+        boxes = None if self.upscale == 'on' else merge_levels(levels, self.sizes, long_side, self.stride,
+                                                                self.nms, vote=self._vote)
+        if boxes is None or (self.upscale == 'auto' and is_crowd(boxes, self.sizes[0], long_side, self.stride)):
+            boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size),
+                                 self.up_size, self._vote)
+        boxes = discount_small(boxes, self.sizes[0], long_side, self.stride)
+        return boxes[boxes[:, 4] >= conf]
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
