@@ -50,39 +50,10 @@ static int64_t rank_key(int64_t requantized, int32_t objectness)
 }
 
 /* Rank: higher key first, then lower candidate index (nms.nms's lexsort). */
-static int before(const int64_t *key, uint32_t a, uint32_t b)
+static int before(const void *keys, uint32_t a, uint32_t b)
 {
+    const int64_t *key = keys;
     return key[a] != key[b] ? key[a] > key[b] : a < b;
-}
-
-/* Heapsort of the index array by `before` (no allocation, O(n log n)). */
-static void sift(const int64_t *key, uint32_t *v, size_t i, size_t n)
-{
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= n)
-            return;
-        if (child + 1 < n && before(key, v[child], v[child + 1]))
-            child++;
-        if (!before(key, v[i], v[child]))
-            return;
-        uint32_t t = v[i];
-        v[i] = v[child];
-        v[child] = t;
-        i = child;
-    }
-}
-
-static void sort_candidates(const int64_t *key, uint32_t *v, size_t n)
-{
-    for (size_t i = n / 2; i-- > 0;)
-        sift(key, v, i, n);   /* a heap whose root ranks last */
-    for (size_t end = n; end > 1; end--) {
-        uint32_t t = v[0];
-        v[0] = v[end - 1];
-        v[end - 1] = t;
-        sift(key, v, 0, end - 1);
-    }
 }
 
 static int64_t area(const ifq_box *b) { return ((int64_t)b->x2 - b->x1) * ((int64_t)b->y2 - b->y1); }
@@ -193,7 +164,7 @@ ifq_status ifq_decode(ifq_runner *r, const int32_t *head, int32_t conf_q16, int3
         n = decode_one(L, L->net_stride, ifq_runner_head_rows(r, h), ifq_runner_head_cols(r, h),
                        head + ifq_runner_head_offset(r, h), conf_q16, r->cand, r->cand_key, r->order, n);
     }
-    sort_candidates(r->cand_key, r->order, n);
+    ifq_sort_indices(r->cand_key, before, r->order, n);
     const int keep_all = iou_num >= den && contain_num < 0;   /* no IoU exceeds 1: nothing is suppressed */
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {

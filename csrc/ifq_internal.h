@@ -34,6 +34,11 @@
 #define IFQ_HOT static
 #endif
 
+/* Sort candidate indices v[0..n) so that before(keys, v[i], v[i + 1]) for all i (ifq_sort.c);
+ * `before` must be a strict total order ("a ranks before b"). */
+typedef int (*ifq_before_fn)(const void *keys, uint32_t a, uint32_t b);
+void ifq_sort_indices(const void *keys, ifq_before_fn before, uint32_t *v, size_t n);
+
 #define IFQ_MAX_INPUTS 4          /* named inputs of one layer (concatenated along channels) */
 #define IFQ_MAX_STAGES (2 * IFQ_MAX_LAYERS + 1)   /* the canvas, each layer's output, each concatenation */
 

@@ -7,38 +7,10 @@
 #include "ifq_internal.h"
 
 /* Rank order: higher rank first, then lower index (nms._greedy's lexsort). */
-static int before(const double *rank, uint32_t a, uint32_t b)
+static int before(const void *ranks, uint32_t a, uint32_t b)
 {
+    const double *rank = ranks;
     return rank[a] != rank[b] ? rank[a] > rank[b] : a < b;
-}
-
-static void sift(const double *rank, uint32_t *v, size_t i, size_t n)
-{
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= n)
-            return;
-        if (child + 1 < n && before(rank, v[child], v[child + 1]))
-            child++;
-        if (!before(rank, v[i], v[child]))
-            return;
-        uint32_t t = v[i];
-        v[i] = v[child];
-        v[child] = t;
-        i = child;
-    }
-}
-
-static void sort_by_rank(const double *rank, uint32_t *v, size_t n)
-{
-    for (size_t i = n / 2; i-- > 0;)
-        sift(rank, v, i, n);   /* a heap whose root ranks last */
-    for (size_t end = n; end > 1; end--) {
-        uint32_t t = v[0];
-        v[0] = v[end - 1];
-        v[end - 1] = t;
-        sift(rank, v, 0, end - 1);
-    }
 }
 
 enum { KEPT, BY_IOU, BY_CONTAINMENT };
@@ -83,7 +55,7 @@ ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *
         order[i] = (uint32_t)i;
         owner[i] = -1;
     }
-    sort_by_rank(ranks, order, n);
+    ifq_sort_indices(ranks, before, order, n);
     const int keep_all = iou_num >= den && contain_num < 0;   /* no IoU exceeds 1: nothing is suppressed */
     const int contain = contain_num >= 0;
     size_t kept = 0;
