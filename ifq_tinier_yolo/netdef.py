@@ -298,7 +298,7 @@ AUTO_UPSCALE_SCORE = 0.4
 # 0.6-0.8: 0.63-0.82 for boxes under 12 input pixels, 0.74-1.0 above, weights/README.md session
 # 17), so the detector ranks the merged boxes by score * min(1, side / SMALL_BOX_CELLS) **
 # SMALL_BOX_POWER, the side (longer, in grid cells of the first level) under two cells scoring
-# up to 13% less.
+# up to 13% less. The 'auto' upscale test reads the scores before this discount.
 SMALL_BOX_CELLS = 2
 SMALL_BOX_POWER = 0.1
 
