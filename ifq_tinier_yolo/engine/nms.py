@@ -87,11 +87,6 @@ def iou_ratio(v: float | None) -> int | None:
     return None if v is None else round(v * IOU_DEN)
 
 
-def nms_at(boxes: np.ndarray, scores: np.ndarray, iou: float, contain: float | None = None) -> np.ndarray:
-    """`nms` with a user IoU threshold (and containment threshold) in [0, 1], turned into integer ratios."""
-    return nms(boxes, scores, iou_ratio(iou), IOU_DEN, iou_ratio(contain))
-
-
 def nms_vote_at(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou: float,
                 contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`nms_vote` with user thresholds in [0, 1], turned into integer ratios."""

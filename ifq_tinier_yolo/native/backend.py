@@ -149,7 +149,7 @@ class NativeBackend:
     def decode_heads(self, heads: list[np.ndarray], conf: float, nms_iou: float,
                      contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per head int32 (A*5, rows, cols) -> (float64 (N, 4) x1, y1, x2, y2 network pixels, float64 (N,)
-        scores), best first: runtime.decode_heads (and nms.nms_at's containment) in C."""
+        scores), best first: runtime.decode_heads (and nms.nms_vote_at's containment) in C."""
         if len(heads) != self.num_heads or getattr(heads[0], 'ndim', 0) != 3:
             raise ValueError(f'{len(heads)} heads given, the model has {self.num_heads}')
         stride = netdef.head_strides(self.specs)[0]
