@@ -255,7 +255,7 @@ def test_v2_grows_into_the_wider_v7():
 def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_path):
     """Detector: the first level asks for the boxes of every head, the smaller levels for those
     of the coarsest head only (netdef.coarsest_heads); the merge sees exactly those runs."""
-    from ifq_tinier_yolo.apps.detector import LEVEL_NMS, Detector, merge_levels
+    from ifq_tinier_yolo.apps.detector import LEVEL_NMS, Detector, discount_small, merge_levels
     _, model = small_pair
     path = tmp_path / 'small.ifq'
     path.write_bytes(fmt.to_bytes(model))
@@ -272,7 +272,7 @@ def test_pyramid_levels_after_the_first_run_the_coarsest_head(small_pair, tmp_pa
     assert asked == [(32, None), (16, (0,)), (8, (0,))]
     levels = [runtime.detect(model, image, 0.0, LEVEL_NMS, size, heads) for size, heads in asked]
     assert len(levels[1]) < len(runtime.detect(model, image, 0.0, LEVEL_NMS, 16))   # head h4's boxes left out
-    want = merge_levels(levels, det.sizes, 64, 8, det.nms)
-    np.testing.assert_array_equal(got, want[np.argsort(-want[:, 4], kind='stable')])
+    want = discount_small(merge_levels(levels, det.sizes, 64, 8, det.nms), det.sizes[0], 64, 8)
+    np.testing.assert_array_equal(got, want)
     # a one-head model runs that head at every level: no subset, so one runner per shape
     assert Detector.load(CHAIN, backend='int').coarse_heads is None
