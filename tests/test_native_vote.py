@@ -2,6 +2,8 @@
 equal bit for bit to engine/nms.py's float path, alone and inside the Detector."""
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ from ifq_tinier_yolo.imageio import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 CROWD = ('WIDER_train', 'images', '0--Parade', '0_Parade_Parade_0_52.jpg')   # 214 faces
+SANITIZER_ENV = {'ASAN_OPTIONS': 'detect_leaks=1:halt_on_error=1:abort_on_error=0',
+                 'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1'}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -82,3 +86,36 @@ def test_native_detector_merges_in_c_with_the_numpy_result(shared_wider: Path):
         got = det.detect_array(image)
         assert len(got) > 500
         np.testing.assert_array_equal(got, numpy_merge.detect_array(image))
+
+
+def test_sanitized_vote_campaign(tmp_path: Path):
+    """ASan + UBSan build of ifq_nms_vote (tools/ifq_vote_check.c, buffers of exactly the sizes the
+    API asks for): random cases, empty and one-box ones included, no report, numpy's result."""
+    from ifq_tinier_yolo.native.build import CSRC, NativeUnavailable, build_program
+    try:
+        exe = build_program(CSRC / 'tools' / 'ifq_vote_check.c', 'ifq_vote_check-asan', sanitize=True)
+    except NativeUnavailable as e:
+        pytest.skip(f'no sanitizer build here: {str(e).splitlines()[-1]}')
+    rng = np.random.default_rng(17)
+    cases, paths = [], []
+    for case in range(60):
+        boxes, ranks, weights = random_case(rng, case)
+        if case < 2:   # no box, one box
+            boxes, ranks, weights = boxes[:case], ranks[:case], weights[:case]
+        iou_num, contain_num = [0, 450, 1000][case % 3], [-1, 800][case % 2]
+        cases.append((boxes, ranks, weights, iou_num, contain_num))
+        paths.append(tmp_path / f'{case}.bin')
+        header = np.array([iou_num, 1000, contain_num, len(ranks)], dtype='<i4').tobytes()
+        paths[-1].write_bytes(header + np.concatenate([boxes.ravel(), ranks, weights]).astype('<f8').tobytes())
+    done = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **SANITIZER_ENV})
+    assert done.returncode == 0 and 'Sanitizer' not in done.stderr and 'runtime error' not in done.stderr, \
+        done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(cases)
+    for (boxes, ranks, weights, iou_num, contain_num), line in zip(cases, lines):
+        status, kept, *rest = line.split()
+        keep, voted = nms_vote(boxes, ranks, weights, iou_num, 1000, None if contain_num < 0 else contain_num)
+        assert status == '0' and int(kept) == len(keep), line[:200]
+        np.testing.assert_array_equal([int(v) for v in rest[:len(keep)]], keep)
+        np.testing.assert_array_equal(np.array([float.fromhex(v) for v in rest[len(keep):]]).reshape(-1, 4), voted)
