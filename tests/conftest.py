@@ -19,6 +19,15 @@ def _has_train_split(root: Path) -> bool:
 
 
 @pytest.fixture(scope='session')
+def native_built() -> None:
+    """Skips unless the native library builds and loads here (the native test modules use it)."""
+    from ifq_tinier_yolo import native
+    reason = native.unavailable_reason()
+    if reason:
+        pytest.skip(f'native library unavailable: {reason}')
+
+
+@pytest.fixture(scope='session')
 def shared_wider() -> Path:
     """The real WIDER FACE subset (../shared/data/wider); skips when it is absent."""
     if not _has_train_split(SHARED_WIDER):

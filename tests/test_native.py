@@ -34,11 +34,7 @@ def report(capsys: pytest.CaptureFixture, line: str) -> None:
         print(f'\n{line}')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def native_built() -> None:
-    reason = native.unavailable_reason()
-    if reason:
-        pytest.skip(f'native library unavailable: {reason}')
+pytestmark = pytest.mark.usefixtures('native_built')
 
 
 @pytest.fixture(scope='module')

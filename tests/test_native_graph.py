@@ -24,11 +24,7 @@ SMALL_SIZES = (32, 48)
 FEATURE_RATIO_GOAL = 18                       # the paper's feature-memory ratio (issue 15)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def native_built() -> None:
-    reason = native.unavailable_reason()
-    if reason:
-        pytest.skip(f'native library unavailable: {reason}')
+pytestmark = pytest.mark.usefixtures('native_built')
 
 
 @functools.cache

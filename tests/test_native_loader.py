@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ifq_tinier_yolo import native
 from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.errors import ModelFileError
 
@@ -27,15 +26,9 @@ SOURCE = 'm.ifq'
 # header-level refusals: the C message must equal the Python one word for word
 HEADER_MESSAGES = ('empty file', 'not an .ifq model file', 'truncated (', 'format version', 'unknown format version',
                    'unexpected bytes after', 'corrupted (CRC-32', 'unknown flags')
-SANITIZER_ENV = {'ASAN_OPTIONS': 'detect_leaks=1:halt_on_error=1:abort_on_error=0',
-                 'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1'}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def native_built() -> None:
-    reason = native.unavailable_reason()
-    if reason:
-        pytest.skip(f'native library unavailable: {reason}')
+pytestmark = pytest.mark.usefixtures('native_built')
 
 
 def python_verdict(data: bytes) -> str | None:
@@ -168,7 +161,7 @@ def test_same_refusals_on_truncations_and_bit_flips(tiny_ifq_bytes: bytes, seed:
 
 def test_sanitized_loader_campaign(tiny_ifq_bytes: bytes, random_ifq: Path, tmp_path: Path, capsys):
     """ASan + UBSan build of the loader (tools/ifq_check.c): damaged files in one run, no report."""
-    from ifq_tinier_yolo.native.build import CSRC, NativeUnavailable, build_program
+    from ifq_tinier_yolo.native.build import CSRC, SANITIZER_ENV, NativeUnavailable, build_program
     try:
         exe = build_program(CSRC / 'tools' / 'ifq_check.c', 'ifq_check-asan', sanitize=True)
     except NativeUnavailable as e:

@@ -9,22 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifq_tinier_yolo import native
 from ifq_tinier_yolo.apps.detector import Detector
 from ifq_tinier_yolo.engine.nms import nms_vote, nms_vote_at
 from ifq_tinier_yolo.imageio import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 CROWD = ('WIDER_train', 'images', '0--Parade', '0_Parade_Parade_0_52.jpg')   # 214 faces
-SANITIZER_ENV = {'ASAN_OPTIONS': 'detect_leaks=1:halt_on_error=1:abort_on_error=0',
-                 'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1'}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def native_built() -> None:
-    reason = native.unavailable_reason()
-    if reason:
-        pytest.skip(f'native library unavailable: {reason}')
+pytestmark = pytest.mark.usefixtures('native_built')
 
 
 def random_case(rng: np.random.Generator, case: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,7 +84,7 @@ def test_native_detector_merges_in_c_with_the_numpy_result(shared_wider: Path):
 def test_sanitized_vote_campaign(tmp_path: Path):
     """ASan + UBSan build of ifq_nms_vote (tools/ifq_vote_check.c, buffers of exactly the sizes the
     API asks for): random cases, empty and one-box ones included, no report, numpy's result."""
-    from ifq_tinier_yolo.native.build import CSRC, NativeUnavailable, build_program
+    from ifq_tinier_yolo.native.build import CSRC, SANITIZER_ENV, NativeUnavailable, build_program
     try:
         exe = build_program(CSRC / 'tools' / 'ifq_vote_check.c', 'ifq_vote_check-asan', sanitize=True)
     except NativeUnavailable as e:

@@ -24,6 +24,9 @@ BUILD = ROOT / 'build' / 'native'
 CFLAGS = ('-std=c99', '-O2', '-fPIC', '-ffp-contract=off', '-Wall', '-Wextra')
 SANITIZE_FLAGS = ('-std=c99', '-O1', '-ffp-contract=off', '-g', '-fno-omit-frame-pointer',
                   '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined', '-Wall', '-Wextra')
+# run-time options of programs built with SANITIZE_FLAGS: stop at the first report, leaks included
+SANITIZER_ENV = {'ASAN_OPTIONS': 'detect_leaks=1:halt_on_error=1:abort_on_error=0',
+                 'UBSAN_OPTIONS': 'halt_on_error=1:print_stacktrace=1'}
 LIB_SUFFIX = '.dylib' if sys.platform == 'darwin' else '.so'
 COMPILE_TIMEOUT_S = 300
 
