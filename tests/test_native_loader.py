@@ -5,9 +5,7 @@ truncations, bit flips and payload mutations of both with no crash, no undefined
 no leak (the files it accepts it also runs and decodes)."""
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
 import zlib
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from ifq_tinier_yolo.engine import modelfile as fmt
 from ifq_tinier_yolo.errors import ModelFileError
 
 from fuzz_helpers import FUZZ, mutated_bytes
+from sanitized import run_sanitized, sanitized_tool
 from test_native_graph import small_graph_bytes
 
 SOURCE = 'm.ifq'
@@ -161,11 +160,7 @@ def test_same_refusals_on_truncations_and_bit_flips(tiny_ifq_bytes: bytes, seed:
 
 def test_sanitized_loader_campaign(tiny_ifq_bytes: bytes, random_ifq: Path, tmp_path: Path, capsys):
     """ASan + UBSan build of the loader (tools/ifq_check.c): damaged files in one run, no report."""
-    from ifq_tinier_yolo.native.build import CSRC, SANITIZER_ENV, NativeUnavailable, build_program
-    try:
-        exe = build_program(CSRC / 'tools' / 'ifq_check.c', 'ifq_check-asan', sanitize=True)
-    except NativeUnavailable as e:
-        pytest.skip(f'no sanitizer build here: {str(e).splitlines()[-1]}')
+    exe = sanitized_tool('ifq_check')
     files: list[bytes] = list(error_table(random_ifq.read_bytes()).values()) + [tiny_ifq_bytes]
     body = tiny_ifq_bytes[:-fmt.CRC.size]
     files += [body[:n] + tiny_ifq_bytes[-fmt.CRC.size:] for n in range(0, len(body), 7)]   # plain truncations
@@ -193,11 +188,7 @@ def test_sanitized_loader_campaign(tiny_ifq_bytes: bytes, random_ifq: Path, tmp_
     for i, data in enumerate(files):
         paths.append(tmp_path / f'{i}.ifq')
         paths[-1].write_bytes(data)
-    done = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **SANITIZER_ENV})
-    assert done.returncode == 0 and 'Sanitizer' not in done.stderr and 'runtime error' not in done.stderr, \
-        done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    lines = run_sanitized(exe, paths)
     assert len(lines) == len(files)
     for data, line in zip(files, lines):
         status, _, message = line.split(' ', 2)

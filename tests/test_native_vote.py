@@ -2,8 +2,6 @@
 equal bit for bit to engine/nms.py's float path, alone and inside the Detector."""
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from ifq_tinier_yolo.apps.detector import Detector
 from ifq_tinier_yolo.engine.nms import nms_vote, nms_vote_at
 from ifq_tinier_yolo.imageio import read_image
+from sanitized import run_sanitized, sanitized_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CROWD = ('WIDER_train', 'images', '0--Parade', '0_Parade_Parade_0_52.jpg')   # 214 faces
@@ -84,11 +83,7 @@ def test_native_detector_merges_in_c_with_the_numpy_result(shared_wider: Path):
 def test_sanitized_vote_campaign(tmp_path: Path):
     """ASan + UBSan build of ifq_nms_vote (tools/ifq_vote_check.c, buffers of exactly the sizes the
     API asks for): random cases, empty and one-box ones included, no report, numpy's result."""
-    from ifq_tinier_yolo.native.build import CSRC, SANITIZER_ENV, NativeUnavailable, build_program
-    try:
-        exe = build_program(CSRC / 'tools' / 'ifq_vote_check.c', 'ifq_vote_check-asan', sanitize=True)
-    except NativeUnavailable as e:
-        pytest.skip(f'no sanitizer build here: {str(e).splitlines()[-1]}')
+    exe = sanitized_tool('ifq_vote_check')
     rng = np.random.default_rng(17)
     cases, paths = [], []
     for case in range(60):
@@ -100,11 +95,7 @@ def test_sanitized_vote_campaign(tmp_path: Path):
         paths.append(tmp_path / f'{case}.bin')
         header = np.array([iou_num, 1000, contain_num, len(ranks)], dtype='<i4').tobytes()
         paths[-1].write_bytes(header + np.concatenate([boxes.ravel(), ranks, weights]).astype('<f8').tobytes())
-    done = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **SANITIZER_ENV})
-    assert done.returncode == 0 and 'Sanitizer' not in done.stderr and 'runtime error' not in done.stderr, \
-        done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    lines = run_sanitized(exe, paths)
     assert len(lines) == len(cases)
     for (boxes, ranks, weights, iou_num, contain_num), line in zip(cases, lines):
         status, kept, *rest = line.split()
