@@ -156,7 +156,8 @@ struct ifq_runner {
     uint8_t *amx_rows;          /* AMX set: a layer's window rows, one byte per code */
     int32_t *amx_acc;           /* AMX set: accumulators of a block of conv positions */
     size_t feature_bytes, total_bytes;
-    void *blocks[3 * IFQ_MAX_STAGES + 2 * IFQ_MAX_LAYERS + 32];   /* rows, sums, blank intervals of each stage, blank pixels, tiles, scratch */
+    /* rows, sums, blank intervals of each stage, blank pixels, tiles, scratch */
+    void *blocks[3 * IFQ_MAX_STAGES + 2 * IFQ_MAX_LAYERS + 32];
     int n_blocks;
 };
 

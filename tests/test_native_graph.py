@@ -158,7 +158,8 @@ def test_graph_chain_still_one_head():
     head = backend.run(canvas)
     np.testing.assert_array_equal(head, runtime.run(model, canvas))
     assert len(backend.run_heads(canvas)) == 1
-    np.testing.assert_array_equal(backend.decode_head(head, CONF, NMS)[0], runtime.decode_head(model, head, CONF, NMS)[0])
+    np.testing.assert_array_equal(backend.decode_head(head, CONF, NMS)[0],
+                                  runtime.decode_head(model, head, CONF, NMS)[0])
 
 
 def test_graph_feature_memory(capsys):

@@ -136,7 +136,8 @@ def test_graph_model_file_round_trip(small_pair):
     again = fmt.from_bytes(fmt.to_bytes(model))
     assert again.specs == model.specs
     for a, b in zip(model.heads, again.heads):
-        assert np.array_equal(a.anchors_q16, b.anchors_q16) and (a.out_multiplier, a.out_shift) == (b.out_multiplier, b.out_shift)
+        assert np.array_equal(a.anchors_q16, b.anchors_q16)
+        assert (a.out_multiplier, a.out_shift) == (b.out_multiplier, b.out_shift)
     canvas = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert all(np.array_equal(x, y) for x, y in zip(runtime.run_heads(model, canvas), runtime.run_heads(again, canvas)))
 
