@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: no .jpg images under {args.images}', file=sys.stderr)
         return 1
     detectors = [detector(s) for s in args.settings]
-    squares = [square(image) for image in images]
+    squared = any(s.endswith(':square') for s in args.settings)
+    squares = [square(image) for image in images] if squared else images
     inputs = [squares if s.endswith(':square') else images for s in args.settings]
     times: list[list[float]] = [[] for _ in detectors]
     for _ in range(args.rounds):

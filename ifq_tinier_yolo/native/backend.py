@@ -160,9 +160,8 @@ class NativeBackend:
     def _decode(self, runner: binding.Runner, flat: np.ndarray, conf: float, nms_iou: float,
                 contain: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """decode_heads of the heads back to back (runner.join's layout)."""
-        contain_num = -1 if contain is None else iou_ratio(contain)
         with self._lock:
-            boxes = runner.decode(flat, score_threshold_q(conf), iou_ratio(nms_iou), IOU_DEN, contain_num)
+            boxes = runner.decode(flat, score_threshold_q(conf), iou_ratio(nms_iou), IOU_DEN, iou_ratio(contain))
         return (boxes[:, :4].astype(np.float64) / (1 << BOX_FRAC_BITS),
                 boxes[:, 4].astype(np.float64) / (1 << SCORE_FRAC_BITS))
 

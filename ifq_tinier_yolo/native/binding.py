@@ -80,6 +80,11 @@ def kernels_supported(name: str) -> bool:
     return bool(library().ifq_kernels_supported(KERNELS.index(name)))
 
 
+def _c_contain(contain_num: int | None) -> int:
+    """A containment numerator as the C functions take it: -1 for no containment test."""
+    return -1 if contain_num is None else contain_num
+
+
 class Model:
     """A loaded model handle; raises ValueError with the C loader's message."""
 
@@ -160,14 +165,16 @@ class Runner:
         if library().ifq_run_band(self.handle, canvas, head, y_begin, y_end):
             raise RuntimeError('ifq_run_band failed')   # only on bad arguments: a bug, not a user error
 
-    def decode(self, heads: np.ndarray, conf_q: int, iou_num: int, den: int, contain_num: int) -> np.ndarray:
+    def decode(self, heads: np.ndarray, conf_q: int, iou_num: int, den: int,
+               contain_num: int | None = None) -> np.ndarray:
         """int32 (head_len,) every head back to back (`run`, `join`) -> int32 (N, 6) x1, y1, x2, y2
-        (2**-8 px), score (2**-16), objectness: each head it computes decoded, one NMS over all."""
+        (2**-8 px), score (2**-16), objectness: each head it computes decoded, one NMS over all
+        (containment test where contain_num is not None)."""
         if heads.shape != (self.head_len,):   # the C decoder reads exactly this many values
             raise ValueError(f'heads of shape {heads.shape}, this runner makes ({self.head_len},)')
         n = C.c_size_t()
-        status = library().ifq_decode(self.handle, heads, conf_q, iou_num,
-                                      den, contain_num, self._boxes, self.max_boxes, C.byref(n))
+        status = library().ifq_decode(self.handle, heads, conf_q, iou_num, den, _c_contain(contain_num),
+                                      self._boxes, self.max_boxes, C.byref(n))
         if status:
             raise RuntimeError(f'ifq_decode failed ({status})')
         return self._boxes[:n.value].copy()
@@ -185,8 +192,8 @@ def nms_vote(boxes: np.ndarray, ranks: np.ndarray, weights: np.ndarray, iou_num:
     n = len(b)
     work = np.empty(lib.ifq_nms_vote_work_bytes(n) // 8 + 1, dtype=np.float64)   # aligned for double
     keep, voted, kept = np.empty(n, dtype=np.int64), np.empty((n, 4), dtype=np.float64), C.c_size_t()
-    status = lib.ifq_nms_vote(b, r, w, n, iou_num, iou_den, -1 if contain_num is None else contain_num,
-                              work, keep, voted, C.byref(kept))
+    status = lib.ifq_nms_vote(b, r, w, n, iou_num, iou_den, _c_contain(contain_num), work, keep, voted,
+                              C.byref(kept))
     if status:
         raise ValueError(f'ifq_nms_vote refused its arguments ({n} boxes, IoU {iou_num}/{iou_den}, NaN ranks?)')
     return keep[:kept.value].copy(), voted[:kept.value].copy()
