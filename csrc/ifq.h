@@ -142,9 +142,9 @@ ifq_status ifq_decode(ifq_runner *runner, const int32_t *head, int32_t conf_q16,
  * area inside it (tested as inter * den > iou_num * union and inter * den > contain_num * area).
  * Each kept box becomes the weighted mean of itself and the boxes it suppressed by IoU, summed in
  * candidate order (unchanged where its weights sum to 0 or less). Writes the kept candidates'
- * indices, best first, to keep[0..*n_keep) and their voted boxes to voted[0..4 * *n_keep); `work`
- * holds ifq_nms_vote_work_bytes(n) bytes, aligned for double. The Python Detector merges its
- * pyramid levels with it. */
+ * indices, best first, to keep[0..*n_keep) and their voted boxes to voted[0..4 * *n_keep) (room
+ * for n of each: keep n int64, voted 4 n doubles); `work` holds ifq_nms_vote_work_bytes(n) bytes,
+ * aligned for double. The Python Detector merges its pyramid levels with it. */
 size_t ifq_nms_vote_work_bytes(size_t n);   /* 0 if n is over the candidate limit (2^23) */
 ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *weights, size_t n,
                         int32_t iou_num, int32_t den, int32_t contain_num, void *work, int64_t *keep,

@@ -32,7 +32,7 @@ size_t ifq_nms_vote_work_bytes(size_t n)
 {
     if (n > IFQ_MAX_CANDIDATES)
         return 0;
-    return n * (2 * sizeof(double) + 2 * sizeof(uint32_t) + sizeof(int32_t));
+    return n * (2 * sizeof(double) + sizeof(uint32_t) + sizeof(int32_t));
 }
 
 ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *weights, size_t n, int32_t iou_num,
@@ -47,8 +47,7 @@ ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *
     double *area = work;                          /* n: each box's (x2 - x1) * (y2 - y1) */
     double *total = area + n;                     /* per kept box: sum of its voters' weights */
     uint32_t *order = (uint32_t *)(total + n);   /* n: candidates best first */
-    uint32_t *kept_at = order + n;               /* per kept box: its candidate index */
-    int32_t *owner = (int32_t *)(kept_at + n);   /* per candidate: the kept box it votes for, or -1 */
+    int32_t *owner = (int32_t *)(order + n);     /* per candidate: the kept box it votes for, or -1 */
     for (size_t i = 0; i < n; i++) {
         const double *b = boxes + 4 * i;
         area[i] = (b[2] - b[0]) * (b[3] - b[1]);
@@ -64,14 +63,14 @@ ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *
         int how = KEPT;
         size_t j = 0;
         for (; j < kept && how == KEPT && !keep_all; j++)
-            how = suppressed(boxes + 4 * (size_t)kept_at[j], area[kept_at[j]], boxes + 4 * (size_t)i, area[i],
+            how = suppressed(boxes + 4 * (size_t)keep[j], area[keep[j]], boxes + 4 * (size_t)i, area[i],
                              iou_num, den, contain_num, contain);
         if (how == BY_IOU)
             owner[i] = (int32_t)(j - 1);
         if (how != KEPT)
             continue;
         owner[i] = (int32_t)kept;
-        kept_at[kept++] = i;
+        keep[kept++] = i;   /* the kept boxes, best first: the output, and the list tested against */
     }
     /* the votes, summed in candidate order as np.add.at does: products rounded, then added */
     for (size_t k = 0; k < 4 * kept; k++)
@@ -90,10 +89,9 @@ ifq_status ifq_nms_vote(const double *boxes, const double *ranks, const double *
         }
     }
     for (size_t k = 0; k < kept; k++) {
-        const double *b = boxes + 4 * (size_t)kept_at[k];
+        const double *b = boxes + 4 * (size_t)keep[k];
         for (int f = 0; f < 4; f++)   /* a total of 0 (or less) keeps the box as it is */
             voted[4 * k + f] = total[k] > 0 ? voted[4 * k + f] / total[k] : b[f];
-        keep[k] = kept_at[k];
     }
     *n_keep = kept;
     return IFQ_OK;
