@@ -12,3 +12,5 @@ DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix('.pt')       # its quantization-n
 # per image; 0.5 finds 57% with 0.33 (weights/README.md).
 DEFAULT_CONF = 0.4
 DEFAULT_NMS = 0.4                                           # NMS IoU threshold of every detector path
+# training crop window side / image long side (log-uniform; > 1 zooms out), for 320-416 px training input
+CROP_WINDOW = (0.25, 1.25)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .defaults import CROP_WINDOW
 from .errors import ConfigError
 
 OPTIMIZERS = ('adamw', 'sgd')
@@ -40,11 +41,13 @@ class TrainConfig:
     workers: int = _field(2, 'data loader processes per training process')
     seed: int = _field(0, 'seeds data order, augmentation and initialisation')
     bf16: bool = _field(False, 'bfloat16 autocast (CPU with AMX/AVX512-BF16, or GPU)')
+    channels_last: bool = _field(False, 'NHWC memory layout for the convolutions (faster on CPU, float '
+                                        'rounding differs from NCHW)')
     grad_clip: float = _field(10.0, 'max gradient norm')
     rotate: float = _field(0.0, 'rotate 3 in 10 training views by up to +- this many degrees (0: none)')
-    crop_min: float = _field(0.25, 'smallest training crop window side, as a fraction of the image long side '
+    crop_min: float = _field(CROP_WINDOW[0], 'smallest training crop window side, as a fraction of the image long side '
                                    '(window sides are log-uniform; the window is resized to img_size)')
-    crop_max: float = _field(1.25, 'largest crop window side / image long side (> 1 zooms out); scale both '
+    crop_max: float = _field(CROP_WINDOW[1], 'largest crop window side / image long side (> 1 zooms out); scale both '
                                    'with img_size to keep the face sizes of img_size 320')
     mosaic: float = _field(0.0, 'make this fraction of training views a 2x2 mosaic of four half-size views '
                                 '(more, smaller faces per step; 0: none)')

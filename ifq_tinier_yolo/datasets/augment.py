@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..boxes import corners
+from ..defaults import CROP_WINDOW
 from ..engine.preprocess import letterbox
 from ..netdef import LETTERBOX_FILL
 
@@ -28,7 +29,7 @@ SEED_MAX = 2**31 - 1   # albumentations seeds must fit an int32
 class AugmentConfig:
     """Strength of the training augmentation; the defaults suit WIDER FACE at 320-416 px input."""
     crop_p: float = 0.9                   # probability of a random crop window (else the whole image)
-    window_range: tuple[float, float] = (0.25, 1.25)  # crop side / image long side, log-uniform; > 1 zooms out
+    window_range: tuple[float, float] = CROP_WINDOW  # crop side / image long side, log-uniform; > 1 zooms out
     flip_p: float = 0.5                   # horizontal flip probability
     brightness: float = 0.25              # +- brightness shift, fraction of 255
     contrast: float = 0.25                # +- contrast gain - 1
