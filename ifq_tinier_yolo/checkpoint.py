@@ -63,13 +63,18 @@ def _check_archive(path: Path) -> None:
         raise ModelFileError(f'{path}: damaged checkpoint (checksum mismatch in {bad})')
 
 
+def plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's state_dict as contiguous CPU tensors (whatever device or memory layout it trained in)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(path: Path, model: TinierYolo, img_size: int, config: dict[str, Any],
                     **extra: Any) -> None:
     """Atomically save model weights + description (+ resume state in `extra`)."""
     ckpt = dict(format=FORMAT, version=VERSION, quant=model.quant,
                 layers=netdef.layers_to_list(model.layers),
                 img_size=int(img_size), config=dict(config),
-                model={k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra)
+                model=plain_state(model), **extra)
     with atomic_open(path, 'wb') as f:
         torch.save(ckpt, f)
 

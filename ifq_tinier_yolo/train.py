@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from . import netdef
-from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, model_state, plain_state, save_checkpoint
 from .datasets.augment import AugmentConfig
 from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
@@ -413,6 +413,8 @@ def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: boo
         for g in t.opt.param_groups:
             g['lr'] = lr_at(step, t.total_steps, t.warmup_steps, t.cfg)
         images, targets = images.to(t.device).float(), targets.to(t.device)
+        if t.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.cfg.bf16):
             heads = t.net(images)
         loss, parts = detection_loss([h.float() for h in heads], targets, t.anchors, t.loss_cfg)
@@ -457,7 +459,7 @@ def save_epoch(t: Trainer, out: Path, val, row: dict[str, Any], rows: list[dict[
     best = max(best, score)
     extra = dict(optimizer=t.opt.state_dict(), epoch=epoch + 1, best=best, step=step)
     if t.avg is not None:
-        extra['train_model'] = {k: v.detach().cpu() for k, v in t.model.state_dict().items()}
+        extra['train_model'] = plain_state(t.model)
     config = dataclasses.asdict(t.cfg)
     # last.pt goes last: a kill before it re-runs this epoch, which rewrites the others
     if improved:
@@ -504,7 +506,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
     out.mkdir(parents=True, exist_ok=True)   # only now: a refused checkpoint leaves no folder
     if main_proc:
         remove_stale_temps(out)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     avg = weight_average(model, cfg.ema, start.step) if cfg.ema else None
     if avg is not None and start.ckpt is not None and 'train_model' in start.ckpt:
         avg.module.load_state_dict(model_state(start.ckpt))   # a resumed run's average

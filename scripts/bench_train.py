@@ -56,7 +56,7 @@ def make_batch(root: Path, img_size: int, batch: int) -> tuple[tuple[torch.Tenso
 class Variant:
     """A model copy with its optimizer and step function."""
 
-    def __init__(self, name: str, base: TinierYolo, channels_last: bool, compiled: bool):
+    def __init__(self, name: str, base: TinierYolo, channels_last: bool, compiled: bool, bf16: bool = False):
         self.name = name
         self.model = TinierYolo(base.layers, quant=base.quant)
         self.model.load_state_dict(base.state_dict())
@@ -65,6 +65,7 @@ class Variant:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net = torch.compile(self.model) if compiled else self.model
+        self.bf16 = bf16
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.anchors = [torch.tensor(a, dtype=torch.float32) for a in self.model.head_anchors]
         self.times: list[float] = []
@@ -75,7 +76,9 @@ class Variant:
         x = images.float()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss, _ = detection_loss([h.float() for h in self.net(x)], targets, self.anchors, LossConfig())
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=self.bf16):
+            heads = self.net(x)
+        loss, _ = detection_loss([h.float() for h in heads], targets, self.anchors, LossConfig())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -89,7 +92,8 @@ def main() -> int:
     torch.manual_seed(0)
     (images, targets), batch_s = make_batch(args.wider_root, args.img_size, args.batch)
     base = TinierYolo(netdef.NETWORKS[args.net], quant=args.quant)
-    variants = [Variant('eager', base, False, False), Variant('channels_last', base, True, False)]
+    variants = [Variant('eager', base, False, False), Variant('channels_last', base, True, False),
+                Variant('bf16', base, False, False, bf16=True), Variant('bf16+cl', base, True, False, bf16=True)]
     if not args.no_compile:
         variants.append(Variant('compile', base, False, True))
     for i in range(2 + args.steps):

@@ -347,3 +347,16 @@ def test_augment_flags_reach_the_training_views(fixture_wider: Path, changes: di
     assert getattr(plain.config, field) == default == getattr(AugmentConfig(), field)
     assert getattr(varied.config, field) == changed
     assert any(not torch.equal(varied[i][0], plain[i][0]) for i in range(len(plain)))
+
+
+@pytest.mark.parametrize('quant', ['float', 'hwgq'])
+def test_channels_last_trains_the_same_network(fixture_wider: Path, tmp_path: Path, quant: str):
+    # NHWC changes only the convolutions' summation order: the losses agree to rounding, and the
+    # checkpoint holds plain (contiguous) tensors that convert like any other
+    for name, extra in (('nchw', ()), ('nhwc', ('--channels-last',))):
+        assert main(train_argv(fixture_wider, tmp_path / name, '--quant', quant, *extra, epochs=2)) == 0
+    losses = [[row['loss'] for row in metrics(tmp_path / name / 'metrics.jsonl')] for name in ('nchw', 'nhwc')]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+    nchw, nhwc = state(tmp_path / 'nchw' / 'last.pt'), state(tmp_path / 'nhwc' / 'last.pt')
+    assert nchw.keys() == nhwc.keys()
+    assert all(t.is_contiguous() for t in nhwc.values())
