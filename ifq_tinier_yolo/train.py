@@ -36,7 +36,7 @@ from .datasets.loader import WiderTrainSet, collate
 from .datasets.wider import read_wider
 from .errors import ConfigError, IfqError, TrainingError
 from .fileio import atomic_write_text
-from .model.loss import LossConfig, detection_loss, distill_loss
+from .model.loss import LossConfig, detection_loss, distill_loss, hint_loss
 from .model.tinier_yolo import QUANT_MODES, TinierYolo
 from .train_config import OPTIMIZERS, TrainConfig, parse_overrides
 
@@ -62,6 +62,8 @@ def config_from_args(args) -> TrainConfig:
         raise ConfigError(f'crop_min and crop_max need 0 < crop_min <= crop_max, not {cfg.crop_min}, {cfg.crop_max}')
     if not 0 <= cfg.mosaic <= 1:
         raise ConfigError(f'mosaic is a probability in [0, 1], not {cfg.mosaic}')
+    if cfg.hint and not cfg.teacher:
+        raise ConfigError('hint (feature distillation) needs a teacher')
     if cfg.epochs < 1 or cfg.batch < 1:
         raise ConfigError('epochs and batch must be >= 1')
     return cfg
@@ -290,6 +292,37 @@ def load_teacher(cfg: TrainConfig, layers: tuple[netdef.LayerSpec, ...], device:
     return teacher.requires_grad_(False).to(device).eval()
 
 
+class BlockOutputs:
+    """Keeps the BatchNorm output of the named blocks from each forward pass (feature hints)."""
+
+    def __init__(self, model: TinierYolo, names: list[str]):
+        self.names, self.values = names, {}
+        for block in model.blocks:
+            if block.spec.name in names:
+                block.bn.register_forward_hook(self._keep(block.spec.name))
+
+    def _keep(self, name: str):
+        def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            self.values[name] = output
+        return hook
+
+    def taken(self) -> list[torch.Tensor]:
+        """The outputs of the last forward pass, in `names` order, as float32."""
+        return [self.values.pop(n).float() for n in self.names]
+
+
+def hint_pairs(model: TinierYolo, teacher: TinierYolo | None, log) -> tuple[BlockOutputs, BlockOutputs] | None:
+    """Recorders of the blocks that student and teacher share (same name and width); None without a teacher."""
+    if teacher is None:
+        return None
+    theirs = {b.spec.name: b.spec.out_ch for b in teacher.blocks}
+    names = [b.spec.name for b in model.blocks if theirs.get(b.spec.name) == b.spec.out_ch]
+    if not names:
+        raise ConfigError('hint: the teacher has no block of the same name and width as the trained network')
+    log(f'feature hints on {", ".join(names)}')
+    return BlockOutputs(model, names), BlockOutputs(teacher, names)
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group under torchrun."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
@@ -381,6 +414,7 @@ class Trainer:
     avg: AveragedModel | None       # the weight average (cfg.ema), else None
     anchors: list[torch.Tensor]     # per head (A, 2) float32, grid cells
     teacher: TinierYolo | None      # the float network distilled into this one (cfg.teacher), else None
+    hints: tuple[BlockOutputs, BlockOutputs] | None   # student's and teacher's block outputs (cfg.hint), else None
     loss_cfg: LossConfig
     device: torch.device
     world: int                      # processes
@@ -424,6 +458,11 @@ def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: boo
             hint = distill_loss([h.float() for h in heads], taught)
             loss = loss + t.cfg.distill * hint
             parts['distill'] = hint.item()
+        if t.hints is not None:
+            mine, theirs = t.hints
+            features = hint_loss(mine.taken(), theirs.taken())
+            loss = loss + t.cfg.hint * features
+            parts['hint'] = features.item()
         check_finite(t, loss, epoch, step, last_path)
         t.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -515,7 +554,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
                           cfg.anchor_iou, cfg.obj_loss, cfg.tiny_faces / cfg.img_size)
     t = Trainer(cfg, model, DistributedDataParallel(model) if world > 1 else model, opt, avg,
                 [torch.tensor(a, dtype=torch.float32, device=device) for a in model.head_anchors],
-                teacher,
+                teacher, hint_pairs(model, teacher, log) if cfg.hint else None,
                 loss_cfg, device, world, total_steps=cfg.epochs * n, warmup_steps=max(1, round(cfg.warmup * n)))
     log('config ' + json.dumps(dataclasses.asdict(cfg)))
     rows = completed_rows(out / METRICS, start.epoch) if main_proc else []

@@ -69,6 +69,8 @@ class TrainConfig:
     teacher: str = _field('', 'checkpoint of a float network of the same table whose heads this one learns to '
                               'match (knowledge distillation); empty: none')
     distill: float = _field(1.0, 'weight of the distillation loss (model.loss.distill_loss) when --teacher is given')
+    hint: float = _field(0.0, "weight of feature distillation from --teacher (model.loss.hint_loss): each block's "
+                              'BatchNorm output learns the teacher block of the same name and width (0: none)')
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,5 @@
 """What a training step costs on this machine: data loading against the network, and the options
-that might make the network step faster (channels_last memory layout, torch.compile).
+that might make the network step faster (channels_last memory layout, bfloat16 autocast, torch.compile).
 
     .venv/bin/python scripts/bench_train.py [--wider-root R] [--net v2] [--quant hwgq]
                                             [--img-size 320] [--batch 16] [--steps 8]

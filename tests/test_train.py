@@ -303,6 +303,37 @@ def test_distilling_from_a_teacher_logs_its_loss_and_moves_toward_it(fixture_wid
                            state(tmp_path / 'plain' / 'last.pt')['heads.0.conv.weight'])
 
 
+def test_hint_loss_compares_what_the_codes_see():
+    from ifq_tinier_yolo.model.loss import hint_loss
+    from ifq_tinier_yolo.netdef import HWGQ_CLIP
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 8, 6, 6), torch.randn(2, 4, 12, 12)]
+    # below 0 and above the clip the code cannot tell values apart: no loss there
+    same = [torch.where(t > HWGQ_CLIP, t + 5, torch.where(t < 0, t - 5, t)) for t in teacher]
+    assert hint_loss(same, teacher).item() == 0.0
+    student = [torch.randn_like(t, requires_grad=True) for t in teacher]
+    loss = hint_loss(student, teacher)
+    loss.backward()
+    assert hint_loss([(s - 0.5 * s.grad).detach() for s in student], teacher).item() < loss.item()
+    with pytest.raises(ValueError, match='differ'):
+        hint_loss(student[:1], teacher[1:])
+
+
+def test_feature_hints_log_their_loss_and_pull_the_blocks_toward_the_teacher(fixture_wider: Path, tmp_path: Path,
+                                                                            capsys):
+    assert main(train_argv(fixture_wider, tmp_path / 'float', '--quant', 'float', epochs=1)) == 0
+    teacher = tmp_path / 'float' / 'last.pt'
+    args = ('--quant', 'hwgq', '--teacher', str(teacher), '--distill', '0')
+    assert main(train_argv(fixture_wider, tmp_path / 'hint', *args, '--hint', '100', '--lr', '1e-2', epochs=3)) == 0
+    assert 'feature hints on conv1, conv2, conv3, conv4, conv5, conv6' in capsys.readouterr().err
+    rows = metrics(tmp_path / 'hint' / 'metrics.jsonl')
+    assert rows[-1]['hint'] < rows[0]['hint']
+    assert main(train_argv(fixture_wider, tmp_path / 'none', *args, epochs=1)) == 0
+    assert 'hint' not in metrics(tmp_path / 'none' / 'metrics.jsonl')[0]
+    assert main(train_argv(fixture_wider, tmp_path / 'alone', '--hint', '1', epochs=1)) != 0
+    assert 'hint (feature distillation) needs a teacher' in stderr_lines(capsys)[-1]
+
+
 def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_path: Path, capsys):
     assert main(train_argv(fixture_wider, tmp_path / 'v1', '--quant', 'float', epochs=1)) == 0
     code = main(train_argv(fixture_wider, tmp_path / 'v2', '--net', 'v2', '--teacher', str(tmp_path / 'v1' / 'last.pt'),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..netdef import (EXP_CLAMP, H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD,
+from ..netdef import (EXP_CLAMP, HWGQ_CLIP, H_FIELD, OBJECTNESS_FIELD, VALUES_PER_ANCHOR, W_FIELD, X_FIELD,
                       Y_FIELD)
 
 
@@ -209,3 +209,15 @@ def distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> to
         total = total + ((s[:, :, sig].sigmoid() - t[:, :, sig].sigmoid()) ** 2).sum() \
             + ((s[:, :, exp].clamp(max=EXP_CLAMP) - t[:, :, exp].clamp(max=EXP_CLAMP)) ** 2).sum()
     return total / student[0].shape[0]
+
+
+def hint_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Feature distillation (FitNets-style hints) from a float network: squared errors between the
+    blocks' BatchNorm outputs, clamped to [0, HWGQ_CLIP] (the range in which the HWGQ code, the ReLU
+    and the straight-through gradient all vary), mean over elements, summed over the blocks."""
+    total = 0.0
+    for s, t in zip(student, teacher):
+        if s.shape != t.shape:
+            raise ValueError(f'student block {tuple(s.shape)} and teacher block {tuple(t.shape)} differ')
+        total = total + ((s.clamp(0.0, HWGQ_CLIP) - t.detach().clamp(0.0, HWGQ_CLIP)) ** 2).mean()
+    return total
