@@ -167,32 +167,8 @@ LAYERS_V6: tuple[LayerSpec, ...] = tuple(replace(l, inputs=HEAD_INPUTS_V6.get(l.
 # channels of 2 bits per 2x2 pixels is where quantizing the float network costs most after conv2's
 # weights (weights/README.md, the sensitivity table and run v7a).
 LAYERS_V7: tuple[LayerSpec, ...] = (replace(LAYERS_V2[0], out_ch=32), *LAYERS_V2[1:])
-# v8: v3 with context from stride 32: ctx1 (3x3/2 from conv6) and ctx2 (3x3) are upsampled back to stride
-# 16 and read by both head16 and lat6, so the heads see 199 px instead of 103 (the crowd scenes' false
-# positives score high and large faces are missed, weights/README.md, run v8float), for about 15% more
-# multiply-adds and 97 KB.
-LAYERS_V8: tuple[LayerSpec, ...] = (
-    *LAYERS_V3[:6],                                                 # conv1 .. conv6, 26
-    LayerSpec('ctx1', 'hidden', 192, 3, 2, inputs=('conv6',)),     # 26 -> 13
-    LayerSpec('ctx2', 'hidden', 256, 3, 1),                         # 13
-    LayerSpec('upctx', 'upsample', 256),                            # 13 -> 26
-    replace(LAYERS_V3[6], inputs=('conv6', 'upctx')),               # head16
-    replace(LAYERS_V3[7], inputs=('conv6', 'upctx')),               # lat6
-    *LAYERS_V3[8:],                                                 # up6, conv7, conv8, head8
-)
-# v9: the shipped v2 with a narrower context branch read by head16 alone, so that a binary v2 grows into it
-# computing what it did (head16's new int8 weights start at zero; weights/README.md, run v9a).
-LAYERS_V9: tuple[LayerSpec, ...] = (
-    *LAYERS_V2[:6],                                                 # conv1 .. conv6, 26
-    LayerSpec('ctx1', 'hidden', 128, 3, 2, inputs=('conv6',)),     # 26 -> 13
-    LayerSpec('ctx2', 'hidden', 128, 3, 1),                         # 13
-    LayerSpec('upctx', 'upsample', 128),                            # 13 -> 26
-    replace(LAYERS_V2[6], inputs=('conv6', 'upctx')),               # head16
-    *LAYERS_V2[7:],                                                 # lat6, up6, conv7, head8
-)
 NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2, 'v3': LAYERS_V3, 'v4': LAYERS_V4,
-                                              'v5': LAYERS_V5, 'v6': LAYERS_V6, 'v7': LAYERS_V7, 'v8': LAYERS_V8,
-                                              'v9': LAYERS_V9}
+                                              'v5': LAYERS_V5, 'v6': LAYERS_V6, 'v7': LAYERS_V7}
 IN_CHANNELS = 3                   # BGR image
 
 
