@@ -454,7 +454,8 @@ def train_epoch(t: Trainer, loader: DataLoader, epoch: int, step: int, show: boo
         loss, parts = detection_loss([h.float() for h in heads], targets, t.anchors, t.loss_cfg)
         if t.teacher is not None:
             with torch.no_grad():
-                taught = t.teacher(images)
+                taught = t.teacher(images)   # also fills the teacher's block outputs for the hints
+        if t.teacher is not None and t.cfg.distill:
             hint = distill_loss([h.float() for h in heads], taught)
             loss = loss + t.cfg.distill * hint
             parts['distill'] = hint.item()
