@@ -510,6 +510,13 @@ def save_epoch(t: Trainer, out: Path, val, row: dict[str, Any], rows: list[dict[
     return best
 
 
+def next_epoch_overruns(t_start: float, t_epoch: float, now: float, limit_min: float) -> bool:
+    """Whether another epoch, taken to last as long as the one that began at `t_epoch`, would end
+    past `limit_min` minutes from `t_start` (0: no limit). Checked only at epoch boundaries, so the
+    limit holds where epochs take alike."""
+    return bool(limit_min) and now + (now - t_epoch) - t_start > limit_min * 60
+
+
 def stop_now(world: int, out_of_time: bool, stop_after: int, epochs_done: int) -> bool:
     """Whether to pause after this epoch; rank 0's clock decides for every process."""
     stop = torch.tensor(float(out_of_time or (stop_after and epochs_done >= stop_after)))
@@ -573,7 +580,7 @@ def train(wider_root: Path, out: Path, cfg: TrainConfig, resume: bool = False,
             log('metrics ' + json.dumps(row))
         if world > 1:
             dist.barrier()
-        out_of_time = bool(time_limit_min) and time.time() - t_start > time_limit_min * 60
+        out_of_time = next_epoch_overruns(t_start, t_epoch, time.time(), time_limit_min)
         if stop_now(world, out_of_time, stop_after, epoch + 1) and epoch + 1 < cfg.epochs:
             log(f'stopped after epoch {epoch + 1} of {cfg.epochs}; continue with --resume')
             break

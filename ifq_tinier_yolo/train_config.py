@@ -84,7 +84,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--resume', action='store_true', help='continue from OUT/last.pt')
     parser.add_argument('--init', type=Path, default=None, help='start from the weights of this checkpoint')
     parser.add_argument('--time-limit', type=float, default=0,
-                        help='stop cleanly after this many minutes (0: none)')
+                        help='stop cleanly at the last epoch boundary before this many minutes, an epoch taken to last '
+                             'as long as the one before (0: none)')
     parser.add_argument('--stop-after', type=int, default=0,
                         help='stop cleanly after this epoch, keeping the schedule of --epochs (0: run all)')
     parser.add_argument('--no-val', action='store_true', help='skip the per-epoch validation')

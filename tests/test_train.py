@@ -143,6 +143,13 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixture_wider: Pa
         assert 'train_model' not in final
 
 
+def test_time_limit_stops_before_an_epoch_that_would_overrun_it():
+    # epochs of 10 min under a 60 min limit: after the one ending at 50 min another would end at 60
+    overruns = [train_mod.next_epoch_overruns(0.0, 60.0 * (m - 10), 60.0 * m, 60) for m in (10, 40, 50, 51)]
+    assert overruns == [False, False, False, True]
+    assert not train_mod.next_epoch_overruns(0.0, 0.0, 1e9, 0)       # 0: no limit
+
+
 def test_same_seed_same_weights_other_seed_other_weights(fixture_wider: Path, tmp_path: Path):
     for name, seed in (('a', 1), ('b', 1), ('c', 2)):
         assert main(train_argv(fixture_wider, tmp_path / name, epochs=1, seed=seed)) == 0
