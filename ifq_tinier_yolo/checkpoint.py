@@ -1,7 +1,7 @@
 """Training checkpoints: state_dicts + config, written atomically, loaded without pickle.
 
 A checkpoint is a plain dict (loadable with `torch.load(weights_only=True)`):
-  format 'ifq-tinier-yolo-checkpoint', version, quant ('float' | 'hwgq'), layers (netdef
+  format 'ifq-tinier-yolo-checkpoint', version, quant ('float' | 'acts' | 'hwgq'), layers (netdef
   table as a list of dicts, heads with their anchors), img_size (the input side to run it at: the validation
   size, not the training crop), config (training config dict), model
   (state_dict), and for resuming: optimizer, epoch (completed epochs), best, step.

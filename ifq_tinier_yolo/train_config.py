@@ -33,7 +33,8 @@ class TrainConfig:
     optimizer: str = _field('adamw', 'adamw, or sgd (momentum 0.9, nesterov)', choices=OPTIMIZERS)
     warmup: float = _field(1.0, 'linear LR warm-up in epochs')
     min_lr_ratio: float = _field(0.05, 'the cosine schedule decays to lr * this')
-    quant: str = _field('hwgq', "'float' (warm-up) or 'hwgq' (binary weights, 2-bit activations)")
+    quant: str = _field('hwgq', "'float' (warm-up), 'acts' (2-bit activations, float weights: a step "
+                                 "between them) or 'hwgq' (binary weights, 2-bit activations)")
     net: str = _field('', "layer table (netdef.NETWORKS); '': --init's own table, else v1")
     max_images: int = _field(0, 'use only the first N training images (0: all)')
     max_val_images: int = _field(0, 'validate on the first N val images (0: all)')

@@ -136,6 +136,26 @@ def test_hwgq_eval_blocks_output_integer_codes():
     assert torch.equal(acc, acc.round()) and float(acc.abs().max()) < 2 ** 24
 
 
+def test_acts_mode_quantizes_the_activations_and_keeps_float_weights():
+    model = calibrated('acts')
+    x = images(2, 64, seed=3)
+    io = capture_block_io(model, x)
+    for (inp, out), block in zip(io, model.blocks):
+        assert set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}, block.spec.name
+        with torch.no_grad():
+            acc = F.conv2d(inp * block.in_scale, block.conv.weight, stride=block.spec.stride,
+                           padding=block.spec.kernel // 2)
+            want = hwgq_codes(block.bn(F.max_pool2d(acc, block.spec.pool) if block.spec.pool else acc))
+        # the eval affine rounds differently from BatchNorm: a value on a cut may fall either side
+        assert float((out == want).float().mean()) > 0.999, block.spec.name
+    with torch.no_grad():
+        out, = model(x)
+        head = model.head.conv
+        assert torch.allclose(out, F.conv2d(io[-1][1] * netdef.HWGQ_STEP, head.weight, head.bias), atol=1e-5)
+        model.set_quant('hwgq')
+        assert not torch.allclose(out, model(x)[0])   # the hwgq network binarises the same weights
+
+
 def test_head_integers_and_output_scale():
     model = calibrated()
     x = images(2, 64, seed=3)
@@ -198,7 +218,7 @@ def test_train_mode_with_running_stats_matches_eval_mode():
     assert float(close) > 0.95
 
 
-@pytest.mark.parametrize('quant', ['float', 'hwgq'])
+@pytest.mark.parametrize('quant', ['float', 'acts', 'hwgq'])
 def test_gradients_reach_every_parameter(quant: str):
     torch.manual_seed(1)
     model = TinierYolo(quant=quant).train()

@@ -3,6 +3,8 @@
 Block order as HWGQ-Net: conv (no bias) -> [2x2 max-pool] -> BatchNorm -> activation.
 Two modes share the same parameters, so a float checkpoint initialises a quantized run:
 - 'float': float weights, ReLU (warm-up);
+- 'acts': 2-bit HWGQ codes between blocks but float weights: step one of a two-step binarisation
+  (ReActNet's: activations first, then weights), trained between 'float' and 'hwgq';
 - 'hwgq': first layer int8 per-channel weights on the raw pixels, hidden layers binary weights
   (alpha * sign), 2-bit HWGQ codes between blocks, head int8 per-tensor weights and an integer
   bias. Convolutions run on integer-valued tensors so every accumulator is an exact integer;
@@ -19,7 +21,7 @@ from .. import netdef
 from ..netdef import BINARY_WEIGHT_BITS, HWGQ_STEP, LayerSpec
 from .quant import binarize_weights, hwgq_codes, int8_weights, round_ste
 
-QUANT_MODES = ('float', 'hwgq')
+QUANT_MODES = ('float', 'acts', 'hwgq')
 OBJECTNESS_PRIOR = -4.0   # initial objectness logit: sigmoid = 0.018, keeps early training stable
 
 
@@ -35,7 +37,9 @@ class ConvBlock(nn.Module):
         self.in_scale = spec.info.in_scale
 
     def int_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(integer-valued weights (O, I, k, k), per-channel weight scale (O,))."""
+        """(integer-valued weights (O, I, k, k), per-channel weight scale (O,)); 'acts': the float weights, scale 1."""
+        if self.quant == 'acts':
+            return self.conv.weight, torch.ones_like(self.conv.weight[:, 0, 0, 0])
         if self.spec.weight_bits == BINARY_WEIGHT_BITS:
             return binarize_weights(self.conv.weight)
         return int8_weights(self.conv.weight, per_channel=True)
@@ -98,6 +102,8 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.quant == 'float':
             return self.conv(x)
+        if self.quant == 'acts':
+            return F.conv2d(x * HWGQ_STEP, self.conv.weight, self.conv.bias)
         _, _, out_scale = self.int_params()
         return self.integers(x) * out_scale
 
@@ -172,7 +178,7 @@ class TinierYolo(nn.Module):
         return [head.integers(f) for head, f in zip(self.heads, self.features(x))]
 
     def set_quant(self, quant: str) -> None:
-        """Switch every block between 'float' and 'hwgq' (same parameters)."""
+        """Switch every block between the QUANT_MODES (same parameters)."""
         if quant not in QUANT_MODES:
             raise ValueError(f'quant must be one of {QUANT_MODES}, not {quant!r}')
         self.quant = quant
