@@ -167,13 +167,8 @@ LAYERS_V6: tuple[LayerSpec, ...] = tuple(replace(l, inputs=HEAD_INPUTS_V6.get(l.
 # channels of 2 bits per 2x2 pixels is where quantizing the float network costs most after conv2's
 # weights (weights/README.md, the sensitivity table and run v7a).
 LAYERS_V7: tuple[LayerSpec, ...] = (replace(LAYERS_V2[0], out_ch=32), *LAYERS_V2[1:])
-# v10: v2 about 1.25x wider from conv3 on (1.48x the multiply-adds, 160 KB): every earlier change of the
-# binary v2 (int8 early layers, 3-bit codes, more context) gained at most 0.03 while the float v2 stands
-# 0.05-0.09 above it, so the capacity a binary layer loses is what is left to buy (weights/README.md, v10).
-V10_WIDTHS = {'conv3': 80, 'conv4': 112, 'conv5': 256, 'conv6': 320, 'lat6': 80, 'up6': 80, 'conv7': 80}
-LAYERS_V10: tuple[LayerSpec, ...] = tuple(replace(l, out_ch=V10_WIDTHS.get(l.name, l.out_ch)) for l in LAYERS_V2)
 NETWORKS: dict[str, tuple[LayerSpec, ...]] = {'v1': LAYERS, 'v2': LAYERS_V2, 'v3': LAYERS_V3, 'v4': LAYERS_V4,
-                                              'v5': LAYERS_V5, 'v6': LAYERS_V6, 'v7': LAYERS_V7, 'v10': LAYERS_V10}
+                                              'v5': LAYERS_V5, 'v6': LAYERS_V6, 'v7': LAYERS_V7}
 IN_CHANNELS = 3                   # BGR image
 
 
