@@ -271,6 +271,20 @@ def test_auto_upscale_follows_is_crowd(backend_fixture: str, faces: int, like: s
     np.testing.assert_array_equal(auto.detect_array(image), {'on': on, 'off': off}[like].detect_array(image))
 
 
+@pytest.mark.parametrize('plain_crowd', [True, False], ids=['crowd', 'no-crowd'])
+def test_flip_mirror_pass_follows_the_plain_pass_upscale(detector: Detector, plain_crowd: bool,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    from ifq_tinier_yolo.apps import detector as detector_module
+    auto, on, off = (Detector.load(detector.path, detector.backend, conf=0.0, img_size=48, upscale=mode, flip=True)
+                     for mode in ('auto', 'on', 'off'))
+    image = noise((48, 80, 3))
+    assert not np.array_equal(on.detect_array(image), off.detect_array(image))   # the modes differ here
+    # the plain pass decides; a mirror pass asked again would answer the opposite
+    answers = iter([plain_crowd, not plain_crowd])
+    monkeypatch.setattr(detector_module, 'is_crowd', lambda *args: next(answers))
+    np.testing.assert_array_equal(auto.detect_array(image), (on if plain_crowd else off).detect_array(image))
+
+
 @pytest.mark.parametrize('levels', [0, 5, 1.5])
 def test_bad_pyramid_levels(random_ifq: Path, levels):
     with pytest.raises(ConfigError, match='levels'):

@@ -182,21 +182,24 @@ class Detector:
                    netdef.total_stride(m.specs), bool(flip), upscale, netdef.upscale_size(size, m.specs),
                    m.notice, coarse if len(coarse) < len(netdef.heads(m.specs)) else None, m.vote)
 
-    def _pyramid(self, bgr: np.ndarray, conf: float) -> np.ndarray:
+    def _pyramid(self, bgr: np.ndarray, conf: float, upscale: str | None = None) -> tuple[np.ndarray, bool]:
         """Detections (N, 5) of all pyramid levels of a uint8 BGR image, merged, small boxes
-        discounted (discount_small), scoring at least `conf`, best first."""
+        discounted (discount_small), scoring at least `conf`, best first; and whether the upscaled
+        level ran. `upscale` overrides the detector's mode (a netdef.UPSCALE_MODES value)."""
         def run(size: int, heads: tuple[int, ...] | None = None) -> np.ndarray:
             dets = self._run(bgr, conf, LEVEL_NMS, size, heads)
             return np.asarray(dets, dtype=np.float64).reshape(-1, len(COLUMNS))
+        mode = upscale or self.upscale
         long_side = max(bgr.shape[:2])
         levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
-        boxes = None if self.upscale == 'on' else merge_levels(levels, self.sizes, long_side, self.stride,
-                                                                self.nms, vote=self._vote)
-        if boxes is None or (self.upscale == 'auto' and is_crowd(boxes, self.sizes[0], long_side, self.stride)):
+        boxes = None if mode == 'on' else merge_levels(levels, self.sizes, long_side, self.stride,
+                                                         self.nms, vote=self._vote)
+        upscaled = boxes is None or (mode == 'auto' and is_crowd(boxes, self.sizes[0], long_side, self.stride))
+        if upscaled:
             boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size),
                                  self.up_size, self._vote)
         boxes = discount_small(boxes, self.sizes[0], long_side, self.stride)
-        return boxes[boxes[:, 4] >= conf]
+        return boxes[boxes[:, 4] >= conf], upscaled
 
     def detect_array(self, image: np.ndarray) -> np.ndarray:
         """Image (gray / BGR / BGRA, 8 or 16 bit) -> float64 (N, 5) x, y, w, h, score in its pixels, best first."""
@@ -204,12 +207,14 @@ class Detector:
             raise ImageError(f'expected an image as a numpy array, got {type(image).__name__}')
         bgr = to_bgr8(image)   # no copy for uint8 BGR; shrinks sides over imageio.MAX_SIDE
         if not self.flip:
-            boxes = self._pyramid(bgr, self.conf)
+            boxes, _ = self._pyramid(bgr, self.conf)
         else:
             # each pass keeps scores >= conf / 2: a fused score is the mean of the two passes,
-            # a pass below that threshold voting 0
-            plain = self._pyramid(bgr, self.conf / 2)
-            mirrored = self._pyramid(np.ascontiguousarray(bgr[:, ::-1]), self.conf / 2)
+            # a pass below that threshold voting 0. The mirror pass runs the upscaled level where
+            # the plain pass did, so that both passes see the same small faces.
+            plain, upscaled = self._pyramid(bgr, self.conf / 2)
+            mirrored, _ = self._pyramid(np.ascontiguousarray(bgr[:, ::-1]), self.conf / 2,
+                                        'on' if upscaled else 'off')
             mirrored[:, 0] = bgr.shape[1] - mirrored[:, 0] - mirrored[:, 2]
             boxes = fuse_mirrored(plain, mirrored, self.nms, self._vote)
             boxes = boxes[boxes[:, 4] >= self.conf]
