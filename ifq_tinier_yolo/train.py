@@ -293,13 +293,14 @@ def load_teacher(cfg: TrainConfig, layers: tuple[netdef.LayerSpec, ...], device:
 
 
 class BlockOutputs:
-    """Keeps the BatchNorm output of the named blocks from each forward pass (feature hints)."""
+    """Keeps what the activation of the named blocks reads (their BatchNorm output) from each forward
+    pass (feature hints); a quantized teacher in eval mode computes it without calling BatchNorm."""
 
     def __init__(self, model: TinierYolo, names: list[str]):
         self.names, self.values = names, {}
         for block in model.blocks:
             if block.spec.name in names:
-                block.bn.register_forward_hook(self._keep(block.spec.name))
+                block.pre_act.register_forward_hook(self._keep(block.spec.name))
 
     def _keep(self, name: str):
         def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:

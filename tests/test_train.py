@@ -341,6 +341,24 @@ def test_feature_hints_log_their_loss_and_pull_the_blocks_toward_the_teacher(fix
     assert 'hint (feature distillation) needs a teacher' in stderr_lines(capsys)[-1]
 
 
+@pytest.mark.parametrize('quant', ['float', 'acts', 'hwgq'])
+def test_hints_record_what_the_activation_reads_in_every_mode(quant: str):
+    """Also a quantized teacher in eval mode, whose blocks compute BatchNorm as integrate's affine."""
+    from ifq_tinier_yolo import netdef
+    from ifq_tinier_yolo.model.quant import hwgq_codes
+    torch.manual_seed(0)
+    model = TinierYolo(netdef.LAYERS_V2, quant=quant).eval()
+    names = [b.spec.name for b in model.blocks]
+    hints, outputs = train_mod.BlockOutputs(model, names), {}
+    for b in model.blocks:
+        b.register_forward_hook(lambda m, i, out, name=b.spec.name: outputs.__setitem__(name, out))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64) * 255)
+    for name, value in zip(names, hints.taken()):
+        want = torch.relu(value) if quant == 'float' else hwgq_codes(value)
+        torch.testing.assert_close(outputs[name], want, rtol=0, atol=0)
+
+
 def test_a_teacher_of_another_table_is_a_clean_error(fixture_wider: Path, tmp_path: Path, capsys):
     assert main(train_argv(fixture_wider, tmp_path / 'v1', '--quant', 'float', epochs=1)) == 0
     code = main(train_argv(fixture_wider, tmp_path / 'v2', '--net', 'v2', '--teacher', str(tmp_path / 'v1' / 'last.pt'),

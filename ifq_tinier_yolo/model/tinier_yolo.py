@@ -33,6 +33,9 @@ class ConvBlock(nn.Module):
         self.spec, self.quant = spec, quant
         self.conv = nn.Conv2d(in_ch, spec.out_ch, spec.kernel, spec.stride, spec.kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(spec.out_ch)
+        # what the activation reads, in every mode (BatchNorm's output; in eval mode the affine that
+        # integrate mirrors): a place to hook for feature hints, whichever path computed it
+        self.pre_act = nn.Identity()
         # value of one input unit: a pixel is 1/255, an HWGQ code is HWGQ_STEP
         self.in_scale = spec.info.in_scale
 
@@ -65,7 +68,7 @@ class ConvBlock(nn.Module):
         if self.quant == 'float':
             if self.spec.info.reads_image:
                 x = x * self.in_scale
-            return F.relu(self.bn(self._pool(self.conv(x))))
+            return F.relu(self.pre_act(self.bn(self._pool(self.conv(x)))))
         acc = self.accumulate(x)
         if self.training:
             _, w_scale = self.int_weights()
@@ -74,7 +77,7 @@ class ConvBlock(nn.Module):
             # three separately rounded float32 ops, mirrored exactly by integrate/passes.py
             acc_scale, bn_scale, bn_shift = (t.view(1, -1, 1, 1) for t in self.post_affine())
             z = acc * acc_scale * bn_scale + bn_shift
-        return hwgq_codes(z)
+        return hwgq_codes(self.pre_act(z))
 
 
 class Head(nn.Module):
