@@ -194,7 +194,7 @@ class Detector:
         levels = [run(self.sizes[0])] + [run(size, self.coarse_heads) for size in self.sizes[1:]]
         boxes = None if mode == 'on' else merge_levels(levels, self.sizes, long_side, self.stride,
                                                          self.nms, vote=self._vote)
-        upscaled = boxes is None or (mode == 'auto' and is_crowd(boxes, self.sizes[0], long_side, self.stride))
+        upscaled = mode == 'on' or (mode == 'auto' and is_crowd(boxes, self.sizes[0], long_side, self.stride))
         if upscaled:
             boxes = merge_levels(levels, self.sizes, long_side, self.stride, self.nms, run(self.up_size),
                                  self.up_size, self._vote)
